@@ -1,0 +1,31 @@
+# Two set-up commands (README): `make run` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install run test ui bench clean-outputs
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Materialize every asset of every bundled study, then print a summary.
+run: install
+	$(BIN)/dge run
+
+## Run the test suite (2 workers).
+test: install
+	$(BIN)/python -m pytest -n 2 -q
+
+## Dagster UI + daemon on http://127.0.0.1:3000 (sensor and schedule run while it is up).
+ui: install
+	$(BIN)/dge ui
+
+## Remove generated outputs under data/ (warehouse, catalog, Dagster home); studies stay.
+clean-outputs:
+	rm -rf data/warehouse data/catalog.duckdb data/catalog.state.json data/dagster_home data/.catalog.lock

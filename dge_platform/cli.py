@@ -1,0 +1,179 @@
+"""The ``dge`` command: validate, add, run, status, sql and ui."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pandas as pd
+
+from dge_platform.home import DgeHome, resolve_home
+from dge_platform.problems import StudyInputError, format_problems
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _home(ctx: click.Context) -> DgeHome:
+    return ctx.obj
+
+
+@click.group()
+@click.option("--home", type=click.Path(file_okay=False), envvar="DGE_HOME",
+              help="Data root (default: $DGE_HOME, else the repository's data/).")
+@click.pass_context
+def main(ctx: click.Context, home: str | None) -> None:
+    """dge-platform: differential expression studies as Dagster assets, queryable with SQL."""
+    ctx.obj = resolve_home(home)
+
+
+@main.command()
+@click.argument("study_dir", type=click.Path(path_type=Path))
+def validate(study_dir: Path) -> None:
+    """Check a study folder and print every problem at once (exit 1 if any)."""
+    from dge_platform.validation import validate_study
+
+    report = validate_study(study_dir)
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if report.problems:
+        click.echo(format_problems(str(study_dir), report.problems), err=True)
+        sys.exit(1)
+    study = report.study
+    click.echo(f"OK: study '{study.config.id}' ({study.config.kind}): {study.counts.shape[1]} "
+               f"samples x {study.counts.shape[0]:,} genes, {len(study.config.contrasts)} "
+               f"contrast(s), design {study.config.design}")
+
+
+@main.command()
+@click.argument("study_dir", type=click.Path(path_type=Path))
+@click.option("--run", "run_after", is_flag=True, help="Materialize the study afterwards.")
+@click.pass_context
+def add(ctx: click.Context, study_dir: Path, run_after: bool) -> None:
+    """Validate a study folder and register it under the data root (replacing that id)."""
+    from dge_platform.registry import add_study
+
+    home = _home(ctx).ensure()
+    try:
+        study = add_study(home, study_dir)
+    except StudyInputError as err:
+        click.echo(str(err), err=True)
+        sys.exit(1)
+    click.echo(f"registered '{study.config.id}' at {home.study_dir(study.config.id)}")
+    if run_after:
+        ctx.invoke(run, study_ids=(study.config.id,))
+
+
+@main.command()
+@click.argument("study_ids", nargs=-1)
+@click.pass_context
+def run(ctx: click.Context, study_ids: tuple[str, ...]) -> None:
+    """Materialize every asset of the given studies (default: all registered studies)."""
+    from dge_platform.registry import study_folders
+    from dge_platform.runner import instance_for, run_study
+    from dge_platform.study import is_valid_study_id
+
+    home = _home(ctx).ensure()
+    registered = [p.name for p in study_folders(home)]
+    ids = list(study_ids) or registered
+    unknown = [s for s in ids if s not in registered or not is_valid_study_id(s)]
+    if unknown:
+        click.echo(f"error: no registered study {', '.join(map(repr, unknown))} under "
+                   f"{home.studies}; register a study folder with 'dge add DIR'", err=True)
+        sys.exit(1)
+    if not ids:
+        click.echo(f"no studies registered under {home.studies}; add one with 'dge add DIR'")
+        return
+    instance = instance_for(home)
+    outcomes = [run_study(instance, study_id, click.echo) for study_id in ids]
+    click.echo("")
+    for o in outcomes:
+        status = "ok" if o.success else f"FAILED at step {o.failed_step}"
+        click.echo(f"{o.study_id}: {status} ({o.seconds:.1f} s, run {o.run_id[:8]})")
+        if not o.success:
+            click.echo(o.error or "no error message recorded", err=True)
+    _print_summary(home)
+    if not all(o.success for o in outcomes):
+        sys.exit(1)
+
+
+def _print_summary(home: DgeHome) -> None:
+    from dge_platform.catalog import query
+
+    studies = query(home, "select study_id, kind, n_samples, n_genes, materialized_at "
+                          "from studies order by study_id")
+    click.echo("\nStudies in the catalog:")
+    click.echo(studies.to_string(index=False) if len(studies) else "  (none)")
+    click.echo(f"\nDuckDB catalog: {home.catalog}")
+    click.echo(f"Query it:       dge sql \"select * from studies\"")
+
+
+@main.command()
+@click.pass_context
+def status(ctx: click.Context) -> None:
+    """List registered studies: validity, and whether their outputs are up to date."""
+    from dge_platform.registry import fingerprint, study_folders
+    from dge_platform.runner import instance_for, study_status
+    from dge_platform.validation import validate_study
+
+    home = _home(ctx).ensure()
+    instance = instance_for(home)
+    rows = []
+    for folder in study_folders(home):
+        report = validate_study(folder, expected_id=folder.name)
+        state = (f"invalid ({len(report.problems)} problem(s); run 'dge validate "
+                 f"{folder}')" if report.problems
+                 else study_status(instance, folder.name, fingerprint(folder)))
+        cfg = report.study.config if report.study else None
+        rows.append({"study": folder.name, "kind": cfg.kind if cfg else "?",
+                     "samples": report.study.counts.shape[1] if cfg else None,
+                     "contrasts": len(cfg.contrasts) if cfg else None, "status": state})
+    if not rows:
+        click.echo(f"no studies registered under {home.studies}")
+        return
+    click.echo(pd.DataFrame(rows).to_string(index=False))
+
+
+@main.command()
+@click.argument("sql")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the result to this file instead of the terminal.")
+@click.pass_context
+def sql(ctx: click.Context, sql: str, fmt: str, output: Path | None) -> None:
+    """Run a read-only SQL query against the catalog."""
+    from dge_platform.catalog import CatalogQueryError, query
+
+    try:
+        result = query(_home(ctx), sql)
+    except CatalogQueryError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(1)
+    if fmt == "csv":
+        text = result.to_csv(index=False)
+    elif fmt == "json":
+        text = result.to_json(orient="records", date_format="iso") + "\n"
+    else:
+        with pd.option_context("display.max_rows", 200, "display.width", 200):
+            text = result.to_string(index=False) + "\n"
+    if output:
+        output.write_text(text)
+        click.echo(f"wrote {len(result)} row(s) to {output}")
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command()
+@click.option("--port", default=3000, show_default=True)
+@click.pass_context
+def ui(ctx: click.Context, port: int) -> None:
+    """Start the Dagster UI and daemon (sensor, schedule) on 127.0.0.1."""
+    home = _home(ctx).ensure()
+    env = {**os.environ, "DAGSTER_HOME": str(home.dagster_home), "DGE_HOME": str(home.root)}
+    workspace = REPO_ROOT / "workspace.yaml"
+    target = ["-w", str(workspace)] if workspace.exists() else ["-m", "dge_platform.definitions"]
+    cmd = [sys.executable, "-m", "dagster", "dev", *target, "-h", "127.0.0.1", "-p", str(port)]
+    click.echo(f"Dagster UI on http://127.0.0.1:{port} (data root {home.root})")
+    sys.exit(subprocess.call(cmd, env=env, cwd=REPO_ROOT if workspace.exists() else None))

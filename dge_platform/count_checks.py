@@ -1,0 +1,99 @@
+"""Value checks on a genes x samples count matrix: the rules DESeq2 relies on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from dge_platform.problems import Problem
+
+EXAMPLES = 3
+
+
+def _examples(items: list[str]) -> str:
+    shown = ", ".join(items[:EXAMPLES])
+    return shown + (f" (+{len(items) - EXAMPLES} more)" if len(items) > EXAMPLES else "")
+
+
+def check_counts(counts: pd.DataFrame, file: str, *,
+                 round_counts: bool = False) -> tuple[pd.DataFrame | None, list[Problem]]:
+    """Check raw counts and return them as int64.
+
+    Parameters
+    ----------
+    counts
+        Genes x samples as read from ``file``.
+    file
+        The file name used in problems.
+    round_counts
+        Allow non-integer values (estimated counts from salmon/RSEM) and round them, as
+        ``DESeqDataSetFromTximport`` does. (default: ``False``)
+
+    Returns
+    -------
+    The checked integer matrix, or None and every problem found.
+    """
+    problems: list[Problem] = []
+    if counts.shape[0] == 0 or counts.shape[1] == 0:
+        what = "gene rows" if counts.shape[0] == 0 else "sample columns"
+        return None, [Problem(file, "", f"has no {what}", "supply a genes x samples matrix "
+                              "with the gene id in the first column")]
+    ids = pd.Series(counts.index)
+    if ids.isna().any() or (ids.astype(str).str.strip() == "").any():
+        problems.append(Problem(file, "gene id column", "has empty gene ids",
+                                "give every row a gene id"))
+    dup = ids[ids.duplicated()].astype(str).unique().tolist()
+    if dup:
+        problems.append(Problem(file, "gene id column", f"{len(dup)} duplicate gene id(s): "
+                                f"{_examples(dup)}", "make gene ids unique (sum or drop "
+                                "duplicated rows before loading)"))
+    numeric = {}
+    for col in counts.columns:
+        values = pd.to_numeric(counts[col], errors="coerce")
+        bad = counts[col][values.isna() & counts[col].notna()]
+        if len(bad):
+            problems.append(Problem(file, f"column {col!r}", f"non-numeric value {bad.iloc[0]!r}"
+                                    f" at gene {bad.index[0]}", "counts must be numbers; "
+                                    "move annotation columns out of the count matrix"))
+        numeric[col] = values
+    if problems:
+        return None, problems
+    values = pd.DataFrame(numeric, index=counts.index).to_numpy(dtype=float)
+    problems += _value_problems(values, counts, file, round_counts)
+    if problems:
+        return None, problems
+    result = pd.DataFrame(np.rint(values).astype(np.int64), index=counts.index.astype(str),
+                          columns=counts.columns.astype(str))
+    result.index.name = "gene_id"
+    return result, []
+
+
+def _value_problems(values: np.ndarray, counts: pd.DataFrame, file: str,
+                    round_counts: bool) -> list[Problem]:
+    problems = []
+    samples = counts.columns.astype(str)
+
+    def where(mask: np.ndarray) -> str:
+        genes, cols = np.nonzero(mask)
+        cells = [f"{counts.index[g]}/{samples[c]}" for g, c in zip(genes[:EXAMPLES], cols)]
+        return f"{int(mask.sum())} value(s), e.g. gene/sample {_examples(cells)}"
+
+    nan = ~np.isfinite(values)
+    if nan.any():
+        problems.append(Problem(file, "values", f"missing or infinite counts: {where(nan)}",
+                                "fill missing counts (0 if the gene was not detected)"))
+    finite = np.where(nan, 0.0, values)
+    neg = finite < 0
+    if neg.any():
+        problems.append(Problem(file, "values", f"negative counts: {where(neg)}",
+                                "supply raw counts; normalized or log values cannot be tested"))
+    frac = np.abs(finite - np.rint(finite)) > 1e-8
+    if frac.any() and not round_counts:
+        problems.append(Problem(file, "values", f"non-integer counts: {where(frac)}",
+                                "DESeq2 needs raw integer counts; for estimated counts "
+                                "(salmon, RSEM) set round_counts: true in study.yaml"))
+    zero = [s for s, total in zip(samples, finite.sum(axis=0)) if total == 0]
+    if zero:
+        problems.append(Problem(file, "samples", f"all-zero sample(s): {_examples(zero)}",
+                                "remove failed libraries from the matrix and the sample sheet"))
+    return problems

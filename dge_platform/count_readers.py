@@ -1,0 +1,300 @@
+"""Read a study's count input into one genes x samples table.
+
+Supported inputs: a genes x samples matrix (TSV/CSV, optionally gzipped, first column gene
+id), featureCounts output, STAR ``ReadsPerGene.out.tab`` files (one per sample) and an
+h5ad (samples x genes). Readers only parse; value checks live in :mod:`count_checks`.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dge_platform.problems import Problem
+from dge_platform.study import STUDY_FILE, StudyConfig, resolve_inside
+
+SYMBOL_COLUMNS = ("gene_name", "gene_symbol", "symbol")
+FEATURECOUNTS_ANNOTATION = ["Chr", "Start", "End", "Strand", "Length"]
+STAR_SUFFIX = "ReadsPerGene.out.tab"
+# STAR ReadsPerGene columns: 1 gene id, 2 unstranded, 3 read 1 sense (htseq -s yes), 4 reverse.
+STAR_COLUMN = {"unstranded": 1, "forward": 2, "reverse": 3}
+
+
+@dataclass
+class CountInput:
+    """A count matrix as read from disk, before value checks.
+
+    Attributes
+    ----------
+    counts
+        Genes x samples, numeric (possibly float, NaN or negative until checked).
+    gene_symbols
+        Gene symbols by gene id when the input carries them, else None.
+    obs
+        Per-sample annotation carried by the input (h5ad ``obs``), else None.
+    files
+        Every input file read, for hashing and lineage.
+    """
+
+    counts: pd.DataFrame
+    gene_symbols: pd.Series | None
+    obs: pd.DataFrame | None
+    files: list[Path]
+
+
+def open_text(path: Path) -> io.TextIOBase:
+    """Open a text file, gunzipping by content (not by name)."""
+    with path.open("rb") as fh:
+        magic = fh.read(2)
+    if magic == b"\x1f\x8b":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    return path.open("r", encoding="utf-8-sig", newline="")
+
+
+def first_line(path: Path) -> str:
+    """The first line of a (possibly gzipped) text file, without its line ending."""
+    with open_text(path) as fh:
+        return fh.readline().rstrip("\r\n")
+
+
+def delimiter_for(path: Path) -> str:
+    """Delimiter implied by the file name: ``.csv`` is comma, anything else is tab."""
+    name = path.name.lower().removesuffix(".gz")
+    return "," if name.endswith(".csv") else "\t"
+
+
+def check_delimiter(rel: str, sep: str, header: str) -> Problem | None:
+    """Report a file whose header does not split on ``sep`` but would on the other delimiter."""
+    other = "\t" if sep == "," else ","
+    if sep not in header and other in header:
+        names = {",": "comma", "\t": "tab"}
+        return Problem(rel, "header", f"expected {names[sep]}-separated values but the header "
+                       f"has no {names[sep]} and contains {names[other]}s",
+                       f"save it {names[sep]}-separated, or rename it to "
+                       f"'{'.csv' if other == ',' else '.tsv'}' so the delimiter matches")
+    return None
+
+
+def detect_format(config: StudyConfig, counts_path: str) -> str:
+    """Resolve ``counts_format: auto`` from the path and the file's first line."""
+    if config.counts_format != "auto":
+        return config.counts_format
+    lower = counts_path.lower()
+    if lower.endswith(".h5ad"):
+        return "h5ad"
+    if STAR_SUFFIX.lower() in lower:
+        return "star"
+    return "matrix"
+
+
+def read_counts(config: StudyConfig, study_dir: Path) -> tuple[CountInput | None, list[Problem]]:
+    """Read the study's counts in whichever supported format it is given.
+
+    Returns the parsed input, or None with the problems that prevented reading it.
+    """
+    fmt = detect_format(config, config.counts)
+    if fmt == "star":
+        return _read_star(config, study_dir)
+    path = resolve_inside(study_dir, config.counts)
+    if path is None:
+        return None, [Problem(STUDY_FILE, "counts", f"path {config.counts!r} leads outside "
+                              "the study folder", "put the file inside the study folder and "
+                              "give its path relative to it")]
+    problem = _check_file(path, config.counts, "counts")
+    if problem:
+        return None, [problem]
+    if fmt == "h5ad":
+        return _read_h5ad(config, path)
+    try:
+        if fmt == "matrix" and first_line(path).startswith("# Program:featureCounts"):
+            fmt = "featurecounts"
+        if fmt == "featurecounts":
+            return _read_featurecounts(path, config.counts)
+        return _read_matrix(path, config.counts)
+    except TEXT_ERRORS as exc:
+        return None, [not_text_problem(config.counts, exc)]
+
+
+TEXT_ERRORS = (UnicodeDecodeError, gzip.BadGzipFile, EOFError)
+
+
+def not_text_problem(rel: str, exc: Exception) -> Problem:
+    """The problem for a file that is not (gzipped) UTF-8 text."""
+    return Problem(rel, "", f"cannot be parsed: not UTF-8 text ({type(exc).__name__})",
+                   "supply a plain or gzipped text table (TSV/CSV)")
+
+
+def _check_file(path: Path, rel: str, key: str) -> Problem | None:
+    if not path.exists():
+        return Problem(STUDY_FILE, key, f"file {rel!r} not found", "check the path; it is "
+                       "relative to the study folder")
+    if not path.is_file():
+        return Problem(STUDY_FILE, key, f"{rel!r} is not a file", "name a file, not a folder")
+    try:
+        with path.open("rb") as fh:
+            empty = fh.read(1) == b""
+    except OSError as exc:
+        return Problem(rel, "", f"cannot be read: {exc.strerror}", "check its permissions")
+    if empty:
+        return Problem(rel, "", "file is empty", "supply the file with its contents")
+    return None
+
+
+def header_duplicates(fields: list[str]) -> list[str]:
+    """Names that occur more than once in a header."""
+    seen, dups = set(), []
+    for name in fields:
+        if name in seen and name not in dups:
+            dups.append(name)
+        seen.add(name)
+    return dups
+
+
+def _read_table(path: Path, rel: str, sep: str, **kwargs) -> tuple[pd.DataFrame | None, list[Problem]]:
+    try:
+        with open_text(path) as fh:
+            return pd.read_csv(fh, sep=sep, **kwargs), []
+    except (pd.errors.ParserError, OSError) as exc:
+        return None, [Problem(rel, "", f"cannot be parsed: {str(exc).strip()}",
+                              "check that every row has the same number of fields")]
+    except pd.errors.EmptyDataError:
+        return None, [Problem(rel, "", "file has no data", "supply a header and data rows")]
+
+
+def _read_matrix(path: Path, rel: str) -> tuple[CountInput | None, list[Problem]]:
+    sep = delimiter_for(path)
+    header = first_line(path)
+    problem = check_delimiter(rel, sep, header)
+    if problem:
+        return None, [problem]
+    df, problems = _read_table(path, rel, sep, index_col=0, dtype={0: str})
+    if df is None:
+        return None, problems
+    # A header one field short (R write.csv style) has no name for the id column.
+    names = header.split(sep)
+    dups = header_duplicates(names[1:] if len(names) == df.shape[1] + 1 else names)
+    if dups:
+        return None, [Problem(rel, "header", f"duplicate sample name(s): {', '.join(dups)}",
+                              "give every sample column a unique name")]
+    symbols = None
+    symbol_cols = [c for c in df.columns if str(c).lower() in SYMBOL_COLUMNS]
+    if symbol_cols:
+        symbols = df[symbol_cols[0]].astype("string")
+        df = df.drop(columns=symbol_cols)
+    df.index = df.index.astype(str)
+    df.index.name = "gene_id"
+    return CountInput(df, symbols, None, [path]), []
+
+
+def _read_featurecounts(path: Path, rel: str) -> tuple[CountInput | None, list[Problem]]:
+    df, problems = _read_table(path, rel, "\t", comment="#", dtype={"Geneid": str})
+    if df is None:
+        return None, problems
+    missing = [c for c in ["Geneid", *FEATURECOUNTS_ANNOTATION] if c not in df.columns]
+    if missing:
+        return None, [Problem(rel, "header", f"not featureCounts output: missing column(s) "
+                              f"{', '.join(missing)}", "pass featureCounts' main output file "
+                              "(not the .summary), or set counts_format: matrix")]
+    df = df.drop(columns=FEATURECOUNTS_ANNOTATION).set_index("Geneid")
+    # featureCounts names samples by BAM path; keep the file stem as the sample name.
+    renamed = [_bam_sample_name(c) for c in df.columns]
+    dups = header_duplicates(renamed)
+    if dups:
+        return None, [Problem(rel, "header", f"BAM names map to duplicate sample names: "
+                              f"{', '.join(dups)}", "give each BAM a unique file name")]
+    df.columns = renamed
+    df.index = df.index.astype(str)
+    df.index.name = "gene_id"
+    return CountInput(df, None, None, [path]), []
+
+
+def _bam_sample_name(column: str) -> str:
+    name = Path(column).name
+    for suffix in (".bam", ".sam", ".Aligned.sortedByCoord.out", "Aligned.sortedByCoord.out",
+                   ".sorted", ".markdup"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def _read_star(config: StudyConfig, study_dir: Path) -> tuple[CountInput | None, list[Problem]]:
+    if config.strandedness is None:
+        return None, [Problem(STUDY_FILE, "strandedness", "required for STAR ReadsPerGene input",
+                              "set strandedness: unstranded (STAR column 2), forward (column 3, "
+                              "htseq-count -s yes) or reverse (column 4, -s reverse; e.g. "
+                              "TruSeq stranded)")]
+    root = study_dir.resolve()
+    paths = sorted(Path(p) for p in glob.glob(str(study_dir / config.counts)))
+    outside = [p for p in paths if resolve_inside(study_dir, str(p.relative_to(study_dir))) is None]
+    if outside:
+        return None, [Problem(STUDY_FILE, "counts", f"{len(outside)} file(s) matched by "
+                              f"{config.counts!r} lead outside the study folder",
+                              "keep the STAR outputs inside the study folder")]
+    if not paths:
+        return None, [Problem(STUDY_FILE, "counts", f"no file matches {config.counts!r}",
+                              "give a glob such as 'star/*ReadsPerGene.out.tab', relative "
+                              "to the study folder")]
+    columns, problems = {}, []
+    for path in paths:
+        rel = str(path.resolve().relative_to(root))
+        problem = _check_file(path, rel, "counts")
+        if problem:
+            problems.append(problem)
+            continue
+        df, errs = _read_table(path, rel, "\t", header=None, dtype={0: str})
+        if df is None or df.shape[1] != 4:
+            problems.extend(errs or [Problem(rel, "", f"has {df.shape[1]} columns, STAR "
+                                             "ReadsPerGene files have 4", "pass STAR's "
+                                             "ReadsPerGene.out.tab files unchanged")])
+            continue
+        df = df[~df[0].str.startswith("N_")].set_index(0)
+        sample = path.name.removesuffix(STAR_SUFFIX).rstrip("._") or path.parent.name
+        if sample in columns:
+            problems.append(Problem(rel, "", f"sample name {sample!r} is used by another file",
+                                    "name each file <sample>.ReadsPerGene.out.tab"))
+            continue
+        columns[sample] = df[STAR_COLUMN[config.strandedness]]
+    if problems:
+        return None, problems
+    genes = {tuple(col.index) for col in columns.values()}
+    if len(genes) > 1:
+        return None, [Problem(STUDY_FILE, "counts", "the STAR files list different genes",
+                              "count every sample against the same annotation (GTF)")]
+    df = pd.DataFrame(columns)
+    df.index = df.index.astype(str)
+    df.index.name = "gene_id"
+    return CountInput(df, None, None, paths), []
+
+
+def _read_h5ad(config: StudyConfig, path: Path) -> tuple[CountInput | None, list[Problem]]:
+    import anndata as ad
+
+    rel = config.counts
+    try:
+        adata = ad.read_h5ad(path)
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        return None, [Problem(rel, "", f"not a readable h5ad file: {exc}", "write it with "
+                              "anndata's write_h5ad, samples as rows (obs) and genes as "
+                              "columns (var)")]
+    if config.counts_layer:
+        if config.counts_layer not in adata.layers:
+            return None, [Problem(STUDY_FILE, "counts_layer", f"layer {config.counts_layer!r} "
+                                  f"not in {rel}; layers: {', '.join(adata.layers) or 'none'}",
+                                  "name a layer holding raw counts, or drop counts_layer to use X")]
+        matrix = adata.layers[config.counts_layer]
+    else:
+        matrix = adata.X
+    dense = matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
+    df = pd.DataFrame(dense.T, index=adata.var_names.astype(str),
+                      columns=adata.obs_names.astype(str))
+    df.index.name = "gene_id"
+    symbol_cols = [c for c in adata.var.columns if str(c).lower() in SYMBOL_COLUMNS]
+    symbols = adata.var[symbol_cols[0]].astype("string") if symbol_cols else None
+    obs = adata.obs.copy()
+    obs.index = obs.index.astype(str)
+    return CountInput(df, symbols, obs, [path]), []

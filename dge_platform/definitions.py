@@ -1,0 +1,17 @@
+"""The one Dagster ``Definitions`` of the platform (loaded by workspace.yaml and ``dge``)."""
+
+import dagster as dg
+
+from dge_platform.defs.automation import nightly_reprocess, study_job, study_sensor
+from dge_platform.defs.ingest import ingest_study, study_inputs
+from dge_platform.defs.resources import DgeHomeResource, WarehouseIOManager
+
+dge_home = DgeHomeResource()
+
+defs = dg.Definitions(
+    assets=[study_inputs, ingest_study],
+    jobs=[study_job],
+    sensors=[study_sensor],
+    schedules=[nightly_reprocess],
+    resources={"dge_home": dge_home, "warehouse_io": WarehouseIOManager(dge_home=dge_home)},
+)

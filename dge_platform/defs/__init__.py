@@ -1,0 +1,1 @@
+"""Dagster definitions: thin assets, checks, sensors and schedules over the pure modules."""

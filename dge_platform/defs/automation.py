@@ -1,0 +1,80 @@
+"""The study job, the sensor that registers new or changed studies, and the nightly schedule."""
+
+import json
+import os
+
+import dagster as dg
+
+from dge_platform.defs.partitions import study_partitions
+from dge_platform.defs.resources import DgeHomeResource
+from dge_platform.problems import format_problems
+from dge_platform.registry import fingerprint, study_folders
+from dge_platform.validation import validate_study
+
+DATA_VERSION_TAG = "dagster/data_version"
+REPROCESS_CRON_ENV = "DGE_REPROCESS_CRON"
+
+study_job = dg.define_asset_job(
+    "study_job",
+    selection=dg.AssetSelection.all(),
+    partitions_def=study_partitions,
+    description="Materialize every asset of one study partition.",
+)
+
+
+def last_ingested_hash(instance: dg.DagsterInstance, study_id: str) -> str | None:
+    """Input hash recorded by the study's latest successful ingest, if any."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("studies"), asset_partitions=[study_id]),
+        limit=1).records
+    if not records:
+        return None
+    meta = records[0].asset_materialization.metadata.get("input_hash")
+    return meta.value if meta is not None else None
+
+
+@dg.sensor(job=study_job, minimum_interval_seconds=30,
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Watches DGE_HOME/studies: a new valid study becomes a partition and runs; "
+           "a changed input file (new content hash) re-runs it; an invalid study is logged with "
+           "every problem and skipped until its files change.")
+def study_sensor(context: dg.SensorEvaluationContext, dge_home: DgeHomeResource) -> dg.SensorResult:
+    home = dge_home.home()
+    seen: dict[str, str] = json.loads(context.cursor or "{}")
+    known = set(context.instance.get_dynamic_partitions(study_partitions.name))
+    new_keys, requests, observations = [], [], []
+    for folder in study_folders(home):
+        study_id, version = folder.name, fingerprint(folder)
+        if seen.get(study_id) == version:
+            continue
+        seen[study_id] = version
+        report = validate_study(folder, expected_id=study_id)
+        if report.problems:
+            context.log.warning(format_problems(study_id, report.problems))
+            continue
+        if study_id not in known:
+            new_keys.append(study_id)
+        observations.append(dg.AssetObservation("study_inputs", partition=study_id,
+                                                tags={DATA_VERSION_TAG: version}))
+        if last_ingested_hash(context.instance, study_id) != version:
+            requests.append(dg.RunRequest(partition_key=study_id, run_key=f"{study_id}:{version}"))
+    return dg.SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=[study_partitions.build_add_request(new_keys)] if new_keys else [],
+        asset_events=observations,
+        cursor=json.dumps(seen, sort_keys=True),
+    )
+
+
+@dg.schedule(job=study_job, cron_schedule=os.environ.get(REPROCESS_CRON_ENV, "0 3 * * *"),
+             default_status=dg.DefaultScheduleStatus.RUNNING,
+             description="Nightly: re-run every registered study whose inputs changed since its "
+             "last successful ingest, or that never completed one. Set DGE_REPROCESS_CRON to "
+             "change the time.")
+def nightly_reprocess(context: dg.ScheduleEvaluationContext, dge_home: DgeHomeResource):
+    home = dge_home.home()
+    stamp = context.scheduled_execution_time.isoformat()
+    for study_id in context.instance.get_dynamic_partitions(study_partitions.name):
+        folder = home.study_dir(study_id)
+        if folder.is_dir() and last_ingested_hash(context.instance, study_id) != fingerprint(folder):
+            yield dg.RunRequest(partition_key=study_id, run_key=f"{study_id}:nightly:{stamp}")

@@ -1,0 +1,78 @@
+"""Registered studies: the folders under ``DGE_HOME/studies``, their fingerprints, and adding
+or updating one from a user's folder."""
+
+from __future__ import annotations
+
+import glob
+import shutil
+import uuid
+from pathlib import Path
+
+from dge_platform.home import DgeHome
+from dge_platform.problems import Problem, StudyInputError
+from dge_platform.study import STUDY_FILE, read_study_yaml, resolve_inside
+from dge_platform.validation import ValidatedStudy, hash_files, load_study
+
+
+def study_folders(home: DgeHome) -> list[Path]:
+    """Registered study folders (visible subfolders of the studies folder), sorted by name."""
+    if not home.studies.is_dir():
+        return []
+    return sorted(p for p in home.studies.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def input_files(study_dir: Path) -> list[Path]:
+    """The files a study.yaml names that exist inside the folder, study.yaml first.
+
+    Works on invalid studies too, so a change to any input can be noticed cheaply.
+    """
+    raw, _ = read_study_yaml(study_dir)
+    files = [study_dir / STUDY_FILE] if (study_dir / STUDY_FILE).is_file() else []
+    if raw is None:
+        return files
+    for key in ("counts", "samples"):
+        value = raw.get(key)
+        if not isinstance(value, str):
+            continue
+        for match in sorted(glob.glob(str(study_dir / value))):
+            rel = str(Path(match).relative_to(study_dir))
+            path = resolve_inside(study_dir, rel)
+            if path is not None and path.is_file():
+                files.append(Path(match))
+    return files
+
+
+def fingerprint(study_dir: Path) -> str:
+    """Content hash of a study's input files; changes whenever any input changes."""
+    return hash_files(study_dir, input_files(study_dir))
+
+
+def add_study(home: DgeHome, source: Path) -> ValidatedStudy:
+    """Validate ``source`` and copy its input files to ``DGE_HOME/studies/<id>``.
+
+    Adding an id again replaces that study's folder. Nothing is copied if the study has
+    problems; the registered copy is swapped in by renames, never left half-written.
+    """
+    source = Path(source).resolve()
+    study = load_study(source)
+    target = home.study_dir(study.config.id)
+    if target.resolve() == source:
+        return study
+    if target.exists() and not target.is_dir():
+        raise StudyInputError(str(source), [Problem(STUDY_FILE, "id", f"{target} exists and is "
+                                                    "not a study folder", "remove it")])
+    home.studies.mkdir(parents=True, exist_ok=True)
+    staging = home.studies / f".incoming-{study.config.id}-{uuid.uuid4().hex[:8]}"
+    try:
+        for path in study.files:
+            dest = staging / path.resolve().relative_to(source)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dest)
+        retired = home.studies / f".retired-{study.config.id}-{uuid.uuid4().hex[:8]}"
+        if target.exists():
+            target.rename(retired)
+        staging.rename(target)
+        shutil.rmtree(retired, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return study

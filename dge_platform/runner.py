@@ -1,0 +1,119 @@
+"""Run study partitions through Dagster from the command line, recorded in the same instance
+the UI reads, with step-by-step progress."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import dagster as dg
+
+from dge_platform.home import DgeHome
+from dge_platform.defs.automation import last_ingested_hash
+from dge_platform.defs.partitions import study_partitions
+
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+
+
+@dataclass
+class RunOutcome:
+    """How one study's run ended."""
+
+    study_id: str
+    run_id: str
+    success: bool
+    seconds: float
+    failed_step: str | None = None
+    error: str | None = None
+
+
+def instance_for(home: DgeHome) -> dg.DagsterInstance:
+    """The Dagster instance stored under the data root (shared with ``dge ui``)."""
+    home.ensure()
+    os.environ["DAGSTER_HOME"] = str(home.dagster_home)
+    os.environ["DGE_HOME"] = str(home.root)
+    return dg.DagsterInstance.get()
+
+
+def run_study(instance: dg.DagsterInstance, study_id: str,
+              echo: Callable[[str], None] = print) -> RunOutcome:
+    """Materialize every asset of one study partition in this process, printing progress."""
+    from dge_platform.definitions import defs
+
+    instance.add_dynamic_partitions(study_partitions.name, [study_id])
+    job = defs.resolve_job_def("study_job")
+    run_id = str(uuid.uuid4())
+    start = time.monotonic()
+    done = threading.Event()
+    watcher = threading.Thread(target=_follow, args=(instance, run_id, study_id, echo, done))
+    watcher.start()
+    try:
+        result = job.execute_in_process(partition_key=study_id, instance=instance, run_id=run_id,
+                                        raise_on_error=False, run_config=QUIET_LOGS,
+                                        tags={"dge/launched_by": "dge run"})
+    finally:
+        done.set()
+        watcher.join()
+    outcome = RunOutcome(study_id, run_id, result.success, time.monotonic() - start)
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.step_failure_data.error
+            outcome.failed_step = event.step_key
+            outcome.error = _failure_text(event) or (error.message.strip() if error else None)
+            break
+    return outcome
+
+
+def _failure_text(event: dg.DagsterEvent) -> str | None:
+    """The description of a raised ``dg.Failure`` (our validation report), if that was it."""
+    data = event.step_failure_data
+    return data.user_failure_data.description if data.user_failure_data else None
+
+
+def _follow(instance: dg.DagsterInstance, run_id: str, study_id: str,
+            echo: Callable[[str], None], done: threading.Event) -> None:
+    """Print step starts, materializations and step ends as the run records them."""
+    seen = 0
+    while True:
+        finished = done.is_set()
+        logs = instance.all_logs(run_id)
+        for entry in logs[seen:]:
+            line = _describe(entry)
+            if line:
+                echo(f"[{study_id}] {line}")
+        seen = len(logs)
+        if finished:
+            return
+        done.wait(0.5)
+
+
+def _describe(entry) -> str | None:
+    event = entry.dagster_event
+    if event is None:
+        return None
+    if event.event_type_value == "STEP_START":
+        return f"  {event.step_key}: started"
+    if event.event_type_value == "ASSET_MATERIALIZATION":
+        mat = event.event_specific_data.materialization
+        rows = mat.metadata.get("dagster/row_count")
+        return f"    wrote {mat.asset_key.to_user_string()}" + (f" ({rows.value:,} rows)" if rows else "")
+    if event.event_type_value == "ASSET_CHECK_EVALUATION":
+        check = event.event_specific_data
+        return f"    check {check.check_name}: {'passed' if check.passed else 'FAILED'}"
+    if event.event_type_value == "STEP_SUCCESS":
+        return f"  {event.step_key}: done"
+    if event.event_type_value == "STEP_FAILURE":
+        return f"  {event.step_key}: FAILED"
+    return None
+
+
+def study_status(instance: dg.DagsterInstance, study_id: str, current_hash: str) -> str:
+    """'up to date', 'inputs changed' or 'never run' for one valid registered study."""
+    last = last_ingested_hash(instance, study_id)
+    if last is None:
+        return "never run"
+    return "up to date" if last == current_hash else "inputs changed"

@@ -1,0 +1,65 @@
+"""Read a sample sheet: one row per sample, column ``sample`` naming the count columns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from dge_platform.count_readers import (
+    TEXT_ERRORS,
+    check_delimiter,
+    delimiter_for,
+    first_line,
+    header_duplicates,
+    not_text_problem,
+    open_text,
+)
+from dge_platform.problems import Problem
+
+SAMPLE_COLUMN = "sample"
+
+
+def read_sample_sheet(path: Path, rel: str) -> tuple[pd.DataFrame | None, list[Problem]]:
+    """Read a CSV/TSV sample sheet as text, indexed by ``sample``.
+
+    Every value stays a string (as written); the design decides which columns are numeric.
+    Surrounding whitespace is stripped and empty cells become missing values.
+    """
+    sep = delimiter_for(path)
+    try:
+        problem = check_delimiter(rel, sep, first_line(path))
+        if problem:
+            return None, [problem]
+        with open_text(path) as fh:
+            sheet = pd.read_csv(fh, sep=sep, dtype=str, keep_default_na=False)
+    except TEXT_ERRORS as exc:
+        return None, [not_text_problem(rel, exc)]
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        return None, [Problem(rel, "", f"cannot be parsed: {str(exc).strip()}",
+                              "write one header row and one row per sample")]
+    sheet.columns = [str(c).strip() for c in sheet.columns]
+    dups = header_duplicates(list(sheet.columns))
+    if dups:
+        return None, [Problem(rel, "header", f"duplicate column name(s): {', '.join(dups)}",
+                              "give every column a unique name")]
+    if SAMPLE_COLUMN not in sheet.columns:
+        return None, [Problem(rel, f"column '{SAMPLE_COLUMN}'", "missing; found columns: "
+                              f"{', '.join(sheet.columns)}", "name the column holding the "
+                              "count matrix's sample names 'sample'")]
+    sheet = sheet.apply(lambda col: col.str.strip()).replace("", pd.NA)
+    if sheet.empty:
+        return None, [Problem(rel, "", "has no sample rows", "add one row per sample")]
+    problems = []
+    if sheet[SAMPLE_COLUMN].isna().any():
+        rows = [str(i + 2) for i in sheet.index[sheet[SAMPLE_COLUMN].isna()]]
+        problems.append(Problem(rel, f"column '{SAMPLE_COLUMN}'", f"empty sample name on "
+                                f"line(s) {', '.join(rows)}", "name every sample"))
+    dup = sheet[SAMPLE_COLUMN][sheet[SAMPLE_COLUMN].duplicated()].dropna().unique().tolist()
+    if dup:
+        problems.append(Problem(rel, f"column '{SAMPLE_COLUMN}'", f"duplicate sample name(s): "
+                                f"{', '.join(dup)}", "list each sample once; for technical "
+                                "replicates use distinct names and a replicate_of column"))
+    if problems:
+        return None, problems
+    return sheet.set_index(SAMPLE_COLUMN), []

@@ -1,0 +1,76 @@
+"""The ingest tables of a validated study: studies, samples, genes and raw_counts."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+
+from dge_platform.validation import ValidatedStudy
+
+
+def study_row(study: ValidatedStudy, materialized_at: datetime | None = None) -> pd.DataFrame:
+    """One row describing the study (settings from study.yaml and its input fingerprint)."""
+    cfg = study.config
+    return pd.DataFrame([{
+        "title": cfg.title or cfg.id,
+        "kind": cfg.kind,
+        "organism": cfg.organism,
+        "design": cfg.design,
+        "contrasts": json.dumps([c.model_dump() for c in cfg.contrasts]),
+        "alpha": cfg.alpha,
+        "lfc_threshold": cfg.lfc_threshold,
+        "batch": cfg.batch,
+        "n_samples": study.counts.shape[1],
+        "n_genes": study.counts.shape[0],
+        "counts_file": cfg.counts,
+        "input_hash": study.input_hash,
+        "materialized_at": pd.Timestamp(materialized_at or datetime.now(timezone.utc)),
+    }])
+
+
+def samples_table(study: ValidatedStudy) -> pd.DataFrame:
+    """The sample sheet, with library size and detected genes from the counts."""
+    table = study.samples.reset_index()
+    table["library_size"] = study.counts.sum(axis=0).to_numpy()
+    table["genes_detected"] = (study.counts > 0).sum(axis=0).to_numpy()
+    return table
+
+
+def genes_table(study: ValidatedStudy) -> pd.DataFrame:
+    """Gene ids in matrix order, with symbols where the input carries them."""
+    symbols = (study.gene_symbols.reindex(study.counts.index) if study.gene_symbols is not None
+               else pd.Series(pd.NA, index=study.counts.index, dtype="string"))
+    return pd.DataFrame({"gene_id": study.counts.index.astype(str),
+                         "gene_symbol": symbols.astype("string").to_numpy()})
+
+
+def long_counts(counts: pd.DataFrame) -> pd.DataFrame:
+    """Genes x samples to long form (gene_id, sample, count), gene-major."""
+    n_genes, n_samples = counts.shape
+    genes = pd.Categorical(counts.index.astype(str))
+    samples = pd.Categorical(counts.columns.astype(str), categories=counts.columns.astype(str))
+    return pd.DataFrame({
+        "gene_id": genes.take(np.repeat(np.arange(n_genes), n_samples)),
+        "sample": samples.take(np.tile(np.arange(n_samples), n_genes)),
+        "count": counts.to_numpy(dtype=np.int64).ravel(),
+    })
+
+
+
+def long_counts_problems(long: pd.DataFrame, samples: pd.Series, genes: pd.Series) -> list[str]:
+    """Inconsistencies between stored long counts and the samples and genes tables."""
+    problems = []
+    if set(long["sample"].astype(str)) != set(samples.astype(str)):
+        problems.append("samples in raw_counts differ from the samples table")
+    if set(long["gene_id"].astype(str)) != set(genes.astype(str)):
+        problems.append("genes in raw_counts differ from the genes table")
+    if len(long) != len(samples) * len(genes):
+        problems.append(f"{len(long)} rows, expected {len(samples)} samples x {len(genes)} genes")
+    if long[["gene_id", "sample"]].duplicated().any():
+        problems.append("some gene x sample pairs are stored more than once")
+    if (long["count"] < 0).any():
+        problems.append("negative counts")
+    return problems

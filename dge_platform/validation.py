@@ -1,0 +1,305 @@
+"""Validate a study folder completely before any asset runs, collecting every problem."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+from pydantic import TypeAdapter
+
+from dge_platform.count_checks import check_counts
+from dge_platform.count_readers import read_counts
+from dge_platform.design import design_frame, design_variables, is_numeric, rank_problems
+from dge_platform.problems import Problem, StudyInputError
+from dge_platform.replicates import collapse_sheet, technical_replicate_problems
+from dge_platform.sample_sheet import read_sample_sheet
+from dge_platform.study import (
+    STUDY_FILE,
+    StudyConfig,
+    parse_study_config,
+    read_study_yaml,
+    resolve_inside,
+)
+
+MIN_REPLICATES = 2
+
+
+@dataclass
+class ValidatedStudy:
+    """A study whose inputs passed every check.
+
+    Attributes
+    ----------
+    config
+        The parsed study.yaml.
+    study_dir
+        The study folder.
+    counts
+        Raw integer counts, genes x samples, columns in sample-sheet order.
+    samples
+        Sample sheet (text values), indexed by sample, same order as ``counts``.
+    gene_symbols
+        Gene symbol by gene id where the input carries them, else None.
+    files
+        Every input file, study.yaml first.
+    warnings
+        Non-fatal observations to show the user.
+    """
+
+    config: StudyConfig
+    study_dir: Path
+    counts: pd.DataFrame
+    samples: pd.DataFrame
+    gene_symbols: pd.Series | None
+    files: list[Path]
+    warnings: list[Problem] = field(default_factory=list)
+
+    @property
+    def input_hash(self) -> str:
+        """Content hash of every input file (the study's data version)."""
+        return hash_files(self.study_dir, self.files)
+
+
+@dataclass
+class ValidationReport:
+    """What ``validate_study`` found: the study if valid, else every problem."""
+
+    study: ValidatedStudy | None
+    problems: list[Problem]
+    warnings: list[Problem]
+
+
+def hash_files(study_dir: Path, files: list[Path]) -> str:
+    """SHA-256 over file names (relative to the study) and contents."""
+    digest = hashlib.sha256()
+    root = study_dir.resolve()
+    for path in files:
+        digest.update(str(path.resolve().relative_to(root)).encode() + b"\0")
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def load_study(study_dir: Path, expected_id: str | None = None) -> ValidatedStudy:
+    """Validate a study and return it, or raise :class:`StudyInputError` with every problem."""
+    report = validate_study(study_dir, expected_id)
+    if report.study is None:
+        raise StudyInputError(str(study_dir), report.problems)
+    return report.study
+
+
+def validate_study(study_dir: Path, expected_id: str | None = None) -> ValidationReport:
+    """Check a study folder: study.yaml, count matrix, sample sheet, design and contrasts.
+
+    Checks run as far as the inputs allow, so one call reports every problem at once.
+    ``expected_id`` is the id a registered study must carry (its folder name).
+    """
+    study_dir = Path(study_dir)
+    raw, problems = read_study_yaml(study_dir)
+    if raw is None:
+        return ValidationReport(None, problems, [])
+    config, problems = parse_study_config(raw)
+    if expected_id is not None and raw.get("id") != expected_id:
+        problems.append(Problem(STUDY_FILE, "id", f"id {raw.get('id')!r} differs from the "
+                                f"study's folder name {expected_id!r}", "register the study "
+                                "with 'dge add', which files it under its id"))
+    values = dict(config) if config else _valid_fields(raw, problems)
+    checker = _Checker(study_dir, values, problems)
+    checker.run()
+    if checker.problems or config is None:
+        return ValidationReport(None, checker.problems, checker.warnings)
+    study = ValidatedStudy(config, study_dir, checker.counts, checker.sheet,
+                           checker.gene_symbols, checker.files, checker.warnings)
+    return ValidationReport(study, [], checker.warnings)
+
+
+def _valid_fields(raw: dict[str, Any], problems: list[Problem]) -> dict[str, Any]:
+    """The keys of a study.yaml that validated, so later checks can still run on them."""
+    bad = {p.field.split(".")[0].split("[")[0] for p in problems}
+    values: dict[str, Any] = {}
+    for name, info in StudyConfig.model_fields.items():
+        if name in raw and name not in bad:
+            kind = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+            adapter = TypeAdapter(kind)
+            values[name] = adapter.validate_python(raw[name])
+        elif not info.is_required():
+            values[name] = info.default
+    return values
+
+
+class _Checker:
+    """Runs each check whose inputs are available, accumulating problems and warnings."""
+
+    def __init__(self, study_dir: Path, values: dict[str, Any], problems: list[Problem]):
+        self.dir = study_dir
+        self.v = values
+        self.problems = list(problems)
+        self.warnings: list[Problem] = []
+        self.files: list[Path] = [study_dir / STUDY_FILE]
+        self.counts: pd.DataFrame | None = None
+        self.counts_file = str(values.get("counts", ""))
+        self.gene_symbols: pd.Series | None = None
+        self.obs: pd.DataFrame | None = None
+        self.sheet: pd.DataFrame | None = None
+        self.sheet_file = str(values.get("samples") or self.counts_file)
+
+    def run(self) -> None:
+        self._read_counts()
+        self._read_sheet()
+        if self.counts is not None and self.sheet is not None:
+            self._match_samples()
+        if self.sheet is not None:
+            self._check_design()
+
+    def _read_counts(self) -> None:
+        if "counts" not in self.v:
+            return
+        config = StudyConfig.model_construct(**self.v)
+        parsed, problems = read_counts(config, self.dir)
+        self.problems += problems
+        if parsed is None:
+            return
+        self.files += parsed.files
+        self.gene_symbols, self.obs = parsed.gene_symbols, parsed.obs
+        checked, problems = check_counts(parsed.counts, self.counts_file,
+                                         round_counts=self.v["round_counts"])
+        self.problems += problems
+        self.counts = checked
+
+    def _read_sheet(self) -> None:
+        rel = self.v.get("samples")
+        if rel is None:
+            if self.obs is not None:
+                self.sheet = self.obs.astype("string").astype(object).where(self.obs.notna())
+                self.sheet.index.name = "sample"
+            elif self.v.get("kind") != "singlecell":
+                self.problems.append(Problem(STUDY_FILE, "samples", "required key is missing",
+                                             "name the sample sheet (CSV/TSV with a 'sample' "
+                                             "column)"))
+            return
+        path = resolve_inside(self.dir, rel)
+        if path is None:
+            self.problems.append(Problem(STUDY_FILE, "samples", f"path {rel!r} leads outside "
+                                         "the study folder", "put the sample sheet inside the "
+                                         "study folder"))
+            return
+        if not path.is_file():
+            self.problems.append(Problem(STUDY_FILE, "samples", f"file {rel!r} not found",
+                                         "check the path; it is relative to the study folder"))
+            return
+        if path.stat().st_size == 0:
+            self.problems.append(Problem(rel, "", "file is empty", "supply the sample sheet"))
+            return
+        self.files.append(path)
+        self.sheet, problems = read_sample_sheet(path, rel)
+        self.problems += problems
+
+    def _match_samples(self) -> None:
+        in_matrix, in_sheet = list(self.counts.columns), list(self.sheet.index)
+        only_matrix = [s for s in in_matrix if s not in set(in_sheet)]
+        only_sheet = [s for s in in_sheet if s not in set(in_matrix)]
+        if only_matrix:
+            self.problems.append(Problem(self.sheet_file, "column 'sample'", f"{len(only_matrix)}"
+                                         f" sample(s) of {self.counts_file} missing from the "
+                                         f"sheet: {', '.join(only_matrix[:5])}", "add a row for "
+                                         "each, or drop those columns from the matrix"))
+        if only_sheet:
+            self.problems.append(Problem(self.sheet_file, "column 'sample'", f"{len(only_sheet)}"
+                                         f" sample(s) not in {self.counts_file}: "
+                                         f"{', '.join(only_sheet[:5])}", "fix the names to match "
+                                         "the matrix columns, or remove those rows"))
+        if not (only_matrix or only_sheet):
+            self.counts = self.counts[in_sheet]
+
+    def _check_design(self) -> None:
+        if "design" not in self.v:
+            return
+        variables, problems = design_variables(self.v["design"])
+        self.problems += problems
+        sheet, file = self.sheet, self.sheet_file
+        absent = [v for v in variables if v not in sheet.columns]
+        for var in absent:
+            self.problems.append(Problem(file, f"column '{var}'", f"used in design "
+                                         f"{self.v['design']!r} but missing; columns: "
+                                         f"{', '.join(sheet.columns)}", "add the column or fix "
+                                         "the design"))
+        present = [v for v in variables if v in sheet.columns]
+        for var in present:
+            if sheet[var].isna().any():
+                samples = ", ".join(sheet.index[sheet[var].isna()][:5])
+                self.problems.append(Problem(file, f"column '{var}'", f"empty for sample(s) "
+                                             f"{samples}", "fill in every design value"))
+        batch = self.v.get("batch")
+        if batch and batch not in sheet.columns:
+            self.problems.append(Problem(STUDY_FILE, "batch", f"column '{batch}' not in {file}",
+                                         "name a sample-sheet column"))
+        contrasts = self.v.get("contrasts") or []
+        self._check_contrasts(contrasts, variables, present)
+        if self.problems:
+            return
+        if self.v.get("replicate_of"):
+            self.problems += technical_replicate_problems(sheet, self.v["replicate_of"],
+                                                          variables, file)
+            if self.problems:
+                return
+            sheet = collapse_sheet(sheet, self.v["replicate_of"])
+        self._check_replicates(contrasts, sheet)
+        categorical = {c.factor for c in contrasts} | {self.v.get("batch")}
+        references = {c.factor: c.reference for c in reversed(contrasts)}
+        frame = design_frame(sheet, variables, categorical=categorical, references=references)
+        self.problems += rank_problems(self.v["design"], frame)
+        self._warn(variables, frame, categorical)
+
+    def _check_contrasts(self, contrasts: list, variables: list[str], present: list[str]) -> None:
+        for i, c in enumerate(contrasts):
+            key = f"contrasts[{i}]"
+            if c.factor not in variables:
+                self.problems.append(Problem(STUDY_FILE, f"{key}.factor", f"'{c.factor}' is not "
+                                             f"in the design {self.v.get('design')!r}",
+                                             "contrast a factor of the design"))
+                continue
+            if c.factor not in present:
+                continue
+            levels = sorted(self.sheet[c.factor].dropna().unique())
+            for part in ("level", "reference"):
+                value = getattr(c, part)
+                if value not in levels:
+                    self.problems.append(Problem(STUDY_FILE, f"{key}.{part}", f"level {value!r}"
+                                                 f" not found in column '{c.factor}' of "
+                                                 f"{self.sheet_file} (levels: "
+                                                 f"{', '.join(levels)})", "use one of the levels "
+                                                 "present (values are case-sensitive)"))
+
+    def _check_replicates(self, contrasts: list, sheet: pd.DataFrame) -> None:
+        note = " after summing technical replicates" if self.v.get("replicate_of") else ""
+        for i, c in enumerate(contrasts):
+            for part in ("level", "reference"):
+                value = getattr(c, part)
+                n = int((sheet[c.factor] == value).sum())
+                if n < MIN_REPLICATES:
+                    self.problems.append(Problem(
+                        STUDY_FILE, f"contrasts[{i}].{part}", f"group '{c.factor}={value}' of "
+                        f"contrast '{c.name}' has {n} biological replicate(s){note}; at least "
+                        f"{MIN_REPLICATES} are needed to estimate variability",
+                        "add biological replicates (technical replicates do not count) or drop "
+                        "this contrast"))
+
+    def _warn(self, variables: list[str], frame: pd.DataFrame, categorical: set) -> None:
+        batch, sheet = self.v.get("batch"), self.sheet
+        if batch and batch in sheet.columns and batch not in variables:
+            self.warnings.append(Problem(STUDY_FILE, "batch", f"batch column '{batch}' is not in "
+                                         "the design, so testing ignores it", f"add '{batch}' to "
+                                         "the design (e.g. '~ " + batch + " + condition')"))
+        for var in frame.columns:
+            if var in categorical or not is_numeric(sheet[var]):
+                continue
+            values = pd.to_numeric(sheet[var])
+            if (values % 1 == 0).all() and values.nunique() <= len(values) / 2:
+                self.warnings.append(Problem(self.sheet_file, f"column '{var}'", "is numeric, so "
+                                             "the design treats it as a continuous covariate",
+                                             "if it labels groups (donor, batch), use text labels "
+                                             "such as d1, d2"))

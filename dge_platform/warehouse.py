@@ -1,0 +1,94 @@
+"""Parquet warehouse: one file per table and study, written atomically.
+
+Layout: ``<warehouse>/<table>/study_id=<id>/data.parquet`` (hive partitioning, zstd).
+``study_id`` lives in the path only; DuckDB adds it as a column when reading.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PARTITION_KEY = "study_id"
+DATA_FILE = "data.parquet"
+STALE_TEMP_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class WrittenTable:
+    """Where a partition was written and what it holds."""
+
+    path: Path
+    rows: int
+    bytes: int
+
+
+class Warehouse:
+    """Reads and writes table partitions under one warehouse folder."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def table_dir(self, table: str) -> Path:
+        return self.root / table
+
+    def partition_path(self, table: str, study_id: str) -> Path:
+        return self.table_dir(table) / f"{PARTITION_KEY}={study_id}" / DATA_FILE
+
+    def write(self, table: str, study_id: str, frame: pd.DataFrame) -> WrittenTable:
+        """Replace one study's partition of ``table`` with ``frame``, atomically.
+
+        The data goes to a hidden temporary file in the same folder, is flushed to disk and
+        renamed over the old file, so readers see either the old or the new partition.
+        """
+        path = self.partition_path(table, study_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(path.parent)
+        data = frame.drop(columns=[PARTITION_KEY], errors="ignore")
+        arrow = pa.Table.from_pandas(data, preserve_index=False)
+        tmp = path.parent / f".{DATA_FILE}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+        try:
+            with tmp.open("wb") as fh:
+                pq.write_table(arrow, fh, compression="zstd")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return WrittenTable(path, arrow.num_rows, path.stat().st_size)
+
+    def read(self, table: str, study_id: str) -> pd.DataFrame:
+        """One study's partition of ``table``."""
+        path = self.partition_path(table, study_id)
+        if not path.exists():
+            raise FileNotFoundError(f"table '{table}' has no data for study '{study_id}' "
+                                    f"({path}); materialize it first")
+        return pq.read_table(path).to_pandas()
+
+    def has_data(self, table: str) -> bool:
+        """True when at least one study has a partition of ``table``."""
+        return any(self.table_dir(table).glob(f"{PARTITION_KEY}=*/{DATA_FILE}"))
+
+    def studies(self, table: str) -> list[str]:
+        """Study ids with a partition of ``table``."""
+        prefix = f"{PARTITION_KEY}="
+        return sorted(p.parent.name.removeprefix(prefix)
+                      for p in self.table_dir(table).glob(f"{prefix}*/{DATA_FILE}"))
+
+
+def _remove_stale_temps(folder: Path) -> None:
+    """Drop temp files left by writers that died (older than an hour, so not in progress)."""
+    cutoff = time.time() - STALE_TEMP_SECONDS
+    for tmp in folder.glob(f".{DATA_FILE}.*.tmp"):
+        try:
+            if tmp.stat().st_mtime < cutoff:
+                tmp.unlink()
+        except FileNotFoundError:
+            pass
