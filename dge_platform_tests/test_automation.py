@@ -222,3 +222,21 @@ def test_schedule_requests_registered_study_that_never_ran(home, instance):
     # A partition whose folder was removed is skipped.
     instance.add_dynamic_partitions("studies", ["gone"])
     assert [r.partition_key for r in schedule_requests(instance, home, when)] == ["toy"]
+
+
+def test_failed_ingest_is_retried(home):
+    from dge_platform.runner import instance_for, run_study
+
+    folder = write_study(home.studies / "toy")
+    # A file where the raw_counts table folder should be: that output's write fails, after
+    # the 'studies' output (which carries input_hash) was already materialized.
+    (home.warehouse / "raw_counts").write_text("not a folder")
+    instance = instance_for(home)
+    try:
+        outcome = run_study(instance, "toy", echo=lambda line: None)
+        assert not outcome.success
+        assert last_ingested_hash(instance, "toy") != fingerprint(folder)
+        night = datetime(2025, 1, 2, 3, 0, tzinfo=timezone.utc)
+        assert [r.partition_key for r in schedule_requests(instance, home, night)] == ["toy"]
+    finally:
+        instance.dispose()

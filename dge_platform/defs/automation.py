@@ -17,7 +17,6 @@ REPROCESS_CRON_ENV = "DGE_REPROCESS_CRON"
 study_job = dg.define_asset_job(
     "study_job",
     selection=dg.AssetSelection.all(),
-    partitions_def=study_partitions,
     description="Materialize every asset of one study partition.",
 )
 
@@ -26,11 +25,15 @@ def last_ingested_hash(instance: dg.DagsterInstance, study_id: str) -> str | Non
     """Input hash recorded by the study's latest successful ingest, if any."""
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("studies"), asset_partitions=[study_id]),
-        limit=1).records
-    if not records:
-        return None
-    meta = records[0].asset_materialization.metadata.get("input_hash")
-    return meta.value if meta is not None else None
+        limit=25).records
+    for record in records:
+        # A run can record `studies` and still fail later; only a successful run counts.
+        run = instance.get_run_by_id(record.run_id)
+        if run is None or run.status != dg.DagsterRunStatus.SUCCESS:
+            continue
+        meta = record.asset_materialization.metadata.get("input_hash")
+        return meta.value if meta is not None else None
+    return None
 
 
 @dg.sensor(job=study_job, minimum_interval_seconds=30,

@@ -1,0 +1,184 @@
+"""Bulk differential expression with PyDESeq2: one fit per study, then every contrast.
+
+Mirrors R's ``DESeq()`` followed by ``results(contrast=...)`` and ``lfcShrink``: median-of-
+ratios size factors, dispersion trend and shrinkage, Wald tests (against ``lfc_threshold``
+as the alternative hypothesis when set), Cook's outlier handling, independent filtering and
+BH adjustment. Shrunken log2 fold changes use PyDESeq2's apeGLM-style prior.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from pydeseq2.dds import DeseqDataSet
+from pydeseq2.default_inference import DefaultInference
+from pydeseq2.ds import DeseqStats
+
+from dge_platform.dispersion import RParityDeseqDataSet
+from dge_platform.study import Contrast
+
+RESULT_COLUMNS = {
+    "baseMean": "base_mean", "log2FoldChange": "log2_fold_change", "lfcSE": "lfc_se",
+    "stat": "stat", "pvalue": "pvalue", "padj": "padj",
+}
+
+
+@dataclass
+class DeseqResult:
+    """Everything one study's fit produces.
+
+    Attributes
+    ----------
+    size_factors
+        Median-of-ratios size factor per sample.
+    normalized_counts
+        Counts divided by size factors, genes x samples.
+    vst
+        Blind variance-stabilized expression (design ignored), genes x samples.
+    dispersions
+        Per gene: base mean, gene-wise estimate, trend, final (MAP) dispersion, and whether
+        the gene was a dispersion outlier.
+    results
+        One row per contrast and gene (see :func:`contrast_results`).
+    """
+
+    size_factors: pd.Series
+    normalized_counts: pd.DataFrame
+    vst: pd.DataFrame
+    dispersions: pd.DataFrame
+    results: pd.DataFrame
+
+
+def _quiet():
+    """PyDESeq2 prints progress and warns on converged-but-slow genes; keep logs readable."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore", UserWarning)
+    return stack
+
+
+def coefficient_name(contrast: Contrast) -> str:
+    """The model-matrix column of ``level`` vs its factor's base level (formulaic naming)."""
+    return f"{contrast.factor}[T.{contrast.level}]"
+
+
+def fit_deseq2(counts: pd.DataFrame, frame: pd.DataFrame, design: str,
+               contrasts: list[Contrast], *, alpha: float = 0.05, lfc_threshold: float = 0.0,
+               n_cpus: int = 1, shrink: bool = True) -> DeseqResult:
+    """Fit the study's design once and test every contrast.
+
+    Parameters
+    ----------
+    counts
+        Raw integer counts, genes x samples.
+    frame
+        Typed design frame indexed by sample (see :func:`dge_platform.design.design_frame`);
+        the first category of each factor is its base level.
+    design
+        The DESeq2-style formula.
+    contrasts
+        Comparisons to test; all factors must be in the design.
+    alpha
+        FDR target used by independent filtering. (default: ``0.05``)
+    lfc_threshold
+        |log2 fold change| of the null hypothesis; when positive, tests are against
+        ``greaterAbs`` as in ``results(lfcThreshold=, altHypothesis="greaterAbs")``.
+        (default: ``0``)
+    n_cpus
+        Worker processes for PyDESeq2. (default: ``1``)
+    shrink
+        Add shrunken log2 fold changes. (default: ``True``)
+    """
+    inference = DefaultInference(n_cpus=n_cpus)
+    frame = frame.loc[counts.columns]
+    with _quiet():
+        dds = RParityDeseqDataSet(counts=counts.T, metadata=frame, design=design, refit_cooks=True,
+                           inference=inference, quiet=True)
+        dds.deseq2()
+        tables = [contrast_results(dds, c, alpha=alpha, lfc_threshold=lfc_threshold,
+                                   inference=inference, shrink=shrink,
+                                   refit_frame=frame, design=design, counts=counts)
+                  for c in contrasts]
+        dds.vst(use_design=False)
+    genes = counts.index.astype(str)
+    samples = counts.columns.astype(str)
+    size_factors = pd.Series(np.asarray(dds.obs["size_factors"]), index=samples,
+                             name="size_factor")
+    normalized = pd.DataFrame(np.asarray(dds.layers["normed_counts"]).T, index=genes,
+                              columns=samples)
+    vst = pd.DataFrame(np.asarray(dds.layers["vst_counts"]).T, index=genes, columns=samples)
+    var = dds.var
+    dispersions = pd.DataFrame({
+        "gene_id": genes,
+        "base_mean": normalized.mean(axis=1).to_numpy(),
+        "dispersion_gene_est": _column(var, "genewise_dispersions"),
+        "dispersion_trend": _column(var, "fitted_dispersions"),
+        "dispersion": _column(var, "dispersions"),
+        "dispersion_outlier": _column(var, "_outlier_genes", fill=False).astype(bool),
+    })
+    return DeseqResult(size_factors, normalized, vst, dispersions, pd.concat(tables))
+
+
+def _column(var: pd.DataFrame, name: str, fill=np.nan) -> np.ndarray:
+    return var[name].to_numpy() if name in var.columns else np.full(len(var), fill)
+
+
+def contrast_results(dds: DeseqDataSet, contrast: Contrast, *, alpha: float,
+                     lfc_threshold: float, inference: DefaultInference, shrink: bool,
+                     refit_frame: pd.DataFrame, design: str, counts: pd.DataFrame) -> pd.DataFrame:
+    """Wald test of one contrast on a fitted dataset, plus shrunken fold changes.
+
+    Returns one row per gene: contrast, gene_id, base_mean, log2_fold_change, lfc_se, stat,
+    pvalue, padj (NaN where independent filtering or Cook's distance removed the gene, as in
+    DESeq2) and log2_fold_change_shrunk.
+    """
+    hypothesis = {"lfc_null": lfc_threshold, "alt_hypothesis": "greaterAbs"} \
+        if lfc_threshold > 0 else {}
+    stats = DeseqStats(dds, contrast=[contrast.factor, contrast.level, contrast.reference],
+                       alpha=alpha, cooks_filter=True, independent_filter=True,
+                       inference=inference, quiet=True, **hypothesis)
+    stats.summary()
+    table = stats.results_df.rename(columns=RESULT_COLUMNS)[list(RESULT_COLUMNS.values())].copy()
+    if shrink:
+        table["log2_fold_change_shrunk"] = shrunken_lfc(dds, contrast, inference=inference,
+                                                        frame=refit_frame, design=design,
+                                                        counts=counts, stats=stats)
+    else:
+        table["log2_fold_change_shrunk"] = np.nan
+    table.index = table.index.astype(str)
+    table.insert(0, "gene_id", table.index)
+    table.insert(0, "contrast", contrast.name)
+    return table.reset_index(drop=True)
+
+
+def shrunken_lfc(dds: DeseqDataSet, contrast: Contrast, *, inference: DefaultInference,
+                 frame: pd.DataFrame, design: str, counts: pd.DataFrame,
+                 stats: DeseqStats) -> np.ndarray:
+    """apeGLM-style shrunken log2 fold changes for one contrast.
+
+    PyDESeq2 shrinks model coefficients only; a contrast whose reference is not its
+    factor's base level is refitted with the reference releveled to the base.
+    """
+    coeff = coefficient_name(contrast)
+    if coeff not in stats.LFC.columns:
+        releveled = frame.copy()
+        levels = list(releveled[contrast.factor].cat.categories)
+        levels.remove(contrast.reference)
+        releveled[contrast.factor] = releveled[contrast.factor].cat.reorder_categories(
+            [contrast.reference, *levels])
+        dds = RParityDeseqDataSet(counts=counts.T, metadata=releveled, design=design,
+                                   refit_cooks=True,
+                           inference=inference, quiet=True)
+        dds.deseq2()
+        stats = DeseqStats(dds, contrast=[contrast.factor, contrast.level, contrast.reference],
+                           inference=inference, quiet=True)
+        stats.summary()
+    stats.lfc_shrink(coeff=coeff)
+    return stats.results_df["log2FoldChange"].to_numpy()
