@@ -18,9 +18,9 @@ install: $(STAMP)
 run: install
 	$(BIN)/dge run
 
-## Run the test suite (2 workers).
+## Run the test suite (2 workers, one test file per worker so fits are shared).
 test: install
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q
 
 ## Dagster UI + daemon on http://127.0.0.1:3000 (sensor and schedule run while it is up).
 ui: install

@@ -8,8 +8,6 @@ BH adjustment. Shrunken log2 fold changes use PyDESeq2's apeGLM-style prior.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import warnings
 from dataclasses import dataclass
 
@@ -20,6 +18,7 @@ from pydeseq2.default_inference import DefaultInference
 from pydeseq2.ds import DeseqStats
 
 from dge_platform.dispersion import RParityDeseqDataSet
+from dge_platform.replicates import N_TECHNICAL, collapse_technical_replicates
 from dge_platform.study import Contrast
 
 RESULT_COLUMNS = {
@@ -52,16 +51,6 @@ class DeseqResult:
     vst: pd.DataFrame
     dispersions: pd.DataFrame
     results: pd.DataFrame
-
-
-def _quiet():
-    """PyDESeq2 prints progress and warns on converged-but-slow genes; keep logs readable."""
-    stack = contextlib.ExitStack()
-    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
-    stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
-    stack.enter_context(warnings.catch_warnings())
-    warnings.simplefilter("ignore", UserWarning)
-    return stack
 
 
 def coefficient_name(contrast: Contrast) -> str:
@@ -98,9 +87,11 @@ def fit_deseq2(counts: pd.DataFrame, frame: pd.DataFrame, design: str,
     """
     inference = DefaultInference(n_cpus=n_cpus)
     frame = frame.loc[counts.columns]
-    with _quiet():
+    with warnings.catch_warnings():
+        # PyDESeq2 warns on low residual df and slow convergence; both are expected here.
+        warnings.simplefilter("ignore", UserWarning)
         dds = RParityDeseqDataSet(counts=counts.T, metadata=frame, design=design, refit_cooks=True,
-                           inference=inference, quiet=True)
+                                  inference=inference, quiet=True)
         dds.deseq2()
         tables = [contrast_results(dds, c, alpha=alpha, lfc_threshold=lfc_threshold,
                                    inference=inference, shrink=shrink,
@@ -167,7 +158,8 @@ def shrunken_lfc(dds: DeseqDataSet, contrast: Contrast, *, inference: DefaultInf
     factor's base level is refitted with the reference releveled to the base.
     """
     coeff = coefficient_name(contrast)
-    if coeff not in stats.LFC.columns:
+    # `factor[T.level]` is level vs the base level: only that contrast can be shrunk as is.
+    if frame[contrast.factor].cat.categories[0] != contrast.reference:
         releveled = frame.copy()
         levels = list(releveled[contrast.factor].cat.categories)
         levels.remove(contrast.reference)
@@ -175,10 +167,48 @@ def shrunken_lfc(dds: DeseqDataSet, contrast: Contrast, *, inference: DefaultInf
             [contrast.reference, *levels])
         dds = RParityDeseqDataSet(counts=counts.T, metadata=releveled, design=design,
                                    refit_cooks=True,
-                           inference=inference, quiet=True)
+                                  inference=inference, quiet=True)
         dds.deseq2()
         stats = DeseqStats(dds, contrast=[contrast.factor, contrast.level, contrast.reference],
-                           inference=inference, quiet=True)
+                                  inference=inference, quiet=True)
         stats.summary()
     stats.lfc_shrink(coeff=coeff)
     return stats.results_df["log2FoldChange"].to_numpy()
+
+
+def analysis_samples(counts: pd.DataFrame, sheet: pd.DataFrame,
+                     replicate_of: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Counts and sheet per biological sample: technical replicates summed when the study
+    names a ``replicate_of`` column, with the number of libraries per sample."""
+    if replicate_of:
+        return collapse_technical_replicates(counts, sheet, replicate_of)
+    sheet = sheet.loc[counts.columns].copy()
+    sheet[N_TECHNICAL] = 1
+    return counts, sheet
+
+
+def sample_summary(counts: pd.DataFrame, size_factors: pd.Series,
+                   sheet: pd.DataFrame) -> pd.DataFrame:
+    """Per analysed sample: size factor, library size, genes detected, libraries summed."""
+    return pd.DataFrame({
+        "sample": counts.columns.astype(str),
+        "size_factor": size_factors.loc[counts.columns].to_numpy(),
+        "library_size": counts.sum(axis=0).to_numpy(),
+        "genes_detected": (counts > 0).sum(axis=0).to_numpy(),
+        "n_technical_replicates": sheet.loc[counts.columns, N_TECHNICAL].to_numpy(),
+    })
+
+
+def result_problems(results: pd.DataFrame, contrasts: list[Contrast], n_genes: int) -> list[str]:
+    """Violations of what a DEG table must satisfy: every contrast present with every gene,
+    p-values and adjusted p-values within [0, 1] where not null."""
+    problems = []
+    for c in contrasts:
+        rows = int((results["contrast"] == c.name).sum())
+        if rows != n_genes:
+            problems.append(f"contrast '{c.name}' has {rows} rows, expected {n_genes}")
+    for column in ("pvalue", "padj"):
+        values = results[column].dropna()
+        if ((values < 0) | (values > 1)).any():
+            problems.append(f"{column} outside [0, 1] for {int(((values < 0) | (values > 1)).sum())} rows")
+    return problems

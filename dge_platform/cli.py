@@ -94,20 +94,30 @@ def run(ctx: click.Context, study_ids: tuple[str, ...]) -> None:
         click.echo(f"{o.study_id}: {status} ({o.seconds:.1f} s, run {o.run_id[:8]})")
         if not o.success:
             click.echo(o.error or "no error message recorded", err=True)
-    _print_summary(home)
+    _print_summary(home, ids)
     if not all(o.success for o in outcomes):
         sys.exit(1)
 
 
-def _print_summary(home: DgeHome) -> None:
+def _print_summary(home: DgeHome, study_ids: list[str]) -> None:
     from dge_platform.catalog import query
+    from dge_platform.warehouse import Warehouse
 
-    studies = query(home, "select study_id, kind, n_samples, n_genes, materialized_at "
-                          "from studies order by study_id")
-    click.echo("\nStudies in the catalog:")
-    click.echo(studies.to_string(index=False) if len(studies) else "  (none)")
+    degs = query(home, "select d.study_id, d.contrast, count(*) filter (where d.padj is not null) "
+                       "as tested, count(*) filter (where d.significant and "
+                       "d.log2_fold_change > 0) as up, count(*) filter (where d.significant and "
+                       "d.log2_fold_change < 0) as down, any_value(s.alpha) as alpha "
+                       "from deg_results d join studies s using (study_id) "
+                       "group by 1, 2 order by 1, 2")
+    click.echo("\nDEGs per contrast (padj < study alpha):")
+    click.echo(degs.to_string(index=False) if len(degs) else "  (no DEG results yet)")
+    reports = Warehouse(home.warehouse)
+    for study_id in study_ids:
+        path = reports.table_dir("reports") / f"study_id={study_id}" / "report.html"
+        if path.exists():
+            click.echo(f"Report {study_id}: {path}")
     click.echo(f"\nDuckDB catalog: {home.catalog}")
-    click.echo(f"Query it:       dge sql \"select * from studies\"")
+    click.echo('Query it:       dge sql "select * from deg_results where padj < 0.05 limit 10"')
 
 
 @main.command()

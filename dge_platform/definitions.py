@@ -3,15 +3,17 @@
 import dagster as dg
 
 from dge_platform.defs.automation import nightly_reprocess, study_job, study_sensor
+from dge_platform.defs.bulk import batch_corrected, deseq2, sample_qc
 from dge_platform.defs.ingest import ingest_study, study_inputs
-from dge_platform.defs.resources import DgeHomeResource, WarehouseIOManager
+from dge_platform.defs.resources import DeseqResource, DgeHomeResource, WarehouseIOManager
 
 dge_home = DgeHomeResource()
 
 defs = dg.Definitions(
-    assets=[study_inputs, ingest_study],
+    assets=[study_inputs, ingest_study, deseq2, batch_corrected, sample_qc],
     jobs=[study_job],
     sensors=[study_sensor],
     schedules=[nightly_reprocess],
-    resources={"dge_home": dge_home, "warehouse_io": WarehouseIOManager(dge_home=dge_home)},
+    resources={"dge_home": dge_home, "deseq": DeseqResource(),
+               "warehouse_io": WarehouseIOManager(dge_home=dge_home)},
 )

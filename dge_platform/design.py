@@ -129,3 +129,21 @@ def _dependent_columns(matrix: pd.DataFrame) -> list[str]:
         else:
             dependent.append(name)
     return dependent
+
+
+def study_design_frame(sheet: pd.DataFrame, design: str, contrasts: list,
+                       batch: str | None) -> pd.DataFrame:
+    """The typed design frame of a study: contrast factors and batch are factors, each
+    contrast factor's reference (the first contrast naming it) is its base level."""
+    variables, _ = design_variables(design)
+    categorical = {c.factor for c in contrasts} | ({batch} if batch else set())
+    references = {c.factor: c.reference for c in reversed(contrasts)}
+    return design_frame(sheet, variables, categorical=categorical, references=references)
+
+
+def treatment_matrix(frame: pd.DataFrame, batch: str | None) -> pd.DataFrame:
+    """Model matrix of every design variable except the batch (main effects only): the
+    effects a batch correction must preserve."""
+    kept = [v for v in frame.columns if v != batch]
+    formula = "~ " + (" + ".join(kept) if kept else "1")
+    return design_matrix(formula, frame[kept] if kept else frame)

@@ -77,15 +77,18 @@ def _failure_text(event: dg.DagsterEvent) -> str | None:
 def _follow(instance: dg.DagsterInstance, run_id: str, study_id: str,
             echo: Callable[[str], None], done: threading.Event) -> None:
     """Print step starts, materializations and step ends as the run records them."""
-    seen = 0
+    cursor = None
     while True:
         finished = done.is_set()
-        logs = instance.all_logs(run_id)
-        for entry in logs[seen:]:
-            line = _describe(entry)
-            if line:
-                echo(f"[{study_id}] {line}")
-        seen = len(logs)
+        while True:
+            batch = instance.get_records_for_run(run_id, cursor=cursor)
+            for record in batch.records:
+                line = _describe(record.event_log_entry)
+                if line:
+                    echo(f"[{study_id}] {line}")
+            cursor = batch.cursor
+            if not batch.has_more:
+                break
         if finished:
             return
         done.wait(0.5)

@@ -27,6 +27,7 @@ def study_row(study: ValidatedStudy, materialized_at: datetime | None = None) ->
         "n_genes": study.counts.shape[0],
         "counts_file": cfg.counts,
         "input_hash": study.input_hash,
+        "config": cfg.model_dump_json(),
         "materialized_at": pd.Timestamp(materialized_at or datetime.now(timezone.utc)),
     }])
 
@@ -47,16 +48,26 @@ def genes_table(study: ValidatedStudy) -> pd.DataFrame:
                          "gene_symbol": symbols.astype("string").to_numpy()})
 
 
-def long_counts(counts: pd.DataFrame) -> pd.DataFrame:
-    """Genes x samples to long form (gene_id, sample, count), gene-major."""
-    n_genes, n_samples = counts.shape
-    genes = pd.Categorical(counts.index.astype(str))
-    samples = pd.Categorical(counts.columns.astype(str), categories=counts.columns.astype(str))
+def to_long(matrix: pd.DataFrame, value: str) -> pd.DataFrame:
+    """Genes x samples to long form (gene_id, sample, <value>), gene-major."""
+    n_genes, n_samples = matrix.shape
+    genes = pd.Categorical(matrix.index.astype(str))
+    samples = pd.Categorical(matrix.columns.astype(str), categories=matrix.columns.astype(str))
     return pd.DataFrame({
         "gene_id": genes.take(np.repeat(np.arange(n_genes), n_samples)),
         "sample": samples.take(np.tile(np.arange(n_samples), n_genes)),
-        "count": counts.to_numpy(dtype=np.int64).ravel(),
+        value: matrix.to_numpy().ravel(),
     })
+
+
+def to_wide(long: pd.DataFrame, value: str) -> pd.DataFrame:
+    """Long (gene_id, sample, <value>) back to genes x samples, in first-seen order."""
+    genes = pd.unique(long["gene_id"].astype(str))
+    samples = pd.unique(long["sample"].astype(str))
+    wide = long.assign(gene_id=long["gene_id"].astype(str), sample=long["sample"].astype(str)) \
+        .pivot(index="gene_id", columns="sample", values=value).loc[genes, samples]
+    wide.columns.name = None
+    return wide
 
 
 
@@ -74,3 +85,14 @@ def long_counts_problems(long: pd.DataFrame, samples: pd.Series, genes: pd.Serie
     if (long["count"] < 0).any():
         problems.append("negative counts")
     return problems
+
+
+COMPUTED_SAMPLE_COLUMNS = ("library_size", "genes_detected")
+
+
+def sheet_from_samples_table(samples: pd.DataFrame) -> pd.DataFrame:
+    """The text sample sheet back from the stored ``samples`` table, indexed by sample."""
+    sheet = samples.drop(columns=[c for c in COMPUTED_SAMPLE_COLUMNS if c in samples.columns])
+    sheet = sheet.set_index("sample")
+    sheet.index = sheet.index.astype(str)
+    return sheet.astype(object).where(sheet.notna(), None)

@@ -25,7 +25,8 @@ TABLES: dict[str, TableSpec] = {spec.name: spec for spec in [
         ("organism", "VARCHAR"), ("design", "VARCHAR"), ("contrasts", "VARCHAR"),
         ("alpha", "DOUBLE"), ("lfc_threshold", "DOUBLE"), ("batch", "VARCHAR"),
         ("n_samples", "BIGINT"), ("n_genes", "BIGINT"), ("counts_file", "VARCHAR"),
-        ("input_hash", "VARCHAR"), ("materialized_at", "TIMESTAMP WITH TIME ZONE"))),
+        ("input_hash", "VARCHAR"), ("config", "VARCHAR"),
+        ("materialized_at", "TIMESTAMP WITH TIME ZONE"))),
     TableSpec("samples", "One row per sample as given in the sample sheet (text values), "
               "plus the study's own columns.", (
                   ("study_id", "VARCHAR"), ("sample", "VARCHAR"),
@@ -37,4 +38,37 @@ TABLES: dict[str, TableSpec] = {spec.name: spec for spec in [
               "from the study's input (before technical replicates are summed).", (
                   ("study_id", "VARCHAR"), ("gene_id", "VARCHAR"), ("sample", "VARCHAR"),
                   ("count", "BIGINT"))),
+    TableSpec("size_factors", "Per analysed sample (technical replicates summed): DESeq2 "
+              "median-of-ratios size factor, library size, genes detected.", (
+                  ("study_id", "VARCHAR"), ("sample", "VARCHAR"), ("size_factor", "DOUBLE"),
+                  ("library_size", "BIGINT"), ("genes_detected", "BIGINT"),
+                  ("n_technical_replicates", "BIGINT"))),
+    TableSpec("normalized_counts", "Counts divided by size factors (long form).", (
+        ("study_id", "VARCHAR"), ("gene_id", "VARCHAR"), ("sample", "VARCHAR"),
+        ("normalized_count", "DOUBLE"))),
+    TableSpec("vst", "Blind variance-stabilized expression (DESeq2 VST, log2-like scale).", (
+        ("study_id", "VARCHAR"), ("gene_id", "VARCHAR"), ("sample", "VARCHAR"),
+        ("vst", "DOUBLE"))),
+    TableSpec("batch_corrected", "VST with the study's batch effect removed (limma "
+              "removeBatchEffect, design effects preserved): for plots and export, never for "
+              "testing.", (
+                  ("study_id", "VARCHAR"), ("gene_id", "VARCHAR"), ("sample", "VARCHAR"),
+                  ("batch_corrected_vst", "DOUBLE"))),
+    TableSpec("gene_dispersions", "DESeq2 dispersion estimates per gene.", (
+        ("study_id", "VARCHAR"), ("gene_id", "VARCHAR"), ("base_mean", "DOUBLE"),
+        ("dispersion_gene_est", "DOUBLE"), ("dispersion_trend", "DOUBLE"),
+        ("dispersion", "DOUBLE"), ("dispersion_outlier", "BOOLEAN"))),
+    TableSpec("deg_results", "Differential expression: one row per contrast and gene. padj "
+              "is null where DESeq2 filtered the gene (independent filtering, Cook's "
+              "outliers, all-zero counts).", (
+                  ("study_id", "VARCHAR"), ("contrast", "VARCHAR"), ("gene_id", "VARCHAR"),
+                  ("gene_symbol", "VARCHAR"), ("base_mean", "DOUBLE"),
+                  ("log2_fold_change", "DOUBLE"), ("lfc_se", "DOUBLE"), ("stat", "DOUBLE"),
+                  ("pvalue", "DOUBLE"), ("padj", "DOUBLE"),
+                  ("log2_fold_change_shrunk", "DOUBLE"), ("significant", "BOOLEAN"))),
+    TableSpec("sample_qc", "Per analysed sample: PCA scores, mean distance to the other "
+              "samples, and likely-outlier flags with the reason.", (
+                  ("study_id", "VARCHAR"), ("sample", "VARCHAR"), ("pc1", "DOUBLE"),
+                  ("pc2", "DOUBLE"), ("mean_distance", "DOUBLE"), ("outlier", "BOOLEAN"),
+                  ("outlier_reason", "VARCHAR"))),
 ]}

@@ -12,7 +12,7 @@ from pydantic import TypeAdapter
 
 from dge_platform.count_checks import check_counts
 from dge_platform.count_readers import read_counts
-from dge_platform.design import design_frame, design_variables, is_numeric, rank_problems
+from dge_platform.design import design_variables, is_numeric, rank_problems, study_design_frame
 from dge_platform.problems import Problem, StudyInputError
 from dge_platform.replicates import collapse_sheet, technical_replicate_problems
 from dge_platform.sample_sheet import read_sample_sheet
@@ -248,11 +248,9 @@ class _Checker:
                 return
             sheet = collapse_sheet(sheet, self.v["replicate_of"])
         self._check_replicates(contrasts, sheet)
-        categorical = {c.factor for c in contrasts} | {self.v.get("batch")}
-        references = {c.factor: c.reference for c in reversed(contrasts)}
-        frame = design_frame(sheet, variables, categorical=categorical, references=references)
+        frame = study_design_frame(sheet, self.v["design"], contrasts, self.v.get("batch"))
         self.problems += rank_problems(self.v["design"], frame)
-        self._warn(variables, frame, categorical)
+        self._warn(variables, frame, {c.factor for c in contrasts} | {self.v.get("batch")})
 
     def _check_contrasts(self, contrasts: list, variables: list[str], present: list[str]) -> None:
         for i, c in enumerate(contrasts):

@@ -64,6 +64,19 @@ class Warehouse:
             tmp.unlink(missing_ok=True)
         return WrittenTable(path, arrow.num_rows, path.stat().st_size)
 
+    def write_file(self, folder: str, study_id: str, name: str, data: bytes) -> Path:
+        """Write a non-table artifact (plot, report) atomically under
+        ``<warehouse>/<folder>/study_id=<id>/<name>``."""
+        path = self.table_dir(folder) / f"{PARTITION_KEY}={study_id}" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+
     def read(self, table: str, study_id: str) -> pd.DataFrame:
         """One study's partition of ``table``."""
         path = self.partition_path(table, study_id)

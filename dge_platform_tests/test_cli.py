@@ -10,18 +10,43 @@ from click.testing import CliRunner
 
 from dge_platform.cli import main
 from dge_platform_tests.conftest import copy_bundled, write_study
+from dge_platform_tests.test_bulk_de import simulate
 
 
 def dge(*args):
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
+@pytest.fixture(scope="module")
+def airway_run(tmp_path_factory):
+    """The bundled airway study added and run once (read-only tests share it)."""
+    root = tmp_path_factory.mktemp("airway") / "dge"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DGE_HOME", str(root))
+        source = copy_bundled("airway", tmp_path_factory.mktemp("incoming"))
+        result = dge("add", str(source), "--run")
+    assert result.exit_code == 0, result.output
+    return root, result
+
+
 @pytest.fixture
-def airway_registered(home, tmp_path):
-    source = copy_bundled("airway", tmp_path / "incoming")
+def airway_registered(airway_run, monkeypatch):
+    monkeypatch.setenv("DGE_HOME", str(airway_run[0]))
+    return airway_run[0] / "studies" / "airway"
+
+
+@pytest.fixture
+def sim_registered(home, tmp_path):
+    """A small simulated study (fast to fit) registered and run, for tests that change it."""
+    counts, sheet, _ = simulate(n_genes=300, n_per_group=3, seed=5)
+    source = write_study(tmp_path / "incoming" / "sim", counts=counts, samples=sheet.reset_index(),
+                         config={"id": "sim", "design": "~ condition", "batch": None,
+                                 "title": "Simulated v1",
+                                 "contrasts": [{"name": "t_vs_c", "factor": "condition",
+                                                "level": "treat", "reference": "ctrl"}]})
     result = dge("add", str(source), "--run")
     assert result.exit_code == 0, result.output
-    return home.study_dir("airway")
+    return source, home.study_dir("sim")
 
 
 def test_validate_ok_and_bad(tmp_path):
@@ -39,7 +64,7 @@ def test_validate_ok_and_bad(tmp_path):
     assert lines[2].startswith("  2. study.yaml: alpha: Input should be greater than 0")
 
 
-def test_add_and_run_materializes_real_study(airway_registered, home):
+def test_add_and_run_materializes_real_study(airway_registered):
     result = dge("sql", "select count(*) as n from raw_counts")
     assert result.exit_code == 0
     assert result.output.split() == ["n", "509416"]
@@ -50,58 +75,63 @@ def test_add_and_run_materializes_real_study(airway_registered, home):
     assert study.output == "n_samples,n_genes,design\n8,63677,~ cell + dex\n"
 
 
-def test_run_output_shows_progress_and_summary(airway_registered):
-    result = dge("run", "airway")
-    assert result.exit_code == 0, result.output
+def test_run_output_shows_progress_and_summary(airway_run):
+    result = airway_run[1]
     assert "[airway]     wrote raw_counts (509,416 rows)" in result.output
     assert "[airway]     check raw_counts_complete: passed" in result.output
     assert "airway: ok" in result.output
     assert "DuckDB catalog:" in result.output
 
 
-def test_failed_run_keeps_previous_results(airway_registered, home):
-    before = dge("sql", "select sum(count) as total from raw_counts").output
-    counts = airway_registered / "airway_counts.csv.gz"
-    frame = pd.read_csv(counts, index_col=0)
-    frame.iloc[0, 0] = -5
-    frame.to_csv(counts)
+def _edit_counts(study_dir, value):
+    counts = study_dir / "counts.tsv"
+    frame = pd.read_csv(counts, sep="\t", index_col=0)
+    frame.iloc[0, 0] = value
+    frame.to_csv(counts, sep="\t")
+
+
+def test_failed_run_keeps_previous_results(sim_registered):
+    _, registered = sim_registered
+    before = {t: dge("sql", f"select * from {t} order by all").output
+              for t in ("raw_counts", "deg_results", "sample_qc")}
+    _edit_counts(registered, -5)
     assert "invalid (1 problem(s); run 'dge validate" in dge("status").output
-    result = dge("run", "airway")
+    result = dge("run", "sim")
     assert result.exit_code == 1
-    assert "airway: FAILED at step ingest_study" in result.output
-    assert "airway_counts.csv.gz: values: negative counts: 1 value(s), e.g. gene/sample " \
-           "ENSG00000000003/SRR1039508" in result.output
-    assert dge("sql", "select sum(count) as total from raw_counts").output == before
+    assert "sim: FAILED at step ingest_study" in result.output
+    assert "counts.tsv: values: negative counts: 1 value(s), e.g. gene/sample g0/s0" \
+        in result.output
+    for table, text in before.items():
+        assert dge("sql", f"select * from {table} order by all").output == text
 
 
-def test_status_reports_up_to_date_then_changed(airway_registered):
+def test_status_reports_up_to_date_then_changed(sim_registered):
+    _, registered = sim_registered
     result = dge("status")
     assert result.exit_code == 0
-    assert result.output.splitlines()[1].split() == ["airway", "bulk", "8", "1", "up", "to", "date"]
-    counts = airway_registered / "airway_counts.csv.gz"
-    frame = pd.read_csv(counts, index_col=0)
-    frame.iloc[0, 0] += 1
-    frame.to_csv(counts)
+    assert result.output.splitlines()[1].split() == ["sim", "bulk", "6", "1", "up", "to", "date"]
+    _edit_counts(registered, 1234)
     assert dge("status").output.splitlines()[1].split()[-2:] == ["inputs", "changed"]
 
 
-def test_add_rejects_invalid_study_and_keeps_registered_one(airway_registered, tmp_path):
-    bad = copy_bundled("airway", tmp_path / "bad")
-    (bad / "samples.tsv").write_text((bad / "samples.tsv").read_text().replace("untrt", "ctrl"))
-    result = dge("add", str(bad))
+def test_add_rejects_invalid_study_and_keeps_registered_one(sim_registered):
+    source, registered = sim_registered
+    (source / "samples.tsv").write_text((source / "samples.tsv").read_text()
+                                        .replace("ctrl", "control"))
+    result = dge("add", str(source))
     assert result.exit_code == 1
-    assert "study.yaml: contrasts[0].reference: level 'untrt' not found in column 'dex'" \
-           in result.output
-    assert "untrt" in (airway_registered / "samples.tsv").read_text()
+    assert "study.yaml: contrasts[0].reference: level 'ctrl' not found in column 'condition'" \
+        in result.output
+    assert "ctrl" in (registered / "samples.tsv").read_text()
 
 
-def test_add_again_updates_the_study(airway_registered, tmp_path):
-    source = copy_bundled("airway", tmp_path / "v2")
+def test_add_again_updates_the_study(sim_registered):
+    source, _ = sim_registered
     (source / "study.yaml").write_text((source / "study.yaml").read_text()
-                                       .replace("title: Dexamethasone", "title: Dex v2"))
+                                       .replace("Simulated v1", "Simulated v2"))
     assert dge("add", str(source), "--run").exit_code == 0
-    assert dge("sql", "select title from studies", "--format", "csv").output.startswith(
-        "title\n\"Dex v2 in primary")
+    assert dge("sql", "select title from studies", "--format", "csv").output == \
+        "title\nSimulated v2\n"
 
 
 def test_run_unknown_study(home):

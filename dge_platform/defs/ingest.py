@@ -7,7 +7,7 @@ from dge_platform.defs.resources import DgeHomeResource
 from dge_platform.problems import StudyInputError
 from dge_platform.study_tables import (
     genes_table,
-    long_counts,
+    to_long,
     long_counts_problems,
     samples_table,
     study_row,
@@ -70,7 +70,7 @@ def ingest_study(context: dg.AssetExecutionContext, dge_home: DgeHomeResource):
     yield dg.Output(genes_table(study), "genes", metadata={
         "n_with_symbol": int(study.gene_symbols.notna().sum()) if study.gene_symbols is not None
         else 0})
-    yield dg.Output(long_counts(study.counts), "raw_counts", metadata={
+    yield dg.Output(to_long(study.counts, "count"), "raw_counts", metadata={
         "n_genes": study.counts.shape[0], "n_samples": study.counts.shape[1],
         "total_counts": int(study.counts.to_numpy().sum())})
     stored = Warehouse(home.warehouse)

@@ -44,3 +44,14 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         home = self.dge_home.home()
         return Warehouse(home.warehouse).read(self._table(context), context.partition_key)
+
+
+class DeseqResource(dg.ConfigurableResource):
+    """PyDESeq2 settings shared by every fit; ``n_cpus=0`` means one per core (at most 4)."""
+
+    n_cpus: int = 0
+
+    def cpus(self) -> int:
+        import os
+
+        return self.n_cpus or max(1, min(4, os.cpu_count() or 1))

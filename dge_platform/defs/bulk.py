@@ -1,0 +1,196 @@
+"""Bulk RNA-seq assets: DESeq2 fit and tests, batch-corrected VST, QC plots and report.
+
+Each asset loads its inputs, calls the pure modules, writes through the warehouse IO
+manager and attaches metadata. Studies of another kind skip these assets.
+"""
+
+import base64
+
+import dagster as dg
+import pandas as pd
+
+from dge_platform.batch_correction import remove_batch_effect
+from dge_platform.bulk_de import analysis_samples, fit_deseq2, result_problems, sample_summary
+from dge_platform.design import study_design_frame, treatment_matrix
+from dge_platform.defs.partitions import study_partitions
+from dge_platform.defs.resources import DeseqResource, DgeHomeResource
+from dge_platform import plots
+from dge_platform.qc import flag_outliers, pca, sample_distances
+from dge_platform.replicates import collapse_sheet
+from dge_platform.report import build_report, deg_summary
+from dge_platform.study import StudyConfig
+from dge_platform.study_tables import sheet_from_samples_table, to_long, to_wide
+from dge_platform.tables import TABLES
+from dge_platform.warehouse import Warehouse
+
+GROUP = "bulk"
+CODE_VERSION = "bulk-1"
+
+
+def study_config(studies: pd.DataFrame) -> StudyConfig:
+    """The study.yaml snapshot recorded at ingest."""
+    return StudyConfig.model_validate_json(studies["config"].iloc[0])
+
+
+def _out(table: str) -> dg.AssetOut:
+    return dg.AssetOut(io_manager_key="warehouse_io", description=TABLES[table].description,
+                       kinds={"parquet"}, code_version=CODE_VERSION, is_required=False)
+
+
+@dg.multi_asset(
+    outs={name: _out(name) for name in ("size_factors", "normalized_counts", "vst",
+                                        "gene_dispersions", "deg_results")},
+    ins={"raw_counts": dg.AssetIn(), "samples": dg.AssetIn(), "studies": dg.AssetIn(),
+         "genes": dg.AssetIn()},
+    check_specs=[
+        dg.AssetCheckSpec("size_factors_valid", asset="size_factors", blocking=True,
+                          description="Every size factor is positive and finite."),
+        dg.AssetCheckSpec("deg_results_valid", asset="deg_results", blocking=True,
+                          description="Every contrast present with every gene; p-values and "
+                          "padj within [0, 1] where not null."),
+    ],
+    partitions_def=study_partitions,
+    group_name=GROUP,
+    pool="deseq2",
+    description="One PyDESeq2 fit of the study's full design (technical replicates summed "
+    "first), then every contrast: Wald test (lfc_threshold as the alternative hypothesis), "
+    "Cook's outlier handling, independent filtering, BH padj and shrunken log2 fold changes. "
+    "Batch enters the design; corrected counts are never tested. Also the blind VST.",
+)
+def deseq2(context: dg.AssetExecutionContext, deseq: DeseqResource, raw_counts: pd.DataFrame,
+           samples: pd.DataFrame, studies: pd.DataFrame, genes: pd.DataFrame):
+    config = study_config(studies)
+    if config.kind != "bulk":
+        context.log.info(f"study kind '{config.kind}': bulk DE assets skipped")
+        return
+    counts, sheet = analysis_samples(to_wide(raw_counts, "count").astype("int64"),
+                                     sheet_from_samples_table(samples), config.replicate_of)
+    frame = study_design_frame(sheet, config.design, config.contrasts, config.batch)
+    fit = fit_deseq2(counts, frame, config.design, config.contrasts, alpha=config.alpha,
+                     lfc_threshold=config.lfc_threshold, n_cpus=deseq.cpus())
+    summary = sample_summary(counts, fit.size_factors, sheet)
+    symbols = genes.set_index("gene_id")["gene_symbol"]
+    results = fit.results.assign(gene_symbol=symbols.reindex(fit.results["gene_id"]).to_numpy(),
+                                 significant=lambda t: (t["padj"] < config.alpha).fillna(False))
+    results = results[[c for c, _ in TABLES["deg_results"].columns if c != "study_id"]]
+    collapsed = int(raw_counts["sample"].nunique() - counts.shape[1])
+    yield dg.Output(summary, "size_factors", metadata={
+        "technical_replicates_collapsed": collapsed,
+        "preview": dg.MetadataValue.md(summary.to_markdown(index=False))})
+    yield dg.Output(to_long(fit.normalized_counts, "normalized_count"), "normalized_counts")
+    yield dg.Output(to_long(fit.vst, "vst"), "vst")
+    yield dg.Output(fit.dispersions, "gene_dispersions", metadata={
+        "dispersion_outliers": int(fit.dispersions["dispersion_outlier"].sum())})
+    counts_by_contrast = deg_summary(results, config.alpha)
+    yield dg.Output(results, "deg_results", metadata={
+        "deg_summary": dg.MetadataValue.md(counts_by_contrast.to_markdown(index=False)),
+        **{f"deg_up/{r.contrast}": r.up for r in counts_by_contrast.itertuples()},
+        **{f"deg_down/{r.contrast}": r.down for r in counts_by_contrast.itertuples()},
+    })
+    bad = summary.loc[~((summary["size_factor"] > 0) & summary["size_factor"].abs().lt(float("inf"))),
+                      "sample"].tolist()
+    yield dg.AssetCheckResult(check_name="size_factors_valid", asset_key="size_factors",
+                              passed=not bad, metadata={"bad_samples": dg.MetadataValue.json(bad)})
+    problems = result_problems(results, config.contrasts, counts.shape[0])
+    yield dg.AssetCheckResult(check_name="deg_results_valid", asset_key="deg_results",
+                              passed=not problems,
+                              metadata={"problems": dg.MetadataValue.json(problems)})
+
+
+@dg.asset(
+    io_manager_key="warehouse_io",
+    partitions_def=study_partitions,
+    group_name=GROUP,
+    kinds={"parquet"},
+    code_version=CODE_VERSION,
+    output_required=False,
+    description=TABLES["batch_corrected"].description + " Materialized only when the study "
+    "names a batch column.",
+)
+def batch_corrected(context: dg.AssetExecutionContext, vst: pd.DataFrame, samples: pd.DataFrame,
+                    studies: pd.DataFrame):
+    config = study_config(studies)
+    if not config.batch:
+        context.log.info("no batch column in study.yaml: nothing to correct")
+        return
+    corrected = _without_batch(to_wide(vst, "vst"), _analysis_sheet(samples, config), config)
+    yield dg.Output(to_long(corrected, "batch_corrected_vst"), metadata={"batch": config.batch})
+
+
+def _analysis_sheet(samples: pd.DataFrame, config: StudyConfig) -> pd.DataFrame:
+    """Sample sheet per analysed sample (one row per technical-replicate group)."""
+    sheet = sheet_from_samples_table(samples)
+    return collapse_sheet(sheet, config.replicate_of) if config.replicate_of else sheet
+
+
+def _without_batch(expression: pd.DataFrame, sheet: pd.DataFrame,
+                   config: StudyConfig) -> pd.DataFrame:
+    """VST with the batch removed and the other design effects preserved (no-op without batch)."""
+    if not config.batch:
+        return expression
+    frame = study_design_frame(sheet.loc[expression.columns], config.design, config.contrasts,
+                               config.batch)
+    return remove_batch_effect(expression, frame[config.batch],
+                               treatment_matrix(frame, config.batch))
+
+
+def _markdown_image(png: bytes, name: str) -> str:
+    return f"![{name}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+@dg.asset(
+    io_manager_key="warehouse_io",
+    partitions_def=study_partitions,
+    group_name=GROUP,
+    kinds={"parquet", "html"},
+    code_version=CODE_VERSION,
+    description=TABLES["sample_qc"].description + " Also writes the QC plots (PNG) and the "
+    "study's self-contained HTML report to the warehouse.",
+)
+def sample_qc(context: dg.AssetExecutionContext, dge_home: DgeHomeResource, vst: pd.DataFrame,
+              size_factors: pd.DataFrame, deg_results: pd.DataFrame,
+              gene_dispersions: pd.DataFrame, samples: pd.DataFrame, studies: pd.DataFrame):
+    config = study_config(studies)
+    expression = to_wide(vst, "vst")
+    sheet = _analysis_sheet(samples, config)
+    scores, explained = pca(expression)
+    distances = sample_distances(expression)
+    per_sample = size_factors.set_index("sample")
+    flags = flag_outliers(sample_distances(_without_batch(expression, sheet, config)),
+                          per_sample["library_size"], per_sample["genes_detected"])
+    table = pd.DataFrame({"sample": expression.columns, "pc1": scores["PC1"].to_numpy(),
+                          "pc2": scores["PC2"].to_numpy() if "PC2" in scores else 0.0})
+    table = table.join(flags, on="sample")
+    figures = {}
+    for column in dict.fromkeys([c.factor for c in config.contrasts] + [config.batch]):
+        if column:
+            figures[f"qc_pca_{column}"] = plots.pca_plot(
+                scores, explained, sheet.loc[expression.columns, column].rename(column),
+                f"PCA of VST (top 500 genes) by {column}")
+    figures["qc_distances"] = plots.distance_heatmap(distances)
+    figures["qc_library_sizes"] = plots.library_sizes(per_sample["library_size"], flags["outlier"])
+    figures["qc_dispersions"] = plots.dispersion_plot(gene_dispersions)
+    for contrast in config.contrasts:
+        rows = deg_results[deg_results["contrast"] == contrast.name]
+        figures[f"ma_{contrast.name}"] = plots.ma_plot(rows, config.alpha, contrast.name)
+        figures[f"volcano_{contrast.name}"] = plots.volcano_plot(
+            rows, config.alpha, config.lfc_threshold, contrast.name)
+        figures[f"pvalues_{contrast.name}"] = plots.pvalue_histogram(rows, contrast.name)
+    warehouse = Warehouse(dge_home.home().warehouse)
+    study_id = context.partition_key
+    for name, png in figures.items():
+        warehouse.write_file("qc_plots", study_id, f"{name}.png", png)
+    study = {"id": config.id, "title": config.title or config.id, "kind": config.kind,
+             "organism": config.organism, "design": config.design, "batch": config.batch,
+             "alpha": config.alpha, "lfc_threshold": config.lfc_threshold}
+    html = build_report(study=study, samples=samples, sample_qc=table.set_index("sample"),
+                        results=deg_results, plots=figures)
+    report = warehouse.write_file("reports", study_id, "report.html", html.encode())
+    outliers = table.loc[table["outlier"], ["sample", "outlier_reason"]]
+    yield dg.Output(table, metadata={
+        "report": dg.MetadataValue.path(str(report)),
+        "outliers": dg.MetadataValue.json(outliers.to_dict("records")),
+        "variance_explained": dg.MetadataValue.json(
+            {k: round(float(v), 4) for k, v in explained.head(5).items()}),
+        **{name: dg.MetadataValue.md(_markdown_image(png, name)) for name, png in figures.items()},
+    })

@@ -1,0 +1,98 @@
+"""A self-contained HTML report per study: design, QC, DEG summary, top genes, plots."""
+
+from __future__ import annotations
+
+import base64
+import html
+from datetime import datetime, timezone
+
+import pandas as pd
+
+STYLE = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;color:#222;max-width:1200px}
+h1{font-size:1.5em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;font-size:.85em;margin:.6em 0}
+td,th{border:1px solid #ddd;padding:.25em .5em;text-align:right}th{background:#f4f6f7}
+td:first-child,th:first-child{text-align:left}.plots img{max-width:48%;margin:.3em}
+.note{background:#fef9e7;border-left:4px solid #f1c40f;padding:.5em 1em}.flag{color:#c0392b}
+"""
+
+
+def deg_summary(results: pd.DataFrame, alpha: float) -> pd.DataFrame:
+    """Per contrast: genes tested (padj not null), DEGs up and down at ``alpha``."""
+    rows = []
+    for contrast, table in results.groupby("contrast", sort=False):
+        sig = table["padj"] < alpha
+        rows.append({"contrast": contrast, "genes": len(table),
+                     "tested": int(table["padj"].notna().sum()),
+                     "up": int((sig & (table["log2_fold_change"] > 0)).sum()),
+                     "down": int((sig & (table["log2_fold_change"] < 0)).sum())})
+    return pd.DataFrame(rows, columns=["contrast", "genes", "tested", "up", "down"])
+
+
+def top_genes(results: pd.DataFrame, contrast: str, n: int = 20) -> pd.DataFrame:
+    """The ``n`` genes with the smallest adjusted p-value in one contrast."""
+    table = results[results["contrast"] == contrast].dropna(subset=["padj"])
+    cols = ["gene_id", "gene_symbol", "base_mean", "log2_fold_change",
+            "log2_fold_change_shrunk", "pvalue", "padj"]
+    return table.nsmallest(n, "padj")[[c for c in cols if c in table.columns]]
+
+
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _table(frame: pd.DataFrame) -> str:
+    return frame.to_html(index=False, border=0, float_format=lambda v: f"{v:.4g}", na_rep="")
+
+
+def build_report(*, study: dict, samples: pd.DataFrame, sample_qc: pd.DataFrame,
+                 results: pd.DataFrame, plots: dict[str, bytes]) -> str:
+    """Render the report as one HTML string with every plot embedded.
+
+    Parameters
+    ----------
+    study
+        Study settings: id, title, kind, organism, design, batch, alpha, lfc_threshold.
+    samples
+        The sample sheet table.
+    sample_qc
+        Per-sample QC with outlier flags and reasons.
+    results
+        DEG results of every contrast.
+    plots
+        PNG bytes by name: ``qc_*`` plots and ``<kind>_<contrast>`` per-contrast plots.
+    """
+    alpha = study["alpha"]
+    esc = html.escape
+    flagged = sample_qc[sample_qc["outlier"]]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(study['id'])} - DGE "
+        f"report</title><style>{STYLE}</style></head><body>",
+        f"<h1>{esc(study['title'])}</h1>",
+        "<h2>Design</h2>",
+        _table(pd.DataFrame([{k: study.get(k) for k in
+                              ("id", "kind", "organism", "design", "batch", "alpha",
+                               "lfc_threshold")}])),
+        "<p class='note'>Tests model the batch as a design covariate. The batch-corrected "
+        "matrix (limma removeBatchEffect on the VST) is for visualization and export only.</p>",
+        _table(samples),
+        "<h2>Quality control</h2>",
+        ("<p class='flag'>Possible outlier samples: " + "; ".join(
+            f"<b>{esc(str(s))}</b>: {esc(r)}" for s, r in flagged["outlier_reason"].items())
+         + "</p>") if len(flagged) else "<p>No sample flagged as a likely outlier.</p>",
+        _table(sample_qc.reset_index()),
+        "<div class='plots'>" + "".join(_img(png, name) for name, png in plots.items()
+                                        if name.startswith("qc_")) + "</div>",
+        f"<h2>Differential expression (padj &lt; {alpha})</h2>",
+        _table(deg_summary(results, alpha)),
+    ]
+    for contrast in results["contrast"].unique():
+        parts += [f"<h3>{esc(contrast)}</h3>", _table(top_genes(results, contrast)),
+                  "<div class='plots'>" + "".join(
+                      _img(png, name) for name, png in plots.items()
+                      if name.endswith(f"_{contrast}") and not name.startswith("qc_")) + "</div>"]
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts.append(f"<p><small>dge-platform, {stamp}</small></p></body></html>")
+    return "\n".join(parts)
