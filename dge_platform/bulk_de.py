@@ -9,6 +9,7 @@ BH adjustment. Shrunken log2 fold changes use PyDESeq2's apeGLM-style prior.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,13 +91,16 @@ def fit_deseq2(counts: pd.DataFrame, frame: pd.DataFrame, design: str,
     with warnings.catch_warnings():
         # PyDESeq2 warns on low residual df and slow convergence; both are expected here.
         warnings.simplefilter("ignore", UserWarning)
-        dds = RParityDeseqDataSet(counts=counts.T, metadata=frame, design=design, refit_cooks=True,
-                                  inference=inference, quiet=True)
-        dds.deseq2()
-        tables = [contrast_results(dds, c, alpha=alpha, lfc_threshold=lfc_threshold,
-                                   inference=inference, shrink=shrink,
-                                   refit_frame=frame, design=design, counts=counts)
-                  for c in contrasts]
+        dds = _fitted(counts, frame, design, inference)
+        tables = []
+        for contrast in contrasts:
+            stats = contrast_stats(dds, contrast, alpha=alpha, lfc_threshold=lfc_threshold,
+                                   inference=inference)
+            table = results_table(stats, contrast)
+            table["log2_fold_change_shrunk"] = shrunken_lfc(
+                stats, contrast, frame, lambda f: _fitted(counts, f, design, inference),
+                inference) if shrink else np.nan
+            tables.append(table)
         dds.vst(use_design=False)
     genes = counts.index.astype(str)
     samples = counts.columns.astype(str)
@@ -121,58 +125,56 @@ def _column(var: pd.DataFrame, name: str, fill=np.nan) -> np.ndarray:
     return var[name].to_numpy() if name in var.columns else np.full(len(var), fill)
 
 
-def contrast_results(dds: DeseqDataSet, contrast: Contrast, *, alpha: float,
-                     lfc_threshold: float, inference: DefaultInference, shrink: bool,
-                     refit_frame: pd.DataFrame, design: str, counts: pd.DataFrame) -> pd.DataFrame:
-    """Wald test of one contrast on a fitted dataset, plus shrunken fold changes.
+def _fitted(counts: pd.DataFrame, frame: pd.DataFrame, design: str,
+            inference: DefaultInference) -> DeseqDataSet:
+    dds = RParityDeseqDataSet(counts=counts.T, metadata=frame, design=design, refit_cooks=True,
+                              inference=inference, quiet=True)
+    dds.deseq2()
+    return dds
 
-    Returns one row per gene: contrast, gene_id, base_mean, log2_fold_change, lfc_se, stat,
-    pvalue, padj (NaN where independent filtering or Cook's distance removed the gene, as in
-    DESeq2) and log2_fold_change_shrunk.
-    """
+
+def contrast_stats(dds: DeseqDataSet, contrast: Contrast, *, alpha: float,
+                   lfc_threshold: float = 0.0,
+                   inference: DefaultInference | None = None) -> DeseqStats:
+    """Wald test of one contrast on a fitted dataset, with Cook's filtering, independent
+    filtering and BH adjustment; ``lfc_threshold > 0`` tests |LFC| > threshold."""
     hypothesis = {"lfc_null": lfc_threshold, "alt_hypothesis": "greaterAbs"} \
         if lfc_threshold > 0 else {}
     stats = DeseqStats(dds, contrast=[contrast.factor, contrast.level, contrast.reference],
                        alpha=alpha, cooks_filter=True, independent_filter=True,
                        inference=inference, quiet=True, **hypothesis)
     stats.summary()
+    return stats
+
+
+def results_table(stats: DeseqStats, contrast: Contrast) -> pd.DataFrame:
+    """One row per gene: contrast, gene_id, base_mean, log2_fold_change, lfc_se, stat,
+    pvalue, padj (NaN where independent filtering or Cook's distance removed the gene, as
+    in DESeq2)."""
     table = stats.results_df.rename(columns=RESULT_COLUMNS)[list(RESULT_COLUMNS.values())].copy()
-    if shrink:
-        table["log2_fold_change_shrunk"] = shrunken_lfc(dds, contrast, inference=inference,
-                                                        frame=refit_frame, design=design,
-                                                        counts=counts, stats=stats)
-    else:
-        table["log2_fold_change_shrunk"] = np.nan
     table.index = table.index.astype(str)
     table.insert(0, "gene_id", table.index)
     table.insert(0, "contrast", contrast.name)
     return table.reset_index(drop=True)
 
 
-def shrunken_lfc(dds: DeseqDataSet, contrast: Contrast, *, inference: DefaultInference,
-                 frame: pd.DataFrame, design: str, counts: pd.DataFrame,
-                 stats: DeseqStats) -> np.ndarray:
+def shrunken_lfc(stats: DeseqStats, contrast: Contrast, frame: pd.DataFrame,
+                 refit: Callable[[pd.DataFrame], DeseqDataSet],
+                 inference: DefaultInference) -> np.ndarray:
     """apeGLM-style shrunken log2 fold changes for one contrast.
 
-    PyDESeq2 shrinks model coefficients only; a contrast whose reference is not its
-    factor's base level is refitted with the reference releveled to the base.
+    PyDESeq2 shrinks model coefficients, and ``factor[T.level]`` is level vs the factor's
+    base level; a contrast against another reference is refitted (``refit``) with that
+    reference releveled to the base.
     """
-    coeff = coefficient_name(contrast)
-    # `factor[T.level]` is level vs the base level: only that contrast can be shrunk as is.
     if frame[contrast.factor].cat.categories[0] != contrast.reference:
         releveled = frame.copy()
-        levels = list(releveled[contrast.factor].cat.categories)
-        levels.remove(contrast.reference)
+        levels = [lv for lv in frame[contrast.factor].cat.categories if lv != contrast.reference]
         releveled[contrast.factor] = releveled[contrast.factor].cat.reorder_categories(
             [contrast.reference, *levels])
-        dds = RParityDeseqDataSet(counts=counts.T, metadata=releveled, design=design,
-                                   refit_cooks=True,
-                                  inference=inference, quiet=True)
-        dds.deseq2()
-        stats = DeseqStats(dds, contrast=[contrast.factor, contrast.level, contrast.reference],
-                                  inference=inference, quiet=True)
-        stats.summary()
-    stats.lfc_shrink(coeff=coeff)
+        stats = contrast_stats(refit(releveled), contrast, alpha=stats.alpha,
+                               inference=inference)
+    stats.lfc_shrink(coeff=coefficient_name(contrast))
     return stats.results_df["log2FoldChange"].to_numpy()
 
 

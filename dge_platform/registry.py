@@ -30,8 +30,9 @@ def input_files(study_dir: Path) -> list[Path]:
     files = [study_dir / STUDY_FILE] if (study_dir / STUDY_FILE).is_file() else []
     if raw is None:
         return files
-    for key in ("counts", "samples"):
-        value = raw.get(key)
+    values = [raw.get("counts"), raw.get("samples")]
+    values += raw.get("gene_sets") if isinstance(raw.get("gene_sets"), list) else []
+    for value in values:
         if not isinstance(value, str):
             continue
         for match in sorted(glob.glob(str(study_dir / value))):

@@ -71,6 +71,8 @@ class StudyConfig(BaseModel):
     lfc_threshold: Annotated[float, Field(ge=0)] = 0.0
     batch: str | None = None
     replicate_of: str | None = None
+    gene_sets: list[str] = []
+    gsea_permutations: Annotated[int, Field(ge=100, le=100_000)] = 1000
 
     @field_validator("design")
     @classmethod

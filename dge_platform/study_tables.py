@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 
+from dge_platform.gene_annotation import map_symbols
 from dge_platform.validation import ValidatedStudy
 
 
@@ -41,11 +42,13 @@ def samples_table(study: ValidatedStudy) -> pd.DataFrame:
 
 
 def genes_table(study: ValidatedStudy) -> pd.DataFrame:
-    """Gene ids in matrix order, with symbols where the input carries them."""
-    symbols = (study.gene_symbols.reindex(study.counts.index) if study.gene_symbols is not None
-               else pd.Series(pd.NA, index=study.counts.index, dtype="string"))
-    return pd.DataFrame({"gene_id": study.counts.index.astype(str),
-                         "gene_symbol": symbols.astype("string").to_numpy()})
+    """Gene ids in matrix order, with symbols: those the input carries, else mapped from
+    Ensembl ids with the shipped annotation table."""
+    ids = pd.Series(study.counts.index.astype(str))
+    known = study.gene_symbols.reindex(study.counts.index) if study.gene_symbols is not None \
+        else None
+    return pd.DataFrame({"gene_id": ids.to_numpy(),
+                         "gene_symbol": map_symbols(ids, known).to_numpy()})
 
 
 def to_long(matrix: pd.DataFrame, value: str) -> pd.DataFrame:

@@ -12,6 +12,7 @@ from pydantic import TypeAdapter
 
 from dge_platform.count_checks import check_counts
 from dge_platform.count_readers import read_counts
+from dge_platform.gene_sets import GmtError, read_gmt
 from dge_platform.design import design_variables, is_numeric, rank_problems, study_design_frame
 from dge_platform.problems import Problem, StudyInputError
 from dge_platform.replicates import collapse_sheet, technical_replicate_problems
@@ -150,6 +151,7 @@ class _Checker:
     def run(self) -> None:
         self._read_counts()
         self._read_sheet()
+        self._read_gene_sets()
         if self.counts is not None and self.sheet is not None:
             self._match_samples()
         if self.sheet is not None:
@@ -197,6 +199,23 @@ class _Checker:
         self.files.append(path)
         self.sheet, problems = read_sample_sheet(path, rel)
         self.problems += problems
+
+    def _read_gene_sets(self) -> None:
+        for i, rel in enumerate(self.v.get("gene_sets") or []):
+            path = resolve_inside(self.dir, rel)
+            if path is None or not path.is_file():
+                why = "leads outside the study folder" if path is None else "not found"
+                self.problems.append(Problem(STUDY_FILE, f"gene_sets[{i}]", f"{rel!r} {why}",
+                                             "give a GMT file inside the study folder"))
+                continue
+            try:
+                read_gmt(path)
+            except (GmtError, UnicodeDecodeError, OSError) as exc:
+                self.problems.append(Problem(rel, "", f"not a usable GMT file: {exc}",
+                                             "one gene set per line: name<TAB>description<TAB>"
+                                             "gene<TAB>gene..."))
+                continue
+            self.files.append(path)
 
     def _match_samples(self) -> None:
         in_matrix, in_sheet = list(self.counts.columns), list(self.sheet.index)

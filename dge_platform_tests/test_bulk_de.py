@@ -195,3 +195,14 @@ def test_technical_replicates_are_summed():
     summed, collapsed = analysis_samples(counts, sheet, "library_of")
     assert summed.to_dict("list") == {"A": [4, 6], "B": [5, 6]}
     assert collapsed["n_technical_replicates"].tolist() == [2, 1]
+
+
+def test_continuous_covariate_in_design():
+    counts, sheet, truth = simulate(n_genes=500, n_per_group=4, seed=9)
+    sheet["age"] = ["31", "45", "52", "38", "29", "61", "44", "50"]
+    contrasts = [Contrast(name="t_vs_c", factor="condition", level="treat", reference="ctrl")]
+    frame = study_design_frame(sheet, "~ age + condition", contrasts, None)
+    assert frame["age"].dtype == float
+    fit = fit_deseq2(counts, frame, "~ age + condition", contrasts, n_cpus=1, shrink=False)
+    called = set(fit.results.loc[fit.results["padj"] < 0.05, "gene_id"])
+    assert len(called & truth) / len(truth) > 0.6

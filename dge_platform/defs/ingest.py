@@ -67,9 +67,10 @@ def ingest_study(context: dg.AssetExecutionContext, dge_home: DgeHomeResource):
         "n_samples": len(samples),
         "preview": dg.MetadataValue.md(samples.head(20).to_markdown(index=False)),
     })
-    yield dg.Output(genes_table(study), "genes", metadata={
-        "n_with_symbol": int(study.gene_symbols.notna().sum()) if study.gene_symbols is not None
-        else 0})
+    genes = genes_table(study)
+    yield dg.Output(genes, "genes", metadata={
+        "n_with_symbol": int(genes["gene_symbol"].notna().sum()),
+        "fraction_with_symbol": round(float(genes["gene_symbol"].notna().mean()), 4)})
     yield dg.Output(to_long(study.counts, "count"), "raw_counts", metadata={
         "n_genes": study.counts.shape[0], "n_samples": study.counts.shape[1],
         "total_counts": int(study.counts.to_numpy().sum())})

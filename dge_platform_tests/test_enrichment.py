@@ -1,0 +1,85 @@
+"""Enrichment: gene sets and id mapping, ORA against scipy, prerank against gseapy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import hypergeom
+
+from dge_platform.enrichment import deg_lists, over_representation, genes_tested
+from dge_platform.gene_annotation import map_symbols, strip_version
+from dge_platform.gene_sets import GmtError, filter_sets, read_gmt, shipped_collections
+from dge_platform.validation import validate_study
+from dge_platform_tests.test_validation import edit_yaml, problems_of
+
+
+def test_shipped_human_collections_read():
+    collections = {c.name: c for c in shipped_collections("Homo sapiens")}
+    assert set(collections) == {"GO_BP", "GO_BP_ensembl", "Hallmark", "Reactome"}
+    hallmark = read_gmt(collections["Hallmark"].path)
+    assert len(hallmark) == 50
+    assert "FKBP5" in hallmark["HALLMARK_ANDROGEN_RESPONSE"]
+    go = read_gmt(collections["GO_BP_ensembl"].path)
+    assert all(g.startswith("ENSG") for members in list(go.values())[:20] for g in members)
+    assert shipped_collections("Drosophila melanogaster") == []
+
+
+def test_gmt_errors(tmp_path):
+    bad = tmp_path / "bad.gmt"
+    bad.write_text("SET_A\tdesc\tG1\tG2\nSET_B only-two-fields\n")
+    with pytest.raises(GmtError, match="line 2 has 1 tab-separated field"):
+        read_gmt(bad)
+
+
+def test_study_gene_sets_are_validated(toy_study):
+    (toy_study / "sets.gmt").write_text("S1 no tabs here\n")
+    edit_yaml(toy_study, gene_sets=["sets.gmt", "missing.gmt"])
+    found = problems_of(toy_study)
+    assert "study.yaml: gene_sets[1]: 'missing.gmt' not found -> give a GMT file inside the " \
+           "study folder" in found
+    assert any(p.startswith("sets.gmt: not a usable GMT file: line 1 has 1 tab-separated")
+               for p in found)
+    (toy_study / "sets.gmt").write_text("S1\td\tg1\tg2\n")
+    edit_yaml(toy_study, gene_sets=["sets.gmt"])
+    assert validate_study(toy_study).problems == []
+
+
+def test_ensembl_ids_map_to_symbols():
+    ids = pd.Series(["ENSG00000096060.14", "ENSG00000157514", "ENSG00000120129", "NOT_A_GENE"])
+    symbols = map_symbols(ids)
+    assert symbols.tolist()[:3] == ["FKBP5", "TSC22D3", "DUSP1"]
+    assert pd.isna(symbols.iloc[3])
+    assert strip_version("ENSG00000096060.14") == "ENSG00000096060"
+    carried = map_symbols(pd.Series(["ENSG00000096060"]), pd.Series(["MyName"]))
+    assert carried.tolist() == ["MyName"]
+
+
+def test_ora_pvalues_equal_scipy_hypergeometric():
+    rng = np.random.default_rng(0)
+    genes = [f"g{i}" for i in range(1000)]
+    results = pd.DataFrame({"gene_key": genes, "padj": rng.uniform(0, 1, 1000),
+                            "log2_fold_change": rng.normal(0, 1, 1000),
+                            "log2_fold_change_shrunk": rng.normal(0, 1, 1000)})
+    results.loc[:99, "padj"] = np.nan  # untested genes are not in the universe
+    planted = genes[100:140]
+    results.loc[results["gene_key"].isin(planted), ["padj", "log2_fold_change_shrunk"]] = [1e-4, 2.0]
+    sets = {"planted": planted + genes[:10], "random": list(rng.choice(genes, 60, replace=False))}
+    universe = genes_tested(results)
+    hits = deg_lists(universe, alpha=0.05, lfc_threshold=0.0)["ora_up"]
+    out = over_representation(hits, set(universe["gene_key"]), sets).set_index("term")
+    n_universe = 900
+    for term, members in sets.items():
+        in_universe = [g for g in members if g in set(universe["gene_key"])]
+        k = len(set(in_universe) & hits)
+        expected = hypergeom.sf(k - 1, n_universe, len(in_universe), len(hits))
+        assert out.loc[term, "pvalue"] == pytest.approx(expected, rel=1e-12)
+        assert out.loc[term, "size"] == len(in_universe)
+    assert out.loc["planted", "size"] == 40  # the 10 untested members do not count
+    assert out.loc["planted", "pvalue"] < 1e-20
+
+
+def test_filter_sets_by_size_in_universe():
+    sets = {"small": ["a", "b"], "ok": [f"g{i}" for i in range(20)] + ["absent"]}
+    kept = filter_sets(sets, {f"g{i}" for i in range(30)} | {"a", "b"})
+    assert list(kept) == ["ok"] and len(kept["ok"]) == 20
