@@ -11,7 +11,10 @@ import numpy as np
 import pandas as pd
 from scipy.stats import false_discovery_control, hypergeom
 
+from dge_platform.gsea import prerank
+
 ENRICHMENT_COLUMNS = ["collection", "term", "method", "size", "score", "pvalue", "padj", "genes"]
+NUMERIC_COLUMNS = {"size": "int64", "score": "float64", "pvalue": "float64", "padj": "float64"}
 
 
 def genes_tested(results: pd.DataFrame, key: str = "gene_key") -> pd.DataFrame:
@@ -54,3 +57,49 @@ def over_representation(hits: set[str], universe: set[str],
     out = pd.DataFrame(rows, columns=["term", "size", "overlap", "score", "pvalue", "genes"])
     out["padj"] = false_discovery_control(out["pvalue"].to_numpy()) if len(out) else []
     return out
+
+
+def gsea_prerank(ranking: pd.Series, sets: dict[str, list[str]], *, permutations: int = 1000,
+                 seed: int = 0) -> pd.DataFrame:
+    """GSEA prerank of a gene ranking (e.g. the Wald statistic) against gene sets.
+
+    Returns per set: term, size, score (NES), pvalue, padj (GSEA FDR q-value) and the
+    leading-edge genes (comma-separated).
+    """
+    result = prerank(ranking, sets, permutations=permutations, seed=seed, min_size=1,
+                     max_size=1_000_000)
+    return pd.DataFrame({"term": result["term"], "size": result["size"], "score": result["nes"],
+                         "pvalue": result["pvalue"], "padj": result["fdr"],
+                         "genes": result["lead_genes"]})
+
+
+def enrich_contrast(results: pd.DataFrame, collections: list[tuple[str, str, dict]], *,
+                    alpha: float, lfc_threshold: float, permutations: int = 1000,
+                    seed: int = 0) -> pd.DataFrame:
+    """ORA of up and down DEGs (padj < ``alpha``, |shrunken log2FC| > ``lfc_threshold``) and
+    GSEA prerank on the Wald statistic, per collection.
+
+    ``results`` holds one contrast of ``deg_results`` (gene_id, gene_symbol, stat, padj,
+    log2 fold changes). Each collection is keyed by gene symbol or Ensembl id; genes are
+    matched on that key, restricted to those tested, and sets are kept with 15-500 tested
+    members.
+    """
+    from dge_platform.gene_annotation import strip_version
+    from dge_platform.gene_sets import filter_sets
+
+    tables = []
+    for name, id_kind, sets in collections:
+        keyed = results.assign(gene_key=results["gene_id"].map(strip_version)
+                               if id_kind == "ensembl" else results["gene_symbol"])
+        universe = genes_tested(keyed)
+        keys = set(universe["gene_key"])
+        usable = filter_sets(sets, keys)
+        for method, hits in deg_lists(universe, alpha, lfc_threshold).items():
+            ora = over_representation(hits, keys, usable).drop(columns="overlap")
+            tables.append(ora.assign(collection=name, method=method))
+        ranking = universe.dropna(subset=["stat"]).set_index("gene_key")["stat"]
+        gsea = gsea_prerank(ranking, usable, permutations=permutations, seed=seed)
+        tables.append(gsea.assign(collection=name, method="gsea_prerank"))
+    if not tables:
+        return pd.DataFrame(columns=ENRICHMENT_COLUMNS).astype(NUMERIC_COLUMNS)
+    return pd.concat(tables, ignore_index=True)[ENRICHMENT_COLUMNS].astype(NUMERIC_COLUMNS)

@@ -6,6 +6,8 @@ import gzip
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from dge_platform.home import REPO_DATA
 
 GENESETS_DIR = REPO_DATA / "genesets"
@@ -78,3 +80,27 @@ def filter_sets(sets: dict[str, list[str]], universe: set[str], *,
         if min_size <= len(present) <= max_size:
             kept[name] = present
     return kept
+
+
+def load_collections(organism: str, study_dir: Path, user_sets: list[str],
+                     gene_id_type: str) -> list[tuple[str, str, dict[str, list[str]]]]:
+    """Collections to test for a study: (name, id type, sets).
+
+    Shipped collections for the organism, except GO by symbol when the study is keyed by
+    Ensembl ids (GO by Ensembl id avoids the symbol mapping), plus the study's own GMT
+    files (named by file stem; id type detected from their members).
+    """
+    from dge_platform.gene_annotation import id_type
+
+    chosen = []
+    for collection in shipped_collections(organism):
+        if collection.id_type == "ensembl" and gene_id_type != "ensembl":
+            continue
+        if collection.name == "GO_BP" and gene_id_type == "ensembl":
+            continue
+        chosen.append((collection.name, collection.id_type, read_gmt(collection.path)))
+    for rel in user_sets:
+        sets = read_gmt(study_dir / rel)
+        members = pd.Series([g for genes in sets.values() for g in genes])
+        chosen.append((Path(rel).name.split(".")[0], id_type(members), sets))
+    return chosen

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 
 import matplotlib
@@ -13,6 +14,11 @@ import pandas as pd  # noqa: E402
 
 DPI = 90
 UP, DOWN, GREY = "#c0392b", "#2471a3", "#b3b3b3"
+
+
+def markdown_image(png: bytes, name: str) -> str:
+    """A PNG as an inline markdown image (Dagster 1.13 metadata has no image type)."""
+    return f"![{name}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
 
 def _png(fig) -> bytes:
@@ -130,4 +136,21 @@ def dispersion_plot(dispersions: pd.DataFrame) -> bytes:
     ax.set_ylabel("Dispersion")
     ax.set_title("Dispersion estimates")
     ax.legend(markerscale=4, fontsize=7)
+    return _png(fig)
+
+
+def enrichment_dotplot(table: pd.DataFrame, title: str, n: int = 15) -> bytes:
+    """Top terms by adjusted p-value: x = score (NES or odds ratio), size = set size,
+    colour = -log10 padj."""
+    top = table.dropna(subset=["padj"]).nsmallest(n, "padj").iloc[::-1]
+    fig, ax = plt.subplots(figsize=(7.5, max(2.5, 0.32 * len(top) + 1.2)))
+    if len(top):
+        points = ax.scatter(top["score"], range(len(top)), s=15 + 120 * top["size"] / top["size"].max(),
+                            c=-np.log10(np.maximum(top["padj"], 1e-300)), cmap="viridis")
+        fig.colorbar(points, ax=ax, label="-log10 padj")
+        labels = [f"{m.replace('ora_', 'ORA ').replace('gsea', 'GSEA')}: {t[:55]}"
+                  for m, t in zip(top["method"], top["term"])]
+        ax.set_yticks(range(len(top)), labels, fontsize=7)
+    ax.set_xlabel("NES (GSEA) or odds ratio (ORA)")
+    ax.set_title(title, fontsize=9)
     return _png(fig)

@@ -47,8 +47,15 @@ def _table(frame: pd.DataFrame) -> str:
     return frame.to_html(index=False, border=0, float_format=lambda v: f"{v:.4g}", na_rep="")
 
 
+def top_terms(enrichment: pd.DataFrame, contrast: str, n: int = 10) -> pd.DataFrame:
+    """The ``n`` terms with the smallest adjusted p-value per method in one contrast."""
+    table = enrichment[enrichment["contrast"] == contrast].dropna(subset=["padj"])
+    top = table.sort_values("padj").groupby("method", sort=True).head(n)
+    return top[["method", "collection", "term", "size", "score", "padj"]]
+
+
 def build_report(*, study: dict, samples: pd.DataFrame, sample_qc: pd.DataFrame,
-                 results: pd.DataFrame, plots: dict[str, bytes]) -> str:
+                 results: pd.DataFrame, enrichment: pd.DataFrame, plots: dict[str, bytes]) -> str:
     """Render the report as one HTML string with every plot embedded.
 
     Parameters
@@ -61,6 +68,8 @@ def build_report(*, study: dict, samples: pd.DataFrame, sample_qc: pd.DataFrame,
         Per-sample QC with outlier flags and reasons.
     results
         DEG results of every contrast.
+    enrichment
+        Enrichment results (may be empty).
     plots
         PNG bytes by name: ``qc_*`` plots and ``<kind>_<contrast>`` per-contrast plots.
     """
@@ -89,7 +98,11 @@ def build_report(*, study: dict, samples: pd.DataFrame, sample_qc: pd.DataFrame,
         _table(deg_summary(results, alpha)),
     ]
     for contrast in results["contrast"].unique():
+        terms = top_terms(enrichment, contrast)
         parts += [f"<h3>{esc(contrast)}</h3>", _table(top_genes(results, contrast)),
+                  "<h4>Top enriched terms</h4>",
+                  _table(terms) if len(terms) else "<p>No enrichment results (no gene set "
+                  "collection for this organism; add gene_sets: to study.yaml).</p>",
                   "<div class='plots'>" + "".join(
                       _img(png, name) for name, png in plots.items()
                       if name.endswith(f"_{contrast}") and not name.startswith("qc_")) + "</div>"]

@@ -73,6 +73,12 @@ class StudyConfig(BaseModel):
     replicate_of: str | None = None
     gene_sets: list[str] = []
     gsea_permutations: Annotated[int, Field(ge=100, le=100_000)] = 1000
+    enrichment_min_lfc: Annotated[float, Field(ge=0)] | None = None
+
+    @property
+    def deg_min_lfc(self) -> float:
+        """|shrunken log2FC| a DEG must exceed to enter ORA (default: ``lfc_threshold``)."""
+        return self.lfc_threshold if self.enrichment_min_lfc is None else self.enrichment_min_lfc
 
     @field_validator("design")
     @classmethod

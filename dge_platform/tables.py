@@ -71,4 +71,12 @@ TABLES: dict[str, TableSpec] = {spec.name: spec for spec in [
                   ("study_id", "VARCHAR"), ("sample", "VARCHAR"), ("pc1", "DOUBLE"),
                   ("pc2", "DOUBLE"), ("mean_distance", "DOUBLE"), ("outlier", "BOOLEAN"),
                   ("outlier_reason", "VARCHAR"))),
+    TableSpec("enrichment", "Per contrast (and cell type where present), collection and term: "
+              "over-representation of up- and down-regulated DEGs (hypergeometric against the "
+              "tested genes; score = odds ratio, genes = overlap) and GSEA prerank on the Wald "
+              "statistic (score = NES, genes = leading edge).", (
+                  ("study_id", "VARCHAR"), ("contrast", "VARCHAR"), ("cell_type", "VARCHAR"),
+                  ("collection", "VARCHAR"), ("term", "VARCHAR"), ("method", "VARCHAR"),
+                  ("size", "BIGINT"), ("score", "DOUBLE"), ("pvalue", "DOUBLE"),
+                  ("padj", "DOUBLE"), ("genes", "VARCHAR"))),
 ]}

@@ -77,6 +77,20 @@ class Warehouse:
             tmp.unlink(missing_ok=True)
         return path
 
+    def replace_files(self, folder: str, study_id: str, files: dict[str, bytes]) -> list[Path]:
+        """Write a study's full set of artifacts in ``folder`` and drop any older ones (e.g.
+        plots of a contrast that no longer exists)."""
+        paths = [self.write_file(folder, study_id, name, data) for name, data in files.items()]
+        for old in self.files(folder, study_id):
+            if old not in paths:
+                old.unlink(missing_ok=True)
+        return paths
+
+    def files(self, folder: str, study_id: str) -> list[Path]:
+        """A study's artifacts in ``folder``, sorted by name."""
+        where = self.table_dir(folder) / f"{PARTITION_KEY}={study_id}"
+        return sorted(p for p in where.glob("*") if p.is_file() and not p.name.startswith("."))
+
     def read(self, table: str, study_id: str) -> pd.DataFrame:
         """One study's partition of ``table``."""
         path = self.partition_path(table, study_id)

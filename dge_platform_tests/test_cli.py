@@ -152,3 +152,28 @@ def test_sql_output_file(airway_registered, tmp_path):
                  "--output", str(target))
     assert result.output == f"wrote 8 row(s) to {target}\n"
     assert target.read_text().splitlines()[:2] == ["sample", "SRR1039508"]
+
+
+def test_enrichment_makes_biological_sense_for_dexamethasone(airway_registered):
+    def rows(query):
+        return json.loads(dge("sql", query, "--format", "json").output)
+
+    methods = rows("select collection, method, count(*) as n from enrichment group by all "
+                   "order by all")
+    assert {(r["collection"], r["method"]) for r in methods} == {
+        (c, m) for c in ("GO_BP_ensembl", "Hallmark", "Reactome")
+        for m in ("gsea_prerank", "ora_down", "ora_up")}
+    top_go = [r["term"] for r in rows(
+        "select term from enrichment where collection = 'GO_BP_ensembl' and method = 'ora_up' "
+        "order by pvalue limit 20")]
+    assert "GO:0071385_cellular_response_to_glucocorticoid_stimulus" in top_go
+    top_hallmark = [r["term"] for r in rows(
+        "select term from enrichment where collection = 'Hallmark' and method = 'gsea_prerank' "
+        "order by padj, abs(score) desc limit 5")]
+    # Dexamethasone is the adipogenic inducer in differentiation cocktails.
+    assert "HALLMARK_ADIPOGENESIS" in top_hallmark
+    mapped = rows("select count(gene_symbol) as n from genes")[0]["n"]
+    assert mapped > 30_000
+    report = (airway_registered.parents[1] / "warehouse" / "reports" / "study_id=airway"
+              / "report.html").read_text()
+    assert "Top enriched terms" in report and "HALLMARK_ADIPOGENESIS" in report

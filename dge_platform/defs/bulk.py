@@ -4,8 +4,6 @@ Each asset loads its inputs, calls the pure modules, writes through the warehous
 manager and attaches metadata. Studies of another kind skip these assets.
 """
 
-import base64
-
 import dagster as dg
 import pandas as pd
 
@@ -134,18 +132,14 @@ def _without_batch(expression: pd.DataFrame, sheet: pd.DataFrame,
                                treatment_matrix(frame, config.batch))
 
 
-def _markdown_image(png: bytes, name: str) -> str:
-    return f"![{name}](data:image/png;base64,{base64.b64encode(png).decode()})"
-
-
 @dg.asset(
     io_manager_key="warehouse_io",
     partitions_def=study_partitions,
     group_name=GROUP,
-    kinds={"parquet", "html"},
+    kinds={"parquet"},
     code_version=CODE_VERSION,
-    description=TABLES["sample_qc"].description + " Also writes the QC plots (PNG) and the "
-    "study's self-contained HTML report to the warehouse.",
+    description=TABLES["sample_qc"].description + " Also writes the QC plots (PNG) to "
+    "warehouse/qc_plots/study_id=<id>/.",
 )
 def sample_qc(context: dg.AssetExecutionContext, dge_home: DgeHomeResource, vst: pd.DataFrame,
               size_factors: pd.DataFrame, deg_results: pd.DataFrame,
@@ -176,21 +170,39 @@ def sample_qc(context: dg.AssetExecutionContext, dge_home: DgeHomeResource, vst:
         figures[f"volcano_{contrast.name}"] = plots.volcano_plot(
             rows, config.alpha, config.lfc_threshold, contrast.name)
         figures[f"pvalues_{contrast.name}"] = plots.pvalue_histogram(rows, contrast.name)
-    warehouse = Warehouse(dge_home.home().warehouse)
-    study_id = context.partition_key
-    for name, png in figures.items():
-        warehouse.write_file("qc_plots", study_id, f"{name}.png", png)
-    study = {"id": config.id, "title": config.title or config.id, "kind": config.kind,
-             "organism": config.organism, "design": config.design, "batch": config.batch,
-             "alpha": config.alpha, "lfc_threshold": config.lfc_threshold}
-    html = build_report(study=study, samples=samples, sample_qc=table.set_index("sample"),
-                        results=deg_results, plots=figures)
-    report = warehouse.write_file("reports", study_id, "report.html", html.encode())
+    Warehouse(dge_home.home().warehouse).replace_files(
+        "qc_plots", context.partition_key, {f"{name}.png": png for name, png in figures.items()})
     outliers = table.loc[table["outlier"], ["sample", "outlier_reason"]]
     yield dg.Output(table, metadata={
-        "report": dg.MetadataValue.path(str(report)),
         "outliers": dg.MetadataValue.json(outliers.to_dict("records")),
         "variance_explained": dg.MetadataValue.json(
             {k: round(float(v), 4) for k, v in explained.head(5).items()}),
-        **{name: dg.MetadataValue.md(_markdown_image(png, name)) for name, png in figures.items()},
+        **{name: dg.MetadataValue.md(plots.markdown_image(png, name)) for name, png in figures.items()},
     })
+
+
+@dg.asset(
+    partitions_def=study_partitions,
+    group_name=GROUP,
+    kinds={"html"},
+    code_version=CODE_VERSION,
+    description="The study's self-contained HTML report (design, QC, DEG summary and top "
+    "genes per contrast, enrichment, every plot), written to "
+    "warehouse/reports/study_id=<id>/report.html.",
+)
+def study_report(context: dg.AssetExecutionContext, dge_home: DgeHomeResource,
+                 deg_results: pd.DataFrame, enrichment: pd.DataFrame, sample_qc: pd.DataFrame,
+                 samples: pd.DataFrame, studies: pd.DataFrame) -> dg.MaterializeResult:
+    config = study_config(studies)
+    warehouse = Warehouse(dge_home.home().warehouse)
+    study_id = context.partition_key
+    figures = {p.stem: p.read_bytes() for folder in ("qc_plots", "enrichment_plots")
+               for p in warehouse.files(folder, study_id) if p.suffix == ".png"}
+    study = {"id": config.id, "title": config.title or config.id, "kind": config.kind,
+             "organism": config.organism, "design": config.design, "batch": config.batch,
+             "alpha": config.alpha, "lfc_threshold": config.lfc_threshold}
+    html = build_report(study=study, samples=samples, sample_qc=sample_qc.set_index("sample"),
+                        results=deg_results, enrichment=enrichment, plots=figures)
+    report = warehouse.replace_files("reports", study_id, {"report.html": html.encode()})[0]
+    return dg.MaterializeResult(metadata={"report": dg.MetadataValue.path(str(report)),
+                                          "size_bytes": report.stat().st_size})

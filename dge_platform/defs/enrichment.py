@@ -1,0 +1,58 @@
+"""Enrichment asset: ORA and GSEA prerank of every contrast against offline collections."""
+
+import dagster as dg
+import pandas as pd
+
+from dge_platform import plots
+from dge_platform.defs.bulk import study_config
+from dge_platform.defs.partitions import study_partitions
+from dge_platform.defs.resources import DgeHomeResource
+from dge_platform.enrichment import enrich_contrast
+from dge_platform.gene_annotation import id_type
+from dge_platform.gene_sets import load_collections
+from dge_platform.tables import TABLES
+from dge_platform.warehouse import Warehouse
+
+
+@dg.asset(
+    io_manager_key="warehouse_io",
+    partitions_def=study_partitions,
+    group_name="enrichment",
+    kinds={"parquet"},
+    code_version="enrichment-1",
+    description=TABLES["enrichment"].description + " Empty when no collection applies.",
+)
+def enrichment(context: dg.AssetExecutionContext, dge_home: DgeHomeResource,
+               deg_results: pd.DataFrame, studies: pd.DataFrame):
+    config = study_config(studies)
+    home = dge_home.home()
+    collections = load_collections(config.organism, home.study_dir(config.id), config.gene_sets,
+                                   id_type(deg_results["gene_id"]))
+    columns = [c for c, _ in TABLES["enrichment"].columns if c != "study_id"]
+    warehouse = Warehouse(home.warehouse)
+    if not collections:
+        reason = (f"no gene set collection ships for organism '{config.organism}': add your own "
+                  "GMT files with 'gene_sets:' in study.yaml")
+        context.log.warning(reason)
+        warehouse.replace_files("enrichment_plots", config.id, {})
+        return dg.Output(pd.DataFrame(columns=columns), metadata={"skipped": reason})
+    tables, figures = [], {}
+    for contrast in config.contrasts:
+        rows = deg_results[deg_results["contrast"] == contrast.name]
+        table = enrich_contrast(rows, collections, alpha=config.alpha,
+                                lfc_threshold=config.deg_min_lfc,
+                                permutations=config.gsea_permutations, seed=0)
+        tables.append(table.assign(contrast=contrast.name, cell_type=None))
+        figures[f"enrichment_{contrast.name}"] = plots.enrichment_dotplot(
+            table, f"Top terms: {contrast.name}")
+    result = pd.concat(tables, ignore_index=True)[columns]
+    warehouse.replace_files("enrichment_plots", config.id,
+                            {f"{name}.png": png for name, png in figures.items()})
+    significant = result[result["padj"] < 0.05].groupby(["contrast", "method"]).size()
+    return dg.Output(result, metadata={
+        "collections": ", ".join(name for name, _, _ in collections),
+        "significant_terms": dg.MetadataValue.md(significant.rename("n").reset_index()
+                                                 .to_markdown(index=False)),
+        **{name: dg.MetadataValue.md(plots.markdown_image(png, name))
+           for name, png in figures.items()},
+    })
