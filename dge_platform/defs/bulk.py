@@ -95,16 +95,15 @@ def deseq2(context: dg.AssetExecutionContext, deseq: DeseqResource, raw_counts: 
                               metadata={"problems": dg.MetadataValue.json(problems)})
 
 
-@dg.asset(
-    io_manager_key="warehouse_io",
-    partitions_def=study_partitions,
-    group_name=GROUP,
-    kinds={"parquet"},
-    code_version=CODE_VERSION,
-    output_required=False,
-    description=TABLES["batch_corrected"].description + " Materialized only when the study "
-    "names a batch column.",
-)
+def _table_asset(table: str, note: str, **kwargs):
+    """A per-study asset stored as the warehouse table of the same name."""
+    return dg.asset(name=table, io_manager_key="warehouse_io", partitions_def=study_partitions,
+                    group_name=GROUP, kinds={"parquet"}, code_version=CODE_VERSION,
+                    description=f"{TABLES[table].description} {note}", **kwargs)
+
+
+@_table_asset("batch_corrected", "Materialized only when the study names a batch column.",
+              output_required=False)
 def batch_corrected(context: dg.AssetExecutionContext, vst: pd.DataFrame, samples: pd.DataFrame,
                     studies: pd.DataFrame):
     config = study_config(studies)
@@ -132,15 +131,8 @@ def _without_batch(expression: pd.DataFrame, sheet: pd.DataFrame,
                                treatment_matrix(frame, config.batch))
 
 
-@dg.asset(
-    io_manager_key="warehouse_io",
-    partitions_def=study_partitions,
-    group_name=GROUP,
-    kinds={"parquet"},
-    code_version=CODE_VERSION,
-    description=TABLES["sample_qc"].description + " Also writes the QC plots (PNG) to "
-    "warehouse/qc_plots/study_id=<id>/.",
-)
+@_table_asset("sample_qc", "Also writes the QC plots (PNG) to "
+              "warehouse/qc_plots/study_id=<id>/.")
 def sample_qc(context: dg.AssetExecutionContext, dge_home: DgeHomeResource, vst: pd.DataFrame,
               size_factors: pd.DataFrame, deg_results: pd.DataFrame,
               gene_dispersions: pd.DataFrame, samples: pd.DataFrame, studies: pd.DataFrame):
