@@ -7,10 +7,22 @@ import pandas as pd
 import pytest
 from scipy.stats import hypergeom, spearmanr
 
-from dge_platform.enrichment import deg_lists, genes_tested, gsea_prerank, over_representation
+from dge_platform.enrichment import (
+    deg_lists,
+    enrich_contrast,
+    genes_tested,
+    gsea_prerank,
+    over_representation,
+)
 from dge_platform.gene_annotation import map_symbols, strip_version
 from dge_platform.gsea import prerank
-from dge_platform.gene_sets import GmtError, filter_sets, read_gmt, shipped_collections
+from dge_platform.gene_sets import (
+    GmtError,
+    filter_sets,
+    load_collections,
+    read_gmt,
+    shipped_collections,
+)
 from dge_platform.validation import validate_study
 from dge_platform_tests.test_validation import edit_yaml, problems_of
 
@@ -129,3 +141,30 @@ def test_prerank_agrees_with_gseapy():
     assert rho >= 0.95
     lead_ours = set(ours.loc["SET0", "genes"].split(","))
     assert lead_ours == set(ref.loc["SET0", "Lead_genes"].split(";"))
+
+
+def test_collections_for_a_study(tmp_path):
+    (tmp_path / "mine.gmt").write_text("MY_SET\tdesc\tENSG00000096060\tENSG00000157514\n")
+    ensembl = load_collections("Homo sapiens", tmp_path, ["mine.gmt"], "ensembl")
+    assert [(name, kind) for name, kind, _ in ensembl] == [
+        ("GO_BP_ensembl", "ensembl"), ("Hallmark", "symbol"), ("Reactome", "symbol"),
+        ("mine", "ensembl")]
+    symbols = load_collections("human", tmp_path, [], "symbol")
+    assert [name for name, _, _ in symbols] == ["GO_BP", "Hallmark", "Reactome"]
+    assert load_collections("Drosophila melanogaster", tmp_path, [], "symbol") == []
+
+
+def test_enrich_contrast_uses_study_sets_and_tested_universe():
+    stat, sets = planted_ranking()
+    results = pd.DataFrame({"gene_id": stat.index, "gene_symbol": stat.index, "stat": stat.values,
+                            "padj": np.where(stat.abs() > 2, 1e-3, 0.5),
+                            "log2_fold_change": stat.values / 2,
+                            "log2_fold_change_shrunk": stat.values / 2})
+    table = enrich_contrast(results, [("mine", "symbol", sets)], alpha=0.05, lfc_threshold=0.0,
+                            permutations=200, seed=0)
+    assert set(table["method"]) == {"ora_up", "ora_down", "gsea_prerank"}
+    assert list(table.columns) == ["collection", "term", "method", "size", "score", "pvalue",
+                                   "padj", "genes"]
+    best_up = table[table["method"] == "ora_up"].nsmallest(1, "pvalue")["term"].item()
+    best_gsea = table[table["method"] == "gsea_prerank"].nlargest(1, "score")["term"].item()
+    assert best_up == best_gsea == "SET0"
