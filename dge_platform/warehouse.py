@@ -103,12 +103,6 @@ class Warehouse:
         """True when at least one study has a partition of ``table``."""
         return any(self.table_dir(table).glob(f"{PARTITION_KEY}=*/{DATA_FILE}"))
 
-    def studies(self, table: str) -> list[str]:
-        """Study ids with a partition of ``table``."""
-        prefix = f"{PARTITION_KEY}="
-        return sorted(p.parent.name.removeprefix(prefix)
-                      for p in self.table_dir(table).glob(f"{prefix}*/{DATA_FILE}"))
-
 
 def _remove_stale_temps(folder: Path) -> None:
     """Drop temp files left by writers that died (older than an hour, so not in progress)."""
