@@ -139,18 +139,25 @@ def dispersion_plot(dispersions: pd.DataFrame) -> bytes:
     return _png(fig)
 
 
-def enrichment_dotplot(table: pd.DataFrame, title: str, n: int = 15) -> bytes:
-    """Top terms by adjusted p-value: x = score (NES or odds ratio), size = set size,
-    colour = -log10 padj."""
-    top = table.dropna(subset=["padj"]).nsmallest(n, "padj").iloc[::-1]
-    fig, ax = plt.subplots(figsize=(7.5, max(2.5, 0.32 * len(top) + 1.2)))
-    if len(top):
-        points = ax.scatter(top["score"], range(len(top)), s=15 + 120 * top["size"] / top["size"].max(),
-                            c=-np.log10(np.maximum(top["padj"], 1e-300)), cmap="viridis")
-        fig.colorbar(points, ax=ax, label="-log10 padj")
-        labels = [f"{m.replace('ora_', 'ORA ').replace('gsea', 'GSEA')}: {t[:55]}"
-                  for m, t in zip(top["method"], top["term"])]
-        ax.set_yticks(range(len(top)), labels, fontsize=7)
-    ax.set_xlabel("NES (GSEA) or odds ratio (ORA)")
-    ax.set_title(title, fontsize=9)
+def enrichment_dotplot(table: pd.DataFrame, title: str, n: int = 10) -> bytes:
+    """Top terms by adjusted p-value, GSEA (x = NES) and ORA (x = odds ratio) side by side;
+    size = set size, colour = -log10 padj (floored at 1e-10: permutation FDRs of 0 only mean
+    "below the resolution of the permutations")."""
+    panels = [("GSEA prerank", "NES", table[table["method"] == "gsea_prerank"]),
+              ("ORA (up / down DEGs)", "odds ratio", table[table["method"] != "gsea_prerank"])]
+    fig, axes = plt.subplots(1, 2, figsize=(13, max(3.0, 0.33 * n + 1.4)))
+    for ax, (name, xlabel, rows) in zip(axes, panels):
+        top = rows.dropna(subset=["padj"]).sort_values(["padj", "pvalue"]).head(n).iloc[::-1]
+        if len(top):
+            points = ax.scatter(top["score"], range(len(top)),
+                                s=20 + 120 * top["size"] / top["size"].max(),
+                                c=-np.log10(np.maximum(top["padj"], 1e-10)), cmap="viridis",
+                                vmin=0, vmax=10)
+            labels = [f"{'up' if m == 'ora_up' else 'down' if m == 'ora_down' else ''} "
+                      f"{t[:48]}".strip() for m, t in zip(top["method"], top["term"])]
+            ax.set_yticks(range(len(top)), labels, fontsize=7)
+            fig.colorbar(points, ax=ax, label="-log10 padj", shrink=0.8)
+        ax.set_xlabel(xlabel)
+        ax.set_title(name, fontsize=9)
+    fig.suptitle(title, fontsize=10)
     return _png(fig)
