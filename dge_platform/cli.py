@@ -124,18 +124,20 @@ def _print_summary(home: DgeHome, study_ids: list[str]) -> None:
 @click.pass_context
 def status(ctx: click.Context) -> None:
     """List registered studies: validity, and whether their outputs are up to date."""
+    from dge_platform.defs.automation import current_code_versions
     from dge_platform.registry import fingerprint, study_folders
     from dge_platform.runner import instance_for, study_status
     from dge_platform.validation import validate_study
 
     home = _home(ctx).ensure()
     instance = instance_for(home)
+    versions = current_code_versions()
     rows = []
     for folder in study_folders(home):
         report = validate_study(folder, expected_id=folder.name)
         state = (f"invalid ({len(report.problems)} problem(s); run 'dge validate "
                  f"{folder}')" if report.problems
-                 else study_status(instance, folder.name, fingerprint(folder)))
+                 else study_status(instance, folder.name, fingerprint(folder), versions))
         cfg = report.study.config if report.study else None
         rows.append({"study": folder.name, "kind": cfg.kind if cfg else "?",
                      "samples": report.study.counts.shape[1] if cfg else None,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from dge_platform.home import DgeHome
-from dge_platform.defs.automation import last_ingested_hash
+from dge_platform.defs.automation import last_ingested_hash, outdated_assets
 from dge_platform.defs.partitions import study_partitions
 
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
@@ -114,9 +114,14 @@ def _describe(entry) -> str | None:
     return None
 
 
-def study_status(instance: dg.DagsterInstance, study_id: str, current_hash: str) -> str:
-    """'up to date', 'inputs changed' or 'never run' for one valid registered study."""
+def study_status(instance: dg.DagsterInstance, study_id: str, current_hash: str,
+                 versions: dict[dg.AssetKey, str]) -> str:
+    """'up to date', 'inputs changed', 'code changed (...)' or 'never run' for one valid
+    registered study."""
     last = last_ingested_hash(instance, study_id)
     if last is None:
         return "never run"
-    return "up to date" if last == current_hash else "inputs changed"
+    if last != current_hash:
+        return "inputs changed"
+    outdated = outdated_assets(instance, study_id, versions)
+    return f"code changed ({', '.join(outdated)})" if outdated else "up to date"

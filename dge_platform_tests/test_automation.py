@@ -13,6 +13,8 @@ import pytest
 import yaml
 
 from dge_platform.defs.automation import (
+    current_code_versions,
+    outdated_assets,
     DATA_VERSION_TAG,
     last_ingested_hash,
     nightly_reprocess,
@@ -20,7 +22,8 @@ from dge_platform.defs.automation import (
 )
 from dge_platform.defs.resources import DgeHomeResource
 from dge_platform.registry import fingerprint
-from conftest import copy_bundled, write_study
+from dge_platform.runner import study_status
+from dge_platform_tests.conftest import copy_bundled, write_study
 
 
 @pytest.fixture
@@ -196,6 +199,17 @@ def test_materialized_study_is_up_to_date_until_inputs_change(home):
 
         night = datetime(2025, 1, 2, 3, 0, tzinfo=timezone.utc)
         assert schedule_requests(instance, home, night) == []
+
+        # A method change (bumped code_version of an asset) makes the study stale too.
+        versions = current_code_versions()
+        assert outdated_assets(instance, "toy", versions) == []
+        bumped = {**versions, dg.AssetKey("deg_results"): "bulk-next"}
+        assert outdated_assets(instance, "toy", bumped) == ["deg_results"]
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr("dge_platform.defs.automation.current_code_versions", lambda: bumped)
+            assert [r.partition_key for r in schedule_requests(instance, home, night)] == ["toy"]
+            assert study_status(instance, "toy", version, bumped) == "code changed (deg_results)"
+        assert study_status(instance, "toy", version, versions) == "up to date"
 
         rewrite_counts(folder)
         new_version = fingerprint(folder)

@@ -36,6 +36,31 @@ def last_ingested_hash(instance: dg.DagsterInstance, study_id: str) -> str | Non
     return None
 
 
+CODE_VERSION_TAG = "dagster/code_version"
+
+
+def current_code_versions() -> dict[dg.AssetKey, str]:
+    """The code version of every versioned asset in the platform's definitions."""
+    from dge_platform.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    return {key: graph.get(key).code_version for key in graph.get_all_asset_keys()
+            if graph.get(key).code_version}
+
+
+def outdated_assets(instance: dg.DagsterInstance, study_id: str,
+                    versions: dict[dg.AssetKey, str]) -> list[str]:
+    """Assets whose latest materialization for the study ran older code (bump an asset's
+    ``code_version`` when its method changes, and the nightly schedule re-runs the study)."""
+    outdated = []
+    for key, version in versions.items():
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[study_id]), limit=1).records
+        if records and records[0].asset_materialization.tags.get(CODE_VERSION_TAG) != version:
+            outdated.append(key.to_user_string())
+    return outdated
+
+
 @dg.sensor(job=study_job, minimum_interval_seconds=30,
            default_status=dg.DefaultSensorStatus.RUNNING,
            description="Watches DGE_HOME/studies: a new valid study becomes a partition and runs; "
@@ -72,12 +97,16 @@ def study_sensor(context: dg.SensorEvaluationContext, dge_home: DgeHomeResource)
 @dg.schedule(job=study_job, cron_schedule=os.environ.get(REPROCESS_CRON_ENV, "0 3 * * *"),
              default_status=dg.DefaultScheduleStatus.RUNNING,
              description="Nightly: re-run every registered study whose inputs changed since its "
-             "last successful ingest, or that never completed one. Set DGE_REPROCESS_CRON to "
-             "change the time.")
+             "last successful ingest, that never completed one, or whose outputs were made by "
+             "an older code version of an asset. Set DGE_REPROCESS_CRON to change the time.")
 def nightly_reprocess(context: dg.ScheduleEvaluationContext, dge_home: DgeHomeResource):
     home = dge_home.home()
     stamp = context.scheduled_execution_time.isoformat()
+    versions = current_code_versions()
     for study_id in context.instance.get_dynamic_partitions(study_partitions.name):
         folder = home.study_dir(study_id)
-        if folder.is_dir() and last_ingested_hash(context.instance, study_id) != fingerprint(folder):
+        if not folder.is_dir():
+            continue
+        if (last_ingested_hash(context.instance, study_id) != fingerprint(folder)
+                or outdated_assets(context.instance, study_id, versions)):
             yield dg.RunRequest(partition_key=study_id, run_key=f"{study_id}:nightly:{stamp}")
