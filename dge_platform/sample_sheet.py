@@ -39,6 +39,10 @@ def read_sample_sheet(path: Path, rel: str) -> tuple[pd.DataFrame | None, list[P
         return None, [Problem(rel, "", f"cannot be parsed: {str(exc).strip()}",
                               "write one header row and one row per sample")]
     sheet.columns = [str(c).strip() for c in sheet.columns]
+    if SAMPLE_COLUMN not in sheet.columns and sheet.columns[0] in ("", "Unnamed: 0"):
+        # R's write.csv(colData) leaves the row-name column without a header: those are the
+        # sample names.
+        sheet = sheet.rename(columns={sheet.columns[0]: SAMPLE_COLUMN})
     dups = header_duplicates(list(sheet.columns))
     if dups:
         return None, [Problem(rel, "header", f"duplicate column name(s): {', '.join(dups)}",

@@ -411,3 +411,13 @@ def test_gzipped_csv_and_crlf_are_read(toy_study):
     report = validate_study(toy_study)
     assert report.problems == []
     pd.testing.assert_frame_equal(report.study.counts, frame.astype("int64"), check_names=False)
+
+
+def test_r_style_sheet_with_unnamed_row_name_column(toy_study):
+    sheet = pd.read_csv(toy_study / "samples.tsv", sep="\t").set_index("sample")
+    sheet.index.name = None
+    sheet.to_csv(toy_study / "samples.csv")  # header starts with an empty field, as R writes it
+    edit_yaml(toy_study, samples="samples.csv")
+    report = validate_study(toy_study)
+    assert report.problems == []
+    assert list(report.study.samples.index) == [f"s{i}" for i in range(1, 7)]
