@@ -73,11 +73,11 @@ def flag_outliers(distances: pd.DataFrame, library_size: pd.Series,
                                    f"{MAX_DISTANCE_Z})")
     for sample, value in library_size.items():
         if value < MIN_LIBRARY_FRACTION * library_size.median():
-            reasons[sample].append(f"library size {value:,} is below 20% of the median "
+            reasons[sample].append(f"library size {value:,.0f} is below 20% of the median "
                                    f"({library_size.median():,.0f})")
     for sample, value in genes_detected.items():
         if value < MIN_DETECTED_FRACTION * genes_detected.median():
-            reasons[sample].append(f"{value:,} genes detected, below half the median "
+            reasons[sample].append(f"{value:,.0f} genes detected, below half the median "
                                    f"({genes_detected.median():,.0f})")
     return pd.DataFrame({
         "mean_distance": mean_distance,

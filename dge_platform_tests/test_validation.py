@@ -105,6 +105,9 @@ def test_bad_study_id(toy_study, bad_id):
     ("lfc_threshold", -1, "lfc_threshold: Input should be greater than or equal to 0"),
     ("design", "condition", "design: must be a formula starting with '~'"),
     ("contrasts", [], "contrasts: List should have at least 1 item"),
+    ("gsea_permutations", 10, "gsea_permutations: Input should be greater than or equal to 100"),
+    ("enrichment_min_lfc", -0.5, "enrichment_min_lfc: Input should be greater than or equal to 0"),
+    ("gene_sets", "sets.gmt", "gene_sets: Input should be a valid list"),
 ])
 def test_malformed_values(toy_study, field, value, expect):
     edit_yaml(toy_study, **{field: value})
