@@ -15,8 +15,8 @@ def _examples(items: list[str]) -> str:
     return shown + (f" (+{len(items) - EXAMPLES} more)" if len(items) > EXAMPLES else "")
 
 
-def check_counts(counts: pd.DataFrame, file: str, *,
-                 round_counts: bool = False) -> tuple[pd.DataFrame | None, list[Problem]]:
+def check_counts(counts: pd.DataFrame, file: str, *, round_counts: bool = False,
+                 allow_empty_samples: bool = False) -> tuple[pd.DataFrame | None, list[Problem]]:
     """Check raw counts and return them as int64.
 
     Parameters
@@ -28,6 +28,9 @@ def check_counts(counts: pd.DataFrame, file: str, *,
     round_counts
         Allow non-integer values (estimated counts from salmon/RSEM) and round them, as
         ``DESeqDataSetFromTximport`` does. (default: ``False``)
+    allow_empty_samples
+        Accept all-zero samples: a screen's failed or empty wells, which well QC reports
+        and testing leaves out. (default: ``False``)
 
     Returns
     -------
@@ -59,7 +62,7 @@ def check_counts(counts: pd.DataFrame, file: str, *,
     if problems:
         return None, problems
     values = pd.DataFrame(numeric, index=counts.index).to_numpy(dtype=float)
-    problems += _value_problems(values, counts, file, round_counts)
+    problems += _value_problems(values, counts, file, round_counts, allow_empty_samples)
     if problems:
         return None, problems
     result = pd.DataFrame(np.rint(values).astype(np.int64), index=counts.index.astype(str),
@@ -69,7 +72,7 @@ def check_counts(counts: pd.DataFrame, file: str, *,
 
 
 def _value_problems(values: np.ndarray, counts: pd.DataFrame, file: str,
-                    round_counts: bool) -> list[Problem]:
+                    round_counts: bool, allow_empty_samples: bool) -> list[Problem]:
     problems = []
     samples = counts.columns.astype(str)
 
@@ -93,7 +96,7 @@ def _value_problems(values: np.ndarray, counts: pd.DataFrame, file: str,
                                 "DESeq2 needs raw integer counts; for estimated counts "
                                 "(salmon, RSEM) set round_counts: true in study.yaml"))
     zero = [s for s, total in zip(samples, finite.sum(axis=0)) if total == 0]
-    if zero:
+    if zero and not allow_empty_samples:
         problems.append(Problem(file, "samples", f"all-zero sample(s): {_examples(zero)}",
                                 "remove failed libraries from the matrix and the sample sheet"))
     return problems

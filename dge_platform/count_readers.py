@@ -101,6 +101,8 @@ def read_counts(config: StudyConfig, study_dir: Path) -> tuple[CountInput | None
     fmt = detect_format(config, config.counts)
     if fmt == "star":
         return _read_star(config, study_dir)
+    if glob.has_magic(config.counts) and fmt == "matrix":
+        return _read_matrices(config, study_dir)
     path = resolve_inside(study_dir, config.counts)
     if path is None:
         return None, [Problem(STUDY_FILE, "counts", f"path {config.counts!r} leads outside "
@@ -229,16 +231,9 @@ def _read_star(config: StudyConfig, study_dir: Path) -> tuple[CountInput | None,
                               "htseq-count -s yes) or reverse (column 4, -s reverse; e.g. "
                               "TruSeq stranded)")]
     root = study_dir.resolve()
-    paths = sorted(Path(p) for p in glob.glob(str(study_dir / config.counts)))
-    outside = [p for p in paths if resolve_inside(study_dir, str(p.relative_to(study_dir))) is None]
-    if outside:
-        return None, [Problem(STUDY_FILE, "counts", f"{len(outside)} file(s) matched by "
-                              f"{config.counts!r} lead outside the study folder",
-                              "keep the STAR outputs inside the study folder")]
-    if not paths:
-        return None, [Problem(STUDY_FILE, "counts", f"no file matches {config.counts!r}",
-                              "give a glob such as 'star/*ReadsPerGene.out.tab', relative "
-                              "to the study folder")]
+    paths, problems = _matched_files(study_dir, config.counts, "STAR outputs")
+    if problems:
+        return None, problems
     columns, problems = {}, []
     for path in paths:
         rel = str(path.resolve().relative_to(root))
@@ -269,6 +264,61 @@ def _read_star(config: StudyConfig, study_dir: Path) -> tuple[CountInput | None,
     df.index = df.index.astype(str)
     df.index.name = "gene_id"
     return CountInput(df, None, None, paths), []
+
+
+def _matched_files(study_dir: Path, pattern: str, what: str) -> tuple[list[Path], list[Problem]]:
+    """Files matching a glob relative to the study folder, refusing any that lead outside."""
+    paths = sorted(Path(p) for p in glob.glob(str(study_dir / pattern)))
+    outside = [p for p in paths if resolve_inside(study_dir, str(p.relative_to(study_dir))) is None]
+    if outside:
+        return [], [Problem(STUDY_FILE, "counts", f"{len(outside)} file(s) matched by "
+                            f"{pattern!r} lead outside the study folder",
+                            f"keep the {what} inside the study folder")]
+    if not paths:
+        return [], [Problem(STUDY_FILE, "counts", f"no file matches {pattern!r}",
+                            "check the glob; it is relative to the study folder")]
+    return paths, []
+
+
+def _read_matrices(config: StudyConfig, study_dir: Path) -> tuple[CountInput | None, list[Problem]]:
+    """One genes x samples matrix per file (e.g. one per plate), joined by columns; every
+    file must list the same genes and sample names must be unique across files."""
+    paths, problems = _matched_files(study_dir, config.counts, "count files")
+    if problems:
+        return None, problems
+    root = study_dir.resolve()
+    parts, symbols = [], None
+    for path in paths:
+        rel = str(path.resolve().relative_to(root))
+        problem = _check_file(path, rel, "counts")
+        if problem:
+            problems.append(problem)
+            continue
+        try:
+            part, errs = _read_matrix(path, rel)
+        except TEXT_ERRORS as exc:
+            part, errs = None, [not_text_problem(rel, exc)]
+        problems += errs
+        if part is None:
+            continue
+        if parts and not part.counts.index.equals(parts[0][1].counts.index):
+            problems.append(Problem(rel, "column 1 (gene ids)", f"lists different genes from "
+                                    f"{parts[0][0]}", "count every plate against the same "
+                                    "annotation, genes in the same order"))
+            continue
+        seen = {s: r for r, p in parts for s in p.counts.columns}
+        clash = [s for s in part.counts.columns if s in seen]
+        if clash:
+            problems.append(Problem(rel, "header", f"sample name(s) also in "
+                                    f"{seen[clash[0]]}: {', '.join(clash[:5])}", "make sample "
+                                    "names unique across files, e.g. prefix them with the plate"))
+            continue
+        symbols = part.gene_symbols if symbols is None else symbols
+        parts.append((rel, part))
+    if problems:
+        return None, problems
+    counts = pd.concat([p.counts for _, p in parts], axis=1)
+    return CountInput(counts, symbols, None, [p.files[0] for _, p in parts]), []
 
 
 def _read_h5ad(config: StudyConfig, path: Path) -> tuple[CountInput | None, list[Problem]]:

@@ -30,7 +30,7 @@ def input_files(study_dir: Path) -> list[Path]:
     files = [study_dir / STUDY_FILE] if (study_dir / STUDY_FILE).is_file() else []
     if raw is None:
         return files
-    values = [raw.get("counts"), raw.get("samples")]
+    values = [raw.get("counts"), raw.get("samples"), raw.get("plate_map")]
     values += raw.get("gene_sets") if isinstance(raw.get("gene_sets"), list) else []
     for value in values:
         if not isinstance(value, str):

@@ -65,8 +65,10 @@ class StudyConfig(BaseModel):
     strandedness: Literal["unstranded", "forward", "reverse"] | None = None
     round_counts: bool = False
     samples: str | None = None
-    design: Label
-    contrasts: Annotated[list[Contrast], Field(min_length=1)]
+    plate_map: str | None = None
+    control: Label | None = None
+    design: Label | None = None
+    contrasts: list[Contrast] = []
     alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
     lfc_threshold: Annotated[float, Field(ge=0)] = 0.0
     batch: str | None = None
@@ -80,9 +82,16 @@ class StudyConfig(BaseModel):
         """|shrunken log2FC| a DEG must exceed to enter ORA (default: ``lfc_threshold``)."""
         return self.lfc_threshold if self.enrichment_min_lfc is None else self.enrichment_min_lfc
 
+    @property
+    def sheet_file(self) -> str | None:
+        """The sample sheet (for screens: the plate map) as given in study.yaml."""
+        return self.plate_map or self.samples
+
     @field_validator("design")
     @classmethod
-    def _is_formula(cls, design: str) -> str:
+    def _is_formula(cls, design: str | None) -> str | None:
+        if design is None:
+            return None
         if not design.strip().startswith("~"):
             raise ValueError("must be a formula starting with '~', e.g. '~ batch + condition'")
         return design.strip()

@@ -14,6 +14,15 @@ from dge_platform.count_checks import check_counts
 from dge_platform.count_readers import read_counts
 from dge_platform.gene_sets import GmtError, read_gmt
 from dge_platform.design import design_variables, is_numeric, rank_problems, study_design_frame
+from dge_platform.plate_map import (
+    ROLE,
+    TESTED_ROLES,
+    annotate_plate_map,
+    plate_map_problems,
+    screen_contrasts,
+    screen_design,
+    single_well_conditions,
+)
 from dge_platform.problems import Problem, StudyInputError
 from dge_platform.replicates import collapse_sheet, technical_replicate_problems
 from dge_platform.sample_sheet import read_sample_sheet
@@ -104,6 +113,7 @@ def validate_study(study_dir: Path, expected_id: str | None = None) -> Validatio
     if raw is None:
         return ValidationReport(None, problems, [])
     config, problems = parse_study_config(raw)
+    problems += kind_problems(raw)
     if expected_id is not None and raw.get("id") != expected_id:
         problems.append(Problem(STUDY_FILE, "id", f"id {raw.get('id')!r} differs from the "
                                 f"study's folder name {expected_id!r}", "register the study "
@@ -113,9 +123,38 @@ def validate_study(study_dir: Path, expected_id: str | None = None) -> Validatio
     checker.run()
     if checker.problems or config is None:
         return ValidationReport(None, checker.problems, checker.warnings)
+    if checker.screen_design is not None:
+        config = config.model_copy(update=checker.screen_design)
     study = ValidatedStudy(config, study_dir, checker.counts, checker.sheet,
                            checker.gene_symbols, checker.files, checker.warnings)
     return ValidationReport(study, [], checker.warnings)
+
+
+def kind_problems(raw: dict[str, Any]) -> list[Problem]:
+    """Keys required or refused by the study's kind: screens need ``control`` and a plate
+    map and derive their design and contrasts; other kinds need ``design`` and
+    ``contrasts``."""
+    def missing(key: str, fix: str = "add this key") -> Problem:
+        return Problem(STUDY_FILE, key, "required key is missing", fix)
+
+    if raw.get("kind") == "screen":
+        problems = [] if raw.get("control") is not None else [missing(
+            "control", "name the vehicle of the control wells, e.g. control: DMSO")]
+        if raw.get("plate_map") is None and raw.get("samples") is None:
+            problems.append(missing("plate_map", "name the plate map (CSV/TSV with sample, "
+                                    "plate, well, compound, dose)"))
+        elif raw.get("plate_map") is not None and raw.get("samples") is not None:
+            problems.append(Problem(STUDY_FILE, "samples", "a screen takes plate_map or "
+                                    "samples, not both", "keep plate_map"))
+        return problems
+    problems = [missing(key) for key in ("design", "contrasts") if raw.get(key) is None]
+    if raw.get("contrasts") == []:
+        problems.append(Problem(STUDY_FILE, "contrasts", "no contrast listed",
+                                "list at least one comparison"))
+    problems += [Problem(STUDY_FILE, key, f"only used by kind: screen (this study is "
+                         f"{raw.get('kind')!r})", "remove it") for key in ("plate_map", "control")
+                 if raw.get(key) is not None]
+    return problems
 
 
 def _valid_fields(raw: dict[str, Any], problems: list[Problem]) -> dict[str, Any]:
@@ -146,7 +185,9 @@ class _Checker:
         self.gene_symbols: pd.Series | None = None
         self.obs: pd.DataFrame | None = None
         self.sheet: pd.DataFrame | None = None
-        self.sheet_file = str(values.get("samples") or self.counts_file)
+        self.sheet_key = "plate_map" if values.get("plate_map") else "samples"
+        self.sheet_file = str(values.get(self.sheet_key) or self.counts_file)
+        self.screen_design: dict[str, Any] | None = None
 
     def run(self) -> None:
         self._read_counts()
@@ -154,7 +195,9 @@ class _Checker:
         self._read_gene_sets()
         if self.counts is not None and self.sheet is not None:
             self._match_samples()
-        if self.sheet is not None:
+        if self.sheet is not None and self.v.get("kind") == "screen":
+            self._check_plate_map()
+        elif self.sheet is not None:
             self._check_design()
 
     def _read_counts(self) -> None:
@@ -168,29 +211,31 @@ class _Checker:
         self.files += parsed.files
         self.gene_symbols, self.obs = parsed.gene_symbols, parsed.obs
         checked, problems = check_counts(parsed.counts, self.counts_file,
-                                         round_counts=self.v["round_counts"])
+                                         round_counts=self.v["round_counts"],
+                                         allow_empty_samples=self.v.get("kind") == "screen")
         self.problems += problems
         self.counts = checked
 
     def _read_sheet(self) -> None:
-        rel = self.v.get("samples")
+        key = self.sheet_key
+        rel = self.v.get(key)
         if rel is None:
             if self.obs is not None:
                 self.sheet = self.obs.astype("string").astype(object).where(self.obs.notna())
                 self.sheet.index.name = "sample"
-            elif self.v.get("kind") != "singlecell":
+            elif self.v.get("kind") not in ("singlecell", "screen"):  # screen: kind_problems
                 self.problems.append(Problem(STUDY_FILE, "samples", "required key is missing",
                                              "name the sample sheet (CSV/TSV with a 'sample' "
                                              "column)"))
             return
         path = resolve_inside(self.dir, rel)
         if path is None:
-            self.problems.append(Problem(STUDY_FILE, "samples", f"path {rel!r} leads outside "
+            self.problems.append(Problem(STUDY_FILE, key, f"path {rel!r} leads outside "
                                          "the study folder", "put the sample sheet inside the "
                                          "study folder"))
             return
         if not path.is_file():
-            self.problems.append(Problem(STUDY_FILE, "samples", f"file {rel!r} not found",
+            self.problems.append(Problem(STUDY_FILE, key, f"file {rel!r} not found",
                                          "check the path; it is relative to the study folder"))
             return
         if path.stat().st_size == 0:
@@ -234,16 +279,55 @@ class _Checker:
         if not (only_matrix or only_sheet):
             self.counts = self.counts[in_sheet]
 
-    def _check_design(self) -> None:
-        if "design" not in self.v:
+    def _check_plate_map(self) -> None:
+        control = self.v.get("control")
+        if control is None:
             return
-        variables, problems = design_variables(self.v["design"])
+        library_size = self.counts.sum(axis=0) if self.counts is not None else None
+        problems = plate_map_problems(self.sheet, self.sheet_file, control, library_size)
         self.problems += problems
-        sheet, file = self.sheet, self.sheet_file
+        if problems:
+            return
+        self.sheet = annotate_plate_map(self.sheet, control)
+        tested = self.sheet[self.sheet[ROLE].isin(TESTED_ROLES)]
+        if not (tested[ROLE] == "sample").any():
+            self.problems.append(Problem(self.sheet_file, "column 'compound'", "no treated "
+                                         "well: every tested well is a control", "list the "
+                                         "compound wells in the plate map"))
+            return
+        design = self.v.get("design") or screen_design(self.sheet)
+        derived = {"design": design,
+                   "contrasts": self.v.get("contrasts") or screen_contrasts(self.sheet, control),
+                   # plate is a factor (labels may look numeric) and the batch to correct
+                   "batch": self.v.get("batch") or ("plate" if "plate" in design else None)}
+        self.screen_design = derived
+        single = single_well_conditions(self.sheet)
+        if single:
+            self.warnings.append(Problem(self.sheet_file, "column 'compound'", f"{len(single)} "
+                                         f"compound x dose condition(s) have a single well "
+                                         f"({', '.join(single[:4])}{' ...' if len(single) > 4 else ''}); "
+                                         "they are tested with the plate's shared dispersion "
+                                         "but replicate agreement cannot be checked",
+                                         "add replicate wells for reliable calls"))
+        self.v = {**self.v, "batch": derived["batch"]}
+        self._check_design(tested, design, derived["contrasts"], min_replicates=1)
+
+    def _check_design(self, sheet: pd.DataFrame | None = None, design: str | None = None,
+                      contrasts: list | None = None, min_replicates: int = MIN_REPLICATES) -> None:
+        """Design columns, contrasts, replicates and rank; screens pass their tested wells
+        and derived design."""
+        sheet = self.sheet if sheet is None else sheet
+        design = design or self.v.get("design")
+        if design is None:
+            return
+        contrasts = (self.v.get("contrasts") or []) if contrasts is None else contrasts
+        variables, problems = design_variables(design)
+        self.problems += problems
+        file = self.sheet_file
         absent = [v for v in variables if v not in sheet.columns]
         for var in absent:
             self.problems.append(Problem(file, f"column '{var}'", f"used in design "
-                                         f"{self.v['design']!r} but missing; columns: "
+                                         f"{design!r} but missing; columns: "
                                          f"{', '.join(sheet.columns)}", "add the column or fix "
                                          "the design"))
         present = [v for v in variables if v in sheet.columns]
@@ -256,8 +340,7 @@ class _Checker:
         if batch and batch not in sheet.columns:
             self.problems.append(Problem(STUDY_FILE, "batch", f"column '{batch}' not in {file}",
                                          "name a sample-sheet column"))
-        contrasts = self.v.get("contrasts") or []
-        self._check_contrasts(contrasts, variables, present)
+        self._check_contrasts(contrasts, design, variables, present, sheet)
         if self.problems:
             return
         if self.v.get("replicate_of"):
@@ -266,22 +349,23 @@ class _Checker:
             if self.problems:
                 return
             sheet = collapse_sheet(sheet, self.v["replicate_of"])
-        self._check_replicates(contrasts, sheet)
-        frame = study_design_frame(sheet, self.v["design"], contrasts, self.v.get("batch"))
-        self.problems += rank_problems(self.v["design"], frame)
-        self._warn(variables, frame, {c.factor for c in contrasts} | {self.v.get("batch")})
+        self._check_replicates(contrasts, sheet, min_replicates)
+        frame = study_design_frame(sheet, design, contrasts, batch)
+        self.problems += rank_problems(design, frame)
+        self._warn(variables, frame, {c.factor for c in contrasts} | {batch})
 
-    def _check_contrasts(self, contrasts: list, variables: list[str], present: list[str]) -> None:
+    def _check_contrasts(self, contrasts: list, design: str, variables: list[str],
+                         present: list[str], sheet: pd.DataFrame) -> None:
         for i, c in enumerate(contrasts):
             key = f"contrasts[{i}]"
             if c.factor not in variables:
                 self.problems.append(Problem(STUDY_FILE, f"{key}.factor", f"'{c.factor}' is not "
-                                             f"in the design {self.v.get('design')!r}",
+                                             f"in the design {design!r}",
                                              "contrast a factor of the design"))
                 continue
             if c.factor not in present:
                 continue
-            levels = sorted(self.sheet[c.factor].dropna().unique())
+            levels = sorted(sheet[c.factor].dropna().unique())
             for part in ("level", "reference"):
                 value = getattr(c, part)
                 if value not in levels:
@@ -291,17 +375,18 @@ class _Checker:
                                                  f"{', '.join(levels)})", "use one of the levels "
                                                  "present (values are case-sensitive)"))
 
-    def _check_replicates(self, contrasts: list, sheet: pd.DataFrame) -> None:
+    def _check_replicates(self, contrasts: list, sheet: pd.DataFrame,
+                          min_replicates: int) -> None:
         note = " after summing technical replicates" if self.v.get("replicate_of") else ""
         for i, c in enumerate(contrasts):
             for part in ("level", "reference"):
                 value = getattr(c, part)
                 n = int((sheet[c.factor] == value).sum())
-                if n < MIN_REPLICATES:
+                if n < min_replicates:
                     self.problems.append(Problem(
                         STUDY_FILE, f"contrasts[{i}].{part}", f"group '{c.factor}={value}' of "
                         f"contrast '{c.name}' has {n} biological replicate(s){note}; at least "
-                        f"{MIN_REPLICATES} are needed to estimate variability",
+                        f"{min_replicates} are needed to estimate variability",
                         "add biological replicates (technical replicates do not count) or drop "
                         "this contrast"))
 

@@ -63,3 +63,37 @@ def write_study(folder: Path, *, config: dict | None = None, counts: pd.DataFram
 @pytest.fixture
 def toy_study(tmp_path) -> Path:
     return write_study(tmp_path / "toy")
+
+
+def write_screen(folder: Path, *, plates: int = 1, n_genes: int = 60, config: dict | None = None,
+                 plate_map: pd.DataFrame | None = None, seed: int = 0) -> Path:
+    """Write a small valid screen: per plate 6 DMSO wells, 2 compounds x 2 doses x 2 wells and
+    one empty well; one counts file per plate (``counts/plate<k>.tsv``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "counts").mkdir(exist_ok=True)
+    rng = np.random.default_rng(seed)
+    genes = pd.Index([f"g{i:03d}" for i in range(n_genes)], name="gene_id")
+    rows = []
+    for p in range(1, plates + 1):
+        layout = [("DMSO", 0.0, "control")] * 6 + [
+            (c, d, "sample") for c in ("cpdA", "cpdB") for d in (1.0, 10.0) for _ in range(2)]
+        layout.append(("none", 0.0, "empty"))
+        for i, (compound, dose, well_type) in enumerate(layout):
+            rows.append({"sample": f"P{p}_{chr(65 + i // 12)}{i % 12 + 1:02d}", "plate": f"P{p}",
+                         "well": f"{chr(65 + i // 12)}{i % 12 + 1:02d}", "compound": compound,
+                         "dose": dose, "dose_unit": "uM", "well_type": well_type})
+    generated = pd.DataFrame(rows)
+    for p, wells in generated.groupby("plate", sort=False):
+        means = rng.gamma(2.0, 50.0, size=(n_genes, 1))
+        counts = pd.DataFrame(rng.poisson(means, size=(n_genes, len(wells))), index=genes,
+                              columns=wells["sample"].to_numpy())
+        counts.loc[:, wells.loc[wells["well_type"] == "empty", "sample"]] = 0
+        counts.to_csv(folder / "counts" / f"{p.lower()}.tsv", sep="\t")
+    (plate_map if plate_map is not None else generated).to_csv(folder / "plate_map.tsv",
+                                                               sep="\t", index=False)
+    base = {"id": "toy_screen", "kind": "screen", "organism": "Homo sapiens",
+            "counts": "counts/*.tsv", "plate_map": "plate_map.tsv", "control": "DMSO"}
+    base.update(config or {})
+    base = {k: v for k, v in base.items() if v is not None}
+    (folder / "study.yaml").write_text(yaml.safe_dump(base, sort_keys=False))
+    return folder

@@ -104,7 +104,7 @@ def test_bad_study_id(toy_study, bad_id):
     ("alpha", 1.5, "alpha: Input should be less than 1"),
     ("lfc_threshold", -1, "lfc_threshold: Input should be greater than or equal to 0"),
     ("design", "condition", "design: must be a formula starting with '~'"),
-    ("contrasts", [], "contrasts: List should have at least 1 item"),
+    ("contrasts", [], "contrasts: no contrast listed -> list at least one comparison"),
     ("gsea_permutations", 10, "gsea_permutations: Input should be greater than or equal to 100"),
     ("enrichment_min_lfc", -0.5, "enrichment_min_lfc: Input should be greater than or equal to 0"),
     ("gene_sets", "sets.gmt", "gene_sets: Input should be a valid list"),

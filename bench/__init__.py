@@ -1,0 +1,1 @@
+"""Benchmarks and the simulators they use (see each script's docstring)."""

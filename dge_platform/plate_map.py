@@ -1,0 +1,166 @@
+"""Screen plate maps: well roles, conditions (compound x dose) and the default contrasts.
+
+A screen's sample sheet is its plate map, one row per well: ``sample, plate, well, compound,
+dose`` (+ optional ``dose_unit``, ``replicate``, ``well_type``). Every well gets a role:
+
+* ``control``: the vehicle named by ``control:`` in study.yaml (e.g. DMSO); the reference of
+  every test;
+* ``sample``: a compound at a dose; tested against the controls;
+* ``positive_control``, ``empty``, ``other``: kept in well QC, never tested.
+
+The rule: a ``well_type`` column, when present, decides the role (values such as ``SA``,
+``treated``, ``Sample`` -> sample; ``RC``, ``vehicle``, ``Vehicle_control``, ``negative`` ->
+control; ``PC``, ``positive``, ``Positive_control`` -> positive_control; ``EMPTY``,
+``blank`` -> empty; anything else -> other). A vehicle-type well is a control only if its
+compound is the study's control (a Media well next to DMSO controls is ``other``). Without
+``well_type``, wells of the control compound are controls and all others are samples.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from dge_platform.problems import Problem
+from dge_platform.study import STUDY_FILE, Contrast
+
+REQUIRED_COLUMNS = ("plate", "well", "compound", "dose")
+MIN_CONTROLS_PER_PLATE = 4
+ROLE = "role"
+CONDITION = "condition"
+TESTED_ROLES = ("sample", "control")
+
+_ROLE_WORDS = {
+    "sample": {"sample", "sa", "treated", "treatment", "compound", "test"},
+    "control": {"control", "rc", "vehicle", "vehicle_control", "negative", "negative_control",
+                "neg", "nc", "dmso", "reference", "reference_control"},
+    "positive_control": {"positive_control", "positive", "pc", "pos", "poscontrol"},
+    "empty": {"empty", "blank", "none"},
+}
+
+
+def well_role(well_type: str | None, compound: str | None, control: str) -> str:
+    """The role of one well (see the module docstring for the rule)."""
+    is_control_compound = compound is not None and compound.casefold() == control.casefold()
+    if well_type is None or pd.isna(well_type):
+        return "control" if is_control_compound else "sample"
+    word = re.sub(r"[\s\-]+", "_", str(well_type).strip().casefold())
+    for role, words in _ROLE_WORDS.items():
+        if word in words:
+            if role == "control" and not is_control_compound:
+                return "other"
+            return role
+    return "other"
+
+
+def condition_label(compound: str, dose: float, unit: str | None) -> str:
+    """A contrast-safe label of one compound x dose, e.g. ``ETOPOSIDE_10uM``."""
+    name = re.sub(r"[^A-Za-z0-9_.+-]+", "-", compound).strip("-") or "compound"
+    return f"{name}_{dose:g}{unit or ''}"
+
+
+def annotate_plate_map(sheet: pd.DataFrame, control: str) -> pd.DataFrame:
+    """Add ``role`` and ``condition`` (compound x dose label; the control's name for
+    control wells; empty for wells that are not tested) to a validated plate map."""
+    sheet = sheet.copy()
+    types = sheet["well_type"] if "well_type" in sheet.columns else pd.Series(None, sheet.index)
+    sheet[ROLE] = [well_role(t, c, control) for t, c in zip(types, sheet["compound"])]
+    units = sheet["dose_unit"] if "dose_unit" in sheet.columns else pd.Series(None, sheet.index)
+    doses = pd.to_numeric(sheet["dose"])
+    labels = [condition_label(c, d, u) if r == "sample" else (control if r == "control" else None)
+              for c, d, u, r in zip(sheet["compound"], doses, units, sheet[ROLE])]
+    sheet[CONDITION] = labels
+    return sheet
+
+
+def plate_map_problems(sheet: pd.DataFrame, file: str, control: str,
+                       library_size: pd.Series | None = None) -> list[Problem]:
+    """Problems of a screen's plate map: required columns, numeric non-negative doses, a
+    compound for every well, the control present, and at least four usable control wells on
+    every plate (wells with counts)."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in sheet.columns]
+    if missing:
+        return [Problem(file, f"column '{c}'", "missing from the plate map; found columns: "
+                        f"{', '.join(sheet.columns)}", "add it (plate maps need sample, plate, "
+                        "well, compound, dose)") for c in missing]
+    problems = []
+    for column in REQUIRED_COLUMNS:
+        empty = sheet.index[sheet[column].isna()].tolist()
+        if empty:
+            problems.append(Problem(file, f"column '{column}'", f"empty for well(s) "
+                                    f"{', '.join(empty[:5])}", f"fill in '{column}' for every "
+                                    "well (dose 0 for controls)"))
+    doses = pd.to_numeric(sheet["dose"], errors="coerce")
+    bad = sheet.index[sheet["dose"].notna() & doses.isna()].tolist()
+    if bad:
+        values = sheet.loc[bad[:3], "dose"].tolist()
+        problems.append(Problem(file, "column 'dose'", f"not numeric for {len(bad)} well(s), "
+                                f"e.g. {', '.join(f'{s}={v!r}' for s, v in zip(bad, values))}",
+                                "give doses as plain numbers and put the unit in 'dose_unit'"))
+    negative = sheet.index[doses < 0].tolist()
+    if negative:
+        problems.append(Problem(file, "column 'dose'", f"negative for well(s) "
+                                f"{', '.join(negative[:5])}", "doses must be >= 0"))
+    if problems:
+        return problems
+    annotated = annotate_plate_map(sheet, control)
+    if not (annotated[ROLE] == "control").any():
+        compounds = ", ".join(sorted(sheet["compound"].unique())[:8])
+        return [Problem(STUDY_FILE, "control", f"no well of {file} has compound {control!r} "
+                        f"(compounds: {compounds} ...)", "name the vehicle used on the plates "
+                        "(case-insensitive), e.g. control: DMSO")]
+    usable = annotated[ROLE] == "control"
+    if library_size is not None:
+        usable &= library_size.reindex(annotated.index).fillna(0).gt(0)
+    per_plate = usable.groupby(annotated["plate"]).sum()
+    for plate, n in per_plate.items():
+        if n < MIN_CONTROLS_PER_PLATE:
+            problems.append(Problem(file, "column 'plate'", f"plate {plate!r} has {int(n)} usable "
+                                    f"control well(s) ({control}); at least "
+                                    f"{MIN_CONTROLS_PER_PLATE} are needed to estimate the "
+                                    "plate's baseline and its null distribution",
+                                    "add control wells to that plate, or leave the plate out "
+                                    "of the screen"))
+    duplicated = annotated[["plate", "well"]].duplicated()
+    if duplicated.any():
+        first = annotated.loc[duplicated, ["plate", "well"]].iloc[0]
+        problems.append(Problem(file, "column 'well'", f"well {first['well']} of plate "
+                                f"{first['plate']} is listed more than once", "list each well "
+                                "of a plate once"))
+    return problems
+
+
+def screen_design(sheet: pd.DataFrame) -> str:
+    """``~ condition``, or ``~ plate + condition`` when the tested wells span plates."""
+    tested = sheet[sheet[ROLE].isin(TESTED_ROLES)]
+    return "~ plate + condition" if tested["plate"].nunique() > 1 else "~ condition"
+
+
+def screen_contrasts(sheet: pd.DataFrame, control: str) -> list[Contrast]:
+    """Every compound x dose against the control wells, in plate-map order of first use."""
+    conditions = sheet.loc[sheet[ROLE] == "sample", CONDITION]
+    return [Contrast(name=label, factor=CONDITION, level=label, reference=control)
+            for label in pd.unique(conditions)]
+
+
+def condition_table(sheet: pd.DataFrame) -> pd.DataFrame:
+    """One row per tested compound x dose: condition, compound, dose, dose_unit, n_wells."""
+    treated = sheet[sheet[ROLE] == "sample"]
+    unit = treated["dose_unit"] if "dose_unit" in treated.columns else None
+    table = pd.DataFrame({
+        CONDITION: treated[CONDITION], "compound": treated["compound"],
+        "dose": pd.to_numeric(treated["dose"]).astype(float),
+        "dose_unit": unit if unit is not None else pd.Series(None, treated.index, dtype=object)})
+    counts = treated.groupby(CONDITION).size()
+    table = table.drop_duplicates(CONDITION).set_index(CONDITION)
+    table["n_wells"] = counts.reindex(table.index).to_numpy()
+    return table.reset_index()
+
+
+def single_well_conditions(sheet: pd.DataFrame) -> list[str]:
+    """Conditions with one well: testable in a shared fit (dispersion is borrowed from the
+    whole plate) but with little power, and no check of replicate agreement."""
+    counts = sheet.loc[sheet[ROLE] == "sample", CONDITION].value_counts()
+    return sorted(counts.index[counts < 2])
+
