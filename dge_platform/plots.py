@@ -161,3 +161,61 @@ def enrichment_dotplot(table: pd.DataFrame, title: str, n: int = 10) -> bytes:
         ax.set_title(name, fontsize=9)
     fig.suptitle(title, fontsize=10)
     return _png(fig)
+
+
+def plate_heatmap(values: pd.Series, title: str, *, cmap: str = "viridis", label: str = "",
+                  flagged: pd.Series | None = None) -> bytes:
+    """One value per well on the plate grid (8 x 12 or 16 x 24, inferred from the wells);
+    wells without a value grey, flagged wells crossed."""
+    from dge_platform.well_qc import PLATE_SHAPES, ROW_LETTERS, plate_layout
+
+    rows, cols, plate_format = plate_layout(pd.Series(values.index.astype(str), values.index))
+    n_rows, n_cols = PLATE_SHAPES[plate_format]
+    grid = np.full((n_rows, n_cols), np.nan)
+    grid[rows.to_numpy(), cols.to_numpy()] = pd.to_numeric(values, errors="coerce").to_numpy()
+    colours = matplotlib.colormaps[cmap].with_extremes(bad=GREY)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.42 * n_cols, 0.8 + 0.42 * n_rows))
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap=colours)
+    if flagged is not None:
+        marked = flagged.reindex(values.index).fillna(False).astype(bool).to_numpy()
+        ax.scatter(cols.to_numpy()[marked], rows.to_numpy()[marked], marker="x", c="red",
+                   s=40, linewidths=1.5, label="flagged")
+        if marked.any():
+            ax.legend(loc="upper left", bbox_to_anchor=(1.25, 1.0), fontsize=7)
+    ax.set_xticks(range(n_cols), [str(c + 1) for c in range(n_cols)], fontsize=7)
+    ax.set_yticks(range(n_rows), list(ROW_LETTERS[:n_rows]), fontsize=7)
+    ax.tick_params(top=True, labeltop=True, bottom=False, labelbottom=False)
+    fig.colorbar(image, ax=ax, label=label, shrink=0.8)
+    ax.set_title(title, fontsize=9)
+    return _png(fig)
+
+
+def similarity_heatmap(similarity: pd.DataFrame, order: list[str],
+                       clusters: pd.Series | None = None) -> bytes:
+    """Condition x condition correlation of signatures in dendrogram order; a strip of
+    cluster colours on the left (labels hidden beyond 150 conditions, where they overlap)."""
+    ordered = similarity.loc[order, order]
+    n = len(ordered)
+    size = min(20.0, max(4.0, 0.14 * n + 2.5))
+    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    image = ax.imshow(ordered.to_numpy(dtype=float), cmap="RdBu_r", vmin=-1, vmax=1,
+                      interpolation="nearest")
+    if clusters is not None and n:
+        ids = pd.Categorical(clusters.reindex(order).astype(str)).codes
+        ax.scatter(np.full(n, -1.2), range(n), c=ids % 20, cmap="tab20", vmin=0, vmax=19,
+                   marker="s", s=max(4.0, 600 / max(n, 1)), clip_on=False)
+        boundaries = np.flatnonzero(np.diff(ids)) + 0.5
+        for edge in boundaries:
+            ax.axhline(edge, color="black", lw=0.4)
+            ax.axvline(edge, color="black", lw=0.4)
+    if n <= 150:
+        fontsize = 7 if n <= 40 else 5
+        ax.set_xticks(range(n), ordered.columns, rotation=90, fontsize=fontsize)
+        ax.set_yticks(range(n), ordered.index, fontsize=fontsize)
+    else:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    ax.set_xlim(-1.8, n - 0.5)
+    fig.colorbar(image, ax=ax, label="Pearson r of signatures", shrink=0.6)
+    ax.set_title("Compound signature similarity")
+    return _png(fig)
