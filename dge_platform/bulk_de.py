@@ -1,16 +1,21 @@
-"""Bulk differential expression with PyDESeq2: one fit per study, then every contrast.
+"""Bulk differential expression: one DESeq2 fit per study, then every contrast.
 
 Mirrors R's ``DESeq()`` followed by ``results(contrast=...)`` and ``lfcShrink``: median-of-
 ratios size factors, dispersion trend and shrinkage, Wald tests (against ``lfc_threshold``
 as the alternative hypothesis when set), Cook's outlier handling, independent filtering and
 BH adjustment. Shrunken log2 fold changes use PyDESeq2's apeGLM-style prior.
+
+Two engines compute the same statistics: the vectorized engine
+(:mod:`dge_platform.deseq_engine`) for designs that are one contrasted factor plus additive
+terms (nearly all studies and screens), and PyDESeq2 itself (with the R-parity dispersion
+trend and prior) for anything else.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -18,6 +23,7 @@ from pydeseq2.dds import DeseqDataSet
 from pydeseq2.default_inference import DefaultInference
 from pydeseq2.ds import DeseqStats
 
+from dge_platform.deseq_engine import DeseqResult, fit_group_design, group_design
 from dge_platform.dispersion import RParityDeseqDataSet
 from dge_platform.replicates import N_TECHNICAL, collapse_technical_replicates
 from dge_platform.study import Contrast
@@ -28,32 +34,6 @@ RESULT_COLUMNS = {
 }
 
 
-@dataclass
-class DeseqResult:
-    """Everything one study's fit produces.
-
-    Attributes
-    ----------
-    size_factors
-        Median-of-ratios size factor per sample.
-    normalized_counts
-        Counts divided by size factors, genes x samples.
-    vst
-        Blind variance-stabilized expression (design ignored), genes x samples.
-    dispersions
-        Per gene: base mean, gene-wise estimate, trend, final (MAP) dispersion, and whether
-        the gene was a dispersion outlier.
-    results
-        One row per contrast and gene (see :func:`contrast_results`).
-    """
-
-    size_factors: pd.Series
-    normalized_counts: pd.DataFrame
-    vst: pd.DataFrame
-    dispersions: pd.DataFrame
-    results: pd.DataFrame
-
-
 def coefficient_name(contrast: Contrast) -> str:
     """The model-matrix column of ``level`` vs its factor's base level (formulaic naming)."""
     return f"{contrast.factor}[T.{contrast.level}]"
@@ -61,7 +41,9 @@ def coefficient_name(contrast: Contrast) -> str:
 
 def fit_deseq2(counts: pd.DataFrame, frame: pd.DataFrame, design: str,
                contrasts: list[Contrast], *, alpha: float = 0.05, lfc_threshold: float = 0.0,
-               n_cpus: int = 1, shrink: bool = True) -> DeseqResult:
+               n_cpus: int = 1, shrink: bool = True,
+               engine: Literal["auto", "vectorized", "pydeseq2"] = "auto",
+               size_factors_fit_type: Literal["ratio", "poscounts"] = "ratio") -> DeseqResult:
     """Fit the study's design once and test every contrast.
 
     Parameters
@@ -85,20 +67,51 @@ def fit_deseq2(counts: pd.DataFrame, frame: pd.DataFrame, design: str,
         Worker processes for PyDESeq2. (default: ``1``)
     shrink
         Add shrunken log2 fold changes. (default: ``True``)
+    engine
+        ``"vectorized"``: :func:`dge_platform.deseq_engine.fit_group_design` (the contrasts
+        must share one factor, additive in the design); ``"pydeseq2"``: PyDESeq2;
+        ``"auto"``: the vectorized engine whenever it applies. (default: ``"auto"``)
+    size_factors_fit_type
+        ``"ratio"`` (median of ratios) or ``"poscounts"`` (sparse counts, e.g. DRUG-seq).
+        (default: ``"ratio"``)
     """
-    inference = DefaultInference(n_cpus=n_cpus)
     frame = frame.loc[counts.columns]
+    split = _group_split(frame, design, contrasts) if engine != "pydeseq2" else None
+    if engine == "vectorized" and split is None:
+        raise ValueError(f"design {design!r} with these contrasts is not a group + block "
+                         "design; use engine='pydeseq2'")
+    if split is not None:
+        groups, block = split
+        return fit_group_design(counts, groups, block, contrasts, alpha=alpha,
+                                lfc_threshold=lfc_threshold,
+                                size_factors_fit_type=size_factors_fit_type, shrink=shrink)
+    return _fit_pydeseq2(counts, frame, design, contrasts, alpha=alpha,
+                         lfc_threshold=lfc_threshold, n_cpus=n_cpus, shrink=shrink,
+                         size_factors_fit_type=size_factors_fit_type)
+
+
+def _group_split(frame: pd.DataFrame, design: str,
+                 contrasts: list[Contrast]) -> tuple[pd.Series, pd.DataFrame] | None:
+    factors = {c.factor for c in contrasts}
+    return group_design(frame, design, factors.pop()) if len(factors) == 1 else None
+
+
+def _fit_pydeseq2(counts: pd.DataFrame, frame: pd.DataFrame, design: str,
+                  contrasts: list[Contrast], *, alpha: float, lfc_threshold: float,
+                  n_cpus: int, shrink: bool, size_factors_fit_type: str) -> DeseqResult:
+    inference = DefaultInference(n_cpus=n_cpus)
     with warnings.catch_warnings():
         # PyDESeq2 warns on low residual df and slow convergence; both are expected here.
         warnings.simplefilter("ignore", UserWarning)
-        dds = _fitted(counts, frame, design, inference)
+        dds = _fitted(counts, frame, design, inference, size_factors_fit_type)
         tables = []
         for contrast in contrasts:
             stats = contrast_stats(dds, contrast, alpha=alpha, lfc_threshold=lfc_threshold,
                                    inference=inference)
             table = results_table(stats, contrast)
             table["log2_fold_change_shrunk"] = shrunken_lfc(
-                stats, contrast, frame, lambda f: _fitted(counts, f, design, inference),
+                stats, contrast, frame,
+                lambda f: _fitted(counts, f, design, inference, size_factors_fit_type),
                 inference) if shrink else np.nan
             tables.append(table)
         dds.vst(use_design=False)
@@ -126,9 +139,10 @@ def _column(var: pd.DataFrame, name: str, fill=np.nan) -> np.ndarray:
 
 
 def _fitted(counts: pd.DataFrame, frame: pd.DataFrame, design: str,
-            inference: DefaultInference) -> DeseqDataSet:
+            inference: DefaultInference, size_factors_fit_type: str) -> DeseqDataSet:
     dds = RParityDeseqDataSet(counts=counts.T, metadata=frame, design=design, refit_cooks=True,
-                              inference=inference, quiet=True)
+                              inference=inference, quiet=True,
+                              size_factors_fit_type=size_factors_fit_type)
     dds.deseq2()
     return dds
 

@@ -6,13 +6,21 @@ from dge_platform.defs.automation import nightly_reprocess, study_job, study_sen
 from dge_platform.defs.bulk import batch_corrected, deseq2, sample_qc, study_report
 from dge_platform.defs.enrichment import enrichment
 from dge_platform.defs.ingest import ingest_study, study_inputs
+from dge_platform.defs.screen import (
+    compound_activity,
+    compound_potency,
+    compound_similarity,
+    dose_response,
+    well_qc,
+)
 from dge_platform.defs.resources import DeseqResource, DgeHomeResource, WarehouseIOManager
 
 dge_home = DgeHomeResource()
 
 defs = dg.Definitions(
     assets=[study_inputs, ingest_study, deseq2, batch_corrected, sample_qc,
-            enrichment, study_report],
+            enrichment, study_report, well_qc, compound_activity, dose_response,
+            compound_potency, compound_similarity],
     jobs=[study_job],
     sensors=[study_sensor],
     schedules=[nightly_reprocess],

@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 import statsmodels.api as sm
 from pydeseq2.dds import DeseqDataSet
+from pydeseq2.utils import mean_absolute_deviation
+from scipy.special import polygamma
 from skmisc.loess import loess
 
 HIST_BREAKS = np.arange(-20, 21) / 2
@@ -57,16 +59,37 @@ class RParityDeseqDataSet(DeseqDataSet):
             self.var.loc[non_zero, "_normed_means"])
 
     def fit_dispersion_prior(self) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # PyDESeq2 warns at df <= 3
-            super().fit_dispersion_prior()
-        n, p = self.n_obs, self.obsm["design_matrix"].shape[-1]
-        if 0 < n - p <= 3:
-            genes = self.var.loc[self.non_zero_genes]
-            residuals = np.log(genes["genewise_dispersions"]) - np.log(genes["fitted_dispersions"])
-            above = genes["genewise_dispersions"] >= 100 * self.min_disp
-            self.uns["prior_disp_var"] = np.float64(
-                simulated_prior_variance(residuals[above].to_numpy(), n - p))
+        if "fitted_dispersions" not in self.var:
+            self.fit_dispersion_trend()
+        genes = self.var.loc[self.non_zero_genes]
+        residuals = np.log(genes["genewise_dispersions"]) - np.log(genes["fitted_dispersions"])
+        above = genes["genewise_dispersions"] >= 100 * self.min_disp
+        squared_logres, variance = dispersion_prior(
+            residuals[above].to_numpy(), self.n_obs - self.obsm["design_matrix"].shape[-1])
+        self.uns["_squared_logres"] = np.float64(squared_logres)
+        self.uns["prior_disp_var"] = np.float64(variance)
+
+
+def dispersion_prior(residuals: np.ndarray, df: int) -> tuple[float, float]:
+    """Spread of log-dispersion residuals and the prior variance of log dispersions.
+
+    Parameters
+    ----------
+    residuals
+        log(gene-wise) - log(trend) of the genes with gene-wise dispersion >= 100 x minDisp.
+    df
+        Residual degrees of freedom, samples - coefficients.
+
+    Returns
+    -------
+    The squared scaled MAD of the residuals (PyDESeq2's ``_squared_logres``, also the
+    dispersion-outlier threshold), and the prior variance: DESeq2's simulation match when
+    1 <= df <= 3, else ``max(MAD^2 - trigamma(df / 2), 0.25)`` as PyDESeq2.
+    """
+    squared_logres = mean_absolute_deviation(residuals) ** 2
+    if 0 < df <= 3:
+        return squared_logres, simulated_prior_variance(residuals, df)
+    return squared_logres, float(max(squared_logres - polygamma(1, df / 2), MIN_PRIOR_VAR))
 
 
 def parametric_trend(means: np.ndarray, dispersions: np.ndarray,

@@ -164,3 +164,32 @@ def single_well_conditions(sheet: pd.DataFrame) -> list[str]:
     counts = sheet.loc[sheet[ROLE] == "sample", CONDITION].value_counts()
     return sorted(counts.index[counts < 2])
 
+
+
+def analysis_wells(sheet: pd.DataFrame, passed: pd.Series, control: str,
+                   file: str) -> tuple[list[str], dict[str, str], list[Problem]]:
+    """The wells a screen's fit uses: controls and treated wells that passed well QC.
+
+    Returns the wells, the conditions left untested with the reason (every well failed QC),
+    and problems: a plate left with fewer than four usable controls cannot be analysed.
+    """
+    usable = sheet[ROLE].isin(TESTED_ROLES) & passed.reindex(sheet.index).fillna(False)
+    problems = []
+    controls = (usable & (sheet[ROLE] == "control")).groupby(sheet["plate"]).sum()
+    for plate, n in controls.items():
+        if n < MIN_CONTROLS_PER_PLATE:
+            problems.append(Problem(file, "column 'plate'", f"plate {plate!r} has {int(n)} "
+                                    f"control well(s) ({control}) that passed well QC; at "
+                                    f"least {MIN_CONTROLS_PER_PLATE} are needed", "see the "
+                                    "well_qc table for why wells failed; re-run the plate or "
+                                    "leave it out of the screen"))
+    treated = sheet[sheet[ROLE] == "sample"]
+    kept = usable.loc[treated.index].groupby(treated[CONDITION]).sum()
+    untested = {c: "every well failed well QC" for c, n in kept.items() if n == 0}
+    return sheet.index[usable].tolist(), untested, problems
+
+
+def condition_plates(sheet: pd.DataFrame) -> pd.Series:
+    """Plate(s) of each tested condition, comma-joined when a condition spans plates."""
+    treated = sheet[sheet[ROLE] == "sample"]
+    return treated.groupby(CONDITION)["plate"].agg(lambda p: ",".join(sorted(set(p))))

@@ -65,12 +65,45 @@ TABLES: dict[str, TableSpec] = {spec.name: spec for spec in [
                   ("gene_symbol", "VARCHAR"), ("base_mean", "DOUBLE"),
                   ("log2_fold_change", "DOUBLE"), ("lfc_se", "DOUBLE"), ("stat", "DOUBLE"),
                   ("pvalue", "DOUBLE"), ("padj", "DOUBLE"),
-                  ("log2_fold_change_shrunk", "DOUBLE"), ("significant", "BOOLEAN"))),
+                  ("log2_fold_change_shrunk", "DOUBLE"), ("significant", "BOOLEAN"),
+                  ("compound", "VARCHAR"), ("dose", "DOUBLE"))),
     TableSpec("sample_qc", "Per analysed sample: PCA scores, mean distance to the other "
               "samples, and likely-outlier flags with the reason.", (
                   ("study_id", "VARCHAR"), ("sample", "VARCHAR"), ("pc1", "DOUBLE"),
                   ("pc2", "DOUBLE"), ("mean_distance", "DOUBLE"), ("outlier", "BOOLEAN"),
                   ("outlier_reason", "VARCHAR"))),
+    TableSpec("well_qc", "Screens: one row per well with depth, genes detected, "
+              "mitochondrial fraction, correlation to the plate's control profile, pass/fail "
+              "and the reason. Failed wells are left out of testing.", (
+                  ("study_id", "VARCHAR"), ("sample", "VARCHAR"), ("plate", "VARCHAR"),
+                  ("well", "VARCHAR"), ("row", "VARCHAR"), ("column", "BIGINT"),
+                  ("well_type", "VARCHAR"), ("compound", "VARCHAR"), ("dose", "DOUBLE"),
+                  ("total_counts", "BIGINT"), ("genes_detected", "BIGINT"),
+                  ("pct_mito", "DOUBLE"), ("control_correlation", "DOUBLE"),
+                  ("passed", "BOOLEAN"), ("reason", "VARCHAR"))),
+    TableSpec("compound_activity", "Screens: per compound x dose, DEG counts (padj < alpha) "
+              "against the 95th percentile of its plate's control-vs-control null; active "
+              "when above.", (
+                  ("study_id", "VARCHAR"), ("contrast", "VARCHAR"), ("compound", "VARCHAR"),
+                  ("dose", "DOUBLE"), ("dose_unit", "VARCHAR"), ("plate", "VARCHAR"),
+                  ("n_wells", "BIGINT"), ("n_up", "BIGINT"), ("n_down", "BIGINT"),
+                  ("n_deg", "BIGINT"), ("null_threshold", "DOUBLE"), ("null_median", "DOUBLE"),
+                  ("n_null_splits", "BIGINT"), ("active", "BOOLEAN"))),
+    TableSpec("dose_response", "Screens: per compound and responsive gene, the best "
+              "dose-response model (AIC), benchmark dose, EC50 and fit quality.", (
+                  ("study_id", "VARCHAR"), ("compound", "VARCHAR"), ("gene_id", "VARCHAR"),
+                  ("gene_symbol", "VARCHAR"), ("best_model", "VARCHAR"), ("bmd", "DOUBLE"),
+                  ("ec50", "DOUBLE"), ("direction", "VARCHAR"), ("fit_ok", "BOOLEAN"))),
+    TableSpec("compound_potency", "Screens: per compound, the transcriptional point of "
+              "departure (median BMD of its most sensitive genes).", (
+                  ("study_id", "VARCHAR"), ("compound", "VARCHAR"), ("tpod", "DOUBLE"))),
+    TableSpec("compound_similarity", "Screens: per active compound x dose, its nearest "
+              "conditions of other compounds by signature correlation (MoA hypotheses), with "
+              "its cluster.", (
+                  ("study_id", "VARCHAR"), ("contrast", "VARCHAR"), ("compound", "VARCHAR"),
+                  ("dose", "DOUBLE"), ("cluster", "BIGINT"), ("rank", "BIGINT"),
+                  ("neighbor_contrast", "VARCHAR"), ("neighbor_compound", "VARCHAR"),
+                  ("neighbor_dose", "DOUBLE"), ("correlation", "DOUBLE"))),
     TableSpec("enrichment", "Per contrast (and cell type where present), collection and term: "
               "over-representation of up- and down-regulated DEGs (hypergeometric against the "
               "tested genes; score = odds ratio, genes = overlap) and GSEA prerank on the Wald "

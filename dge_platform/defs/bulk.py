@@ -13,6 +13,9 @@ from dge_platform.design import study_design_frame, treatment_matrix
 from dge_platform.defs.partitions import study_partitions
 from dge_platform.defs.resources import DeseqResource, DgeHomeResource
 from dge_platform import plots
+from dge_platform.plate_map import analysis_wells, condition_table
+from dge_platform.problems import format_problems
+from dge_platform.well_qc import well_qc
 from dge_platform.qc import flag_outliers, pca, sample_distances
 from dge_platform.replicates import collapse_sheet
 from dge_platform.report import build_report, deg_summary
@@ -58,18 +61,28 @@ def _out(table: str) -> dg.AssetOut:
 def deseq2(context: dg.AssetExecutionContext, deseq: DeseqResource, raw_counts: pd.DataFrame,
            samples: pd.DataFrame, studies: pd.DataFrame, genes: pd.DataFrame):
     config = study_config(studies)
-    if config.kind != "bulk":
+    if config.kind not in ("bulk", "screen"):
         context.log.info(f"study kind '{config.kind}': bulk DE assets skipped")
         return
-    counts, sheet = analysis_samples(to_wide(raw_counts, "count").astype("int64"),
-                                     sheet_from_samples_table(samples), config.replicate_of)
-    frame = study_design_frame(sheet, config.design, config.contrasts, config.batch)
-    fit = fit_deseq2(counts, frame, config.design, config.contrasts, alpha=config.alpha,
-                     lfc_threshold=config.lfc_threshold, n_cpus=deseq.cpus())
-    summary = sample_summary(counts, fit.size_factors, sheet)
     symbols = genes.set_index("gene_id")["gene_symbol"]
+    counts = to_wide(raw_counts, "count").astype("int64")
+    sheet = sheet_from_samples_table(samples)
+    contrasts, untested = config.contrasts, {}
+    if config.kind == "screen":
+        counts, sheet, untested = _screen_wells(counts, sheet, symbols, config)
+        contrasts = [c for c in contrasts if c.name not in untested]
+        for name, reason in untested.items():
+            context.log.warning(f"{name} not tested: {reason}")
+    counts, sheet = analysis_samples(counts, sheet, config.replicate_of)
+    frame = study_design_frame(sheet, config.design, contrasts, config.batch)
+    fit = fit_deseq2(counts, frame, config.design, contrasts, alpha=config.alpha,
+                     lfc_threshold=config.lfc_threshold, n_cpus=deseq.cpus(),
+                     # sparse well counts: most genes have a zero somewhere (DESeq2 advice)
+                     size_factors_fit_type="poscounts" if config.kind == "screen" else "ratio")
+    summary = sample_summary(counts, fit.size_factors, sheet)
     results = fit.results.assign(gene_symbol=symbols.reindex(fit.results["gene_id"]).to_numpy(),
                                  significant=lambda t: (t["padj"] < config.alpha).fillna(False))
+    results = _with_conditions(results, sheet if config.kind == "screen" else None)
     results = results[[c for c, _ in TABLES["deg_results"].columns if c != "study_id"]]
     collapsed = int(raw_counts["sample"].nunique() - counts.shape[1])
     yield dg.Output(summary, "size_factors", metadata={
@@ -81,6 +94,7 @@ def deseq2(context: dg.AssetExecutionContext, deseq: DeseqResource, raw_counts: 
         "dispersion_outliers": int(fit.dispersions["dispersion_outlier"].sum())})
     counts_by_contrast = deg_summary(results, config.alpha)
     yield dg.Output(results, "deg_results", metadata={
+        "untested": dg.MetadataValue.json(untested),
         "deg_summary": dg.MetadataValue.md(counts_by_contrast.to_markdown(index=False)),
         **{f"deg_up/{r.contrast}": r.up for r in counts_by_contrast.itertuples()},
         **{f"deg_down/{r.contrast}": r.down for r in counts_by_contrast.itertuples()},
@@ -89,10 +103,31 @@ def deseq2(context: dg.AssetExecutionContext, deseq: DeseqResource, raw_counts: 
                       "sample"].tolist()
     yield dg.AssetCheckResult(check_name="size_factors_valid", asset_key="size_factors",
                               passed=not bad, metadata={"bad_samples": dg.MetadataValue.json(bad)})
-    problems = result_problems(results, config.contrasts, counts.shape[0])
+    problems = result_problems(results, contrasts, counts.shape[0])
     yield dg.AssetCheckResult(check_name="deg_results_valid", asset_key="deg_results",
                               passed=not problems,
                               metadata={"problems": dg.MetadataValue.json(problems)})
+
+
+def _screen_wells(counts: pd.DataFrame, sheet: pd.DataFrame, symbols: pd.Series,
+                  config: StudyConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
+    """A screen's tested wells: controls and treated wells passing well QC (the same rules
+    the well_qc table records), plus conditions left untested and why."""
+    qc = well_qc(counts, sheet, symbols)
+    wells, untested, problems = analysis_wells(sheet, qc["passed"], config.control,
+                                               config.sheet_file)
+    if problems:
+        raise dg.Failure(description=format_problems(config.id, problems))
+    return counts[wells], sheet.loc[wells], untested
+
+
+def _with_conditions(results: pd.DataFrame, sheet: pd.DataFrame | None) -> pd.DataFrame:
+    """Add each screen contrast's compound and dose (null for other studies)."""
+    if sheet is None:
+        return results.assign(compound=None, dose=float("nan"))
+    table = condition_table(sheet).set_index("condition")
+    return results.assign(compound=table["compound"].reindex(results["contrast"]).to_numpy(),
+                          dose=table["dose"].reindex(results["contrast"]).to_numpy())
 
 
 def _table_asset(table: str, note: str, **kwargs):
@@ -132,11 +167,15 @@ def _without_batch(expression: pd.DataFrame, sheet: pd.DataFrame,
 
 
 @_table_asset("sample_qc", "Also writes the QC plots (PNG) to "
-              "warehouse/qc_plots/study_id=<id>/.")
+              "warehouse/qc_plots/study_id=<id>/. Screens have well_qc instead.",
+              output_required=False)
 def sample_qc(context: dg.AssetExecutionContext, dge_home: DgeHomeResource, vst: pd.DataFrame,
               size_factors: pd.DataFrame, deg_results: pd.DataFrame,
               gene_dispersions: pd.DataFrame, samples: pd.DataFrame, studies: pd.DataFrame):
     config = study_config(studies)
+    if config.kind == "screen":
+        context.log.info("screens are QC'd per well (well_qc asset)")
+        return
     expression = to_wide(vst, "vst")
     sheet = _analysis_sheet(samples, config)
     scores, explained = pca(expression)

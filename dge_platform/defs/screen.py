@@ -1,0 +1,209 @@
+"""Screen assets: well QC, activity calls, dose-response, potency and compound similarity.
+
+The screen's DE is the shared ``deseq2`` fit (every compound x dose vs the control wells);
+these assets read its tables. Studies of another kind skip them.
+"""
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from dge_platform import plots
+from dge_platform.compound_activity import (
+    activity_calls,
+    null_deg_counts,
+    pseudo_treatment_size,
+)
+from dge_platform.compound_similarity import compound_similarity as similarity_of
+from dge_platform.compound_similarity import conditions, informative_genes, signature_matrix
+from dge_platform.defs.bulk import study_config
+from dge_platform.defs.partitions import study_partitions
+from dge_platform.defs.resources import DgeHomeResource
+from dge_platform.dose_response import compound_potency as potency_of
+from dge_platform.dose_response import fit_dose_response
+from dge_platform.plate_map import ROLE, condition_plates, condition_table
+from dge_platform.study_tables import sheet_from_samples_table, to_wide
+from dge_platform.tables import TABLES
+from dge_platform.warehouse import Warehouse
+from dge_platform.well_qc import well_qc as well_qc_of
+
+GROUP = "screen"
+CODE_VERSION = "screen-1"
+MAX_PLATES_SHOWN = 4
+
+
+def _screen_asset(table: str, note: str = "", **kwargs):
+    return dg.asset(name=table, io_manager_key="warehouse_io", partitions_def=study_partitions,
+                    group_name=GROUP, kinds={"parquet"}, code_version=CODE_VERSION,
+                    output_required=False,
+                    description=f"{TABLES[table].description} {note}".strip(), **kwargs)
+
+
+def _columns(table: str) -> list[str]:
+    return [c for c, _ in TABLES[table].columns if c != "study_id"]
+
+
+def _skip(context: dg.AssetExecutionContext, kind: str) -> bool:
+    if kind != "screen":
+        context.log.info(f"study kind '{kind}': screen assets skipped")
+        return True
+    return False
+
+
+@_screen_asset("well_qc", "Plate heatmaps (depth, genes detected, flags) are in the "
+               "metadata and in warehouse/screen_plots/study_id=<id>/.")
+def well_qc(context: dg.AssetExecutionContext, dge_home: DgeHomeResource,
+            raw_counts: pd.DataFrame, samples: pd.DataFrame, genes: pd.DataFrame,
+            studies: pd.DataFrame):
+    config = study_config(studies)
+    if _skip(context, config.kind):
+        return
+    sheet = sheet_from_samples_table(samples)
+    qc = well_qc_of(to_wide(raw_counts, "count"), sheet,
+                    genes.set_index("gene_id")["gene_symbol"])
+    figures = {}
+    for plate, wells in qc.groupby("plate", sort=True):
+        by_well = wells.set_index("well")
+        failed = ~by_well["passed"]
+        figures[f"plate_{plate}_depth"] = plots.plate_heatmap(
+            np.log10(by_well["total_counts"].clip(lower=1)), f"{plate}: log10 total counts",
+            label="log10 counts", flagged=failed)
+        figures[f"plate_{plate}_genes"] = plots.plate_heatmap(
+            by_well["genes_detected"], f"{plate}: genes detected", label="genes", flagged=failed)
+        figures[f"plate_{plate}_flags"] = plots.plate_heatmap(
+            failed.astype(float), f"{plate}: failed wells (x)", cmap="Reds", label="failed",
+            flagged=failed)
+    Warehouse(dge_home.home().warehouse).replace_files(
+        "screen_plots", context.partition_key,
+        {f"{name}.png": png for name, png in figures.items()})
+    reasons = qc.loc[~qc["passed"], "reason"].str.split("; ").explode().value_counts()
+    shown = sorted(qc["plate"].unique())[:MAX_PLATES_SHOWN]
+    yield dg.Output(qc[_columns("well_qc")], metadata={
+        "n_wells": len(qc), "n_failed": int((~qc["passed"]).sum()),
+        "failed_by_reason": dg.MetadataValue.json(reasons.to_dict()),
+        **{name: dg.MetadataValue.md(plots.markdown_image(png, name))
+           for name, png in figures.items() if name.split("_")[1] in shown},
+    })
+
+
+@_screen_asset("compound_activity", "The null: per plate, 200 random splits of the usable "
+               "control wells (pseudo-treatment of the median replicate count) tested like "
+               "real contrasts with the fit's dispersions.")
+def compound_activity(context: dg.AssetExecutionContext, raw_counts: pd.DataFrame,
+                      samples: pd.DataFrame, size_factors: pd.DataFrame,
+                      gene_dispersions: pd.DataFrame, deg_results: pd.DataFrame,
+                      studies: pd.DataFrame):
+    config = study_config(studies)
+    if _skip(context, config.kind):
+        return
+    sheet = sheet_from_samples_table(samples)
+    analysed = size_factors.set_index("sample")["size_factor"]
+    sheet = sheet.loc[analysed.index]
+    table = condition_table(sheet)
+    table = table[table["condition"].isin(set(deg_results["contrast"]))]
+    table = table.rename(columns={"condition": "contrast"})
+    table["plate"] = condition_plates(sheet).reindex(table["contrast"]).to_numpy()
+    counts = to_wide(raw_counts, "count")[analysed.index]
+    dispersions = gene_dispersions.set_index("gene_id")
+    nulls = {}
+    for plate, wells in sheet[sheet[ROLE] == "control"].groupby("plate"):
+        controls = wells.index.tolist()
+        n_treated = pseudo_treatment_size(table["n_wells"], len(controls))
+        nulls[plate] = null_deg_counts(
+            counts.loc[dispersions.index], analysed, dispersions["dispersion"],
+            dispersions["base_mean"], controls, n_treated, alpha=config.alpha,
+            lfc_threshold=config.lfc_threshold, seed=0)
+        context.log.info(f"plate {plate}: null of {len(nulls[plate])} control splits "
+                         f"({n_treated} vs {len(controls) - n_treated} wells), 95th percentile "
+                         f"{np.quantile(nulls[plate], 0.95):.1f} DEGs")
+    calls = activity_calls(deg_results, table, nulls, alpha=config.alpha)
+    yield dg.Output(calls, metadata={
+        "n_conditions": len(calls), "n_active": int(calls["active"].sum()),
+        "null_threshold_by_plate": dg.MetadataValue.json(
+            {p: float(np.quantile(v, 0.95)) for p, v in nulls.items()}),
+        "active": dg.MetadataValue.md(calls[calls["active"]].sort_values(
+            "n_deg", ascending=False).head(40).to_markdown(index=False)),
+    })
+
+
+@_screen_asset("dose_response", "Fitted on each compound's wells and its plates' controls "
+               "(dose 0), on VST expression, for genes with padj < alpha at any dose of the "
+               "compound. Compounds with fewer than 3 doses are skipped.")
+def dose_response(context: dg.AssetExecutionContext, vst: pd.DataFrame, samples: pd.DataFrame,
+                  deg_results: pd.DataFrame, genes: pd.DataFrame, studies: pd.DataFrame):
+    config = study_config(studies)
+    if _skip(context, config.kind):
+        return
+    expression = to_wide(vst, "vst")
+    sheet = sheet_from_samples_table(samples).loc[expression.columns]
+    doses = pd.to_numeric(sheet["dose"])
+    significant = deg_results[deg_results["padj"] < config.alpha]
+    fits, skipped = [], {}
+    for compound, wells in sheet[sheet[ROLE] == "sample"].groupby("compound", sort=True):
+        responsive = significant.loc[significant["compound"] == compound, "gene_id"].unique()
+        if len(responsive) == 0:
+            skipped[compound] = "no gene with padj < alpha at any dose"
+            continue
+        controls = sheet.index[(sheet[ROLE] == "control") & sheet["plate"].isin(wells["plate"])]
+        used = wells.index.append(controls)
+        try:
+            fit = fit_dose_response(expression.loc[responsive, used], doses.loc[used])
+        except ValueError as err:
+            skipped[compound] = str(err)
+            continue
+        fits.append(fit.assign(compound=compound))
+    symbols = genes.set_index("gene_id")["gene_symbol"]
+    if not fits:
+        context.log.info("no compound had responsive genes over enough doses")
+        table = pd.DataFrame(columns=_columns("dose_response"))
+    else:
+        table = pd.concat(fits, ignore_index=True)
+        table["gene_symbol"] = symbols.reindex(table["gene_id"]).to_numpy()
+        first = _columns("dose_response")
+        table = table[first + [c for c in table.columns if c not in first]]
+    yield dg.Output(table, metadata={
+        "n_compounds_fitted": len(fits), "skipped": dg.MetadataValue.json(skipped),
+        "n_genes_with_bmd": int(table["bmd"].notna().sum()) if len(table) else 0})
+
+
+@_screen_asset("compound_potency", "tPOD = median BMD of the compound's most sensitive genes "
+               "(see README, 'Screens').")
+def compound_potency(context: dg.AssetExecutionContext, dose_response: pd.DataFrame,
+                     studies: pd.DataFrame):
+    config = study_config(studies)
+    if _skip(context, config.kind):
+        return
+    table = potency_of(dose_response) if len(dose_response) else \
+        pd.DataFrame(columns=_columns("compound_potency"))
+    yield dg.Output(table, metadata={
+        "n_compounds_with_tpod": int(table["tpod"].notna().sum()) if len(table) else 0,
+        "potency": dg.MetadataValue.md(table.sort_values("tpod").head(40).to_markdown(
+            index=False)) if len(table) else ""})
+
+
+@_screen_asset("compound_similarity", "Signatures are Wald statistics over informative genes "
+               "(significant in some condition); only active conditions are compared, since "
+               "inactive signatures are noise. Heatmap in the metadata.")
+def compound_similarity(context: dg.AssetExecutionContext, deg_results: pd.DataFrame,
+                        compound_activity: pd.DataFrame, studies: pd.DataFrame):
+    config = study_config(studies)
+    if _skip(context, config.kind):
+        return
+    active = compound_activity.loc[compound_activity["active"], "contrast"]
+    rows = deg_results[deg_results["contrast"].isin(set(active))]
+    if active.nunique() < 2:
+        context.log.info(f"{active.nunique()} active condition(s): nothing to compare")
+        yield dg.Output(pd.DataFrame(columns=_columns("compound_similarity")),
+                        metadata={"n_active": int(active.nunique())})
+        return
+    genes = informative_genes(rows, alpha=config.alpha)
+    result = similarity_of(signature_matrix(rows), genes, conditions_meta=conditions(rows))
+    table = result.neighbors.join(result.clusters["cluster"], on="contrast")
+    heatmap = plots.similarity_heatmap(result.similarity, result.order,
+                                       result.clusters["cluster"])
+    yield dg.Output(table[_columns("compound_similarity")], metadata={
+        "n_active": int(active.nunique()), "n_genes": len(genes),
+        "n_clusters": int(result.clusters["cluster"].nunique()),
+        "notes": dg.MetadataValue.json(result.notes),
+        "similarity_heatmap": dg.MetadataValue.md(plots.markdown_image(heatmap, "similarity")),
+    })

@@ -1,0 +1,223 @@
+"""The vectorized DESeq2 engine against PyDESeq2 (the R-parity path) on every design the
+platform uses, and the screen simulator against its planted truth."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.simulate_screen import simulate_screen
+from dge_platform.bulk_de import fit_deseq2
+from dge_platform.deseq_engine import group_design, two_group_test
+from dge_platform.design import study_design_frame
+from dge_platform.study import Contrast
+from dge_platform.validation import load_study
+from dge_platform_tests.conftest import BUNDLED
+from dge_platform_tests.test_bulk_de import jaccard, simulate
+
+
+def both_engines(counts, frame, design, contrasts, **kwargs):
+    return tuple(fit_deseq2(counts, frame, design, contrasts, n_cpus=2, engine=engine, **kwargs)
+                 for engine in ("vectorized", "pydeseq2"))
+
+
+def rel_diff(a, b) -> np.ndarray:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    both = np.isfinite(a) & np.isfinite(b)
+    return np.abs(a[both] - b[both]) / np.abs(b[both])
+
+
+def assert_agree(ours, ref, *, min_jaccard: float = 0.98, shrunk_within: float | None = 0.995,
+                 filtered_mismatch: float = 0.05) -> None:
+    """Engine results match PyDESeq2's: size factors exactly, dispersions and statistics
+    to optimizer precision (a few genes whose optimum PyDESeq2's L-BFGS-B misses aside)."""
+    np.testing.assert_allclose(ours.size_factors, ref.size_factors, rtol=1e-10)
+    # Gene-wise estimates starting at the floor are where PyDESeq2's L-BFGS-B stops on
+    # rounding noise; the few that differ move the trend fitted on them by < 1 %, and with
+    # 1-3 residual df the simulated prior variance (a grid argmin) by a little more.
+    for col, tol in (("dispersion_gene_est", 1e-4), ("dispersion_trend", 0.01),
+                     ("dispersion", 0.03)):
+        diff = rel_diff(ours.dispersions[col], ref.dispersions[col])
+        assert np.median(diff) < tol and np.quantile(diff, 0.98) < 3 * tol + 0.02, col
+    assert (ours.dispersions["dispersion_outlier"] != ref.dispersions["dispersion_outlier"]) \
+        .mean() < 0.002
+    for name in ref.results["contrast"].unique():
+        a = ours.results[ours.results["contrast"] == name].set_index("gene_id")
+        b = ref.results[ref.results["contrast"] == name].set_index("gene_id")
+        assert list(a.index) == list(b.index)
+        np.testing.assert_allclose(a["base_mean"], b["base_mean"], rtol=1e-8)
+        assert (a["log2_fold_change"].isna() == b["log2_fold_change"].isna()).all()
+        tested = a["log2_fold_change"].notna()
+        assert np.corrcoef(a.loc[tested, "log2_fold_change"],
+                           b.loc[tested, "log2_fold_change"])[0, 1] >= 0.999
+        assert np.median(rel_diff(a["pvalue"], b["pvalue"])) < 0.01
+        assert (a["pvalue"].isna() != b["pvalue"].isna()).mean() < 0.002
+        # Independent filtering picks one of 50 mean cut-offs; where the number of
+        # rejections is flat in the cut-off, a nearby one may be picked.
+        assert (a["padj"].isna() != b["padj"].isna()).mean() < filtered_mismatch
+        sig_a, sig_b = set(a.index[a["padj"] < 0.05]), set(b.index[b["padj"] < 0.05])
+        if len(sig_a | sig_b) >= 20:
+            assert jaccard(sig_a, sig_b) >= min_jaccard, name
+        if shrunk_within is not None:
+            sa, sb = a["log2_fold_change_shrunk"], b["log2_fold_change_shrunk"]
+            ok = sa.notna() & sb.notna()
+            # The Cauchy prior makes a few posteriors bimodal; PyDESeq2's L-BFGS-B may end
+            # in the worse mode, the engine returns the better one.
+            assert (np.abs(sa[ok] - sb[ok]) < 0.05).mean() >= shrunk_within, name
+
+
+def bundled(name: str, n_genes: int | None = None):
+    study = load_study(BUNDLED / name)
+    cfg = study.config
+    counts = study.counts
+    if n_genes:
+        counts = counts.iloc[np.sort(np.random.default_rng(0).choice(len(counts), n_genes,
+                                                                     replace=False))]
+    frame = study_design_frame(study.samples, cfg.design, cfg.contrasts, cfg.batch)
+    return counts, frame, cfg
+
+
+@pytest.mark.parametrize("name,n_genes", [("pasilla", 4000), ("airway", 4000)])
+def test_bundled_designs_agree(name, n_genes):
+    counts, frame, cfg = bundled(name, n_genes)
+    ours, ref = both_engines(counts, frame, cfg.design, cfg.contrasts, alpha=cfg.alpha)
+    assert_agree(ours, ref)
+    diff = np.abs(ours.vst.to_numpy() - ref.vst.to_numpy())
+    assert np.median(diff) < 0.01 and diff.max() < 0.05
+
+
+def test_lfc_threshold_agrees():
+    counts, frame, cfg = bundled("pasilla", 2000)
+    ours, ref = both_engines(counts, frame, cfg.design, cfg.contrasts, lfc_threshold=0.5,
+                             shrink=False)
+    assert_agree(ours, ref, shrunk_within=None)
+
+
+def test_continuous_covariate_and_non_base_reference_agree():
+    counts, sheet, _ = simulate(n_genes=800, n_per_group=6, seed=11)
+    sheet["condition"] = ["a"] * 4 + ["b"] * 4 + ["c"] * 4
+    sheet["age"] = [str(v) for v in np.random.default_rng(1).uniform(20, 70, 12).round()]
+    contrasts = [Contrast(name="b_vs_a", factor="condition", level="b", reference="a"),
+                 Contrast(name="c_vs_b", factor="condition", level="c", reference="b")]
+    frame = study_design_frame(sheet, "~ age + condition", contrasts, None)
+    assert group_design(frame, "~ age + condition", "condition")[1].columns.tolist() == ["age"]
+    # With a block column the shrinkage keeps the third group at its MLE: close, not exact.
+    assert_agree(*both_engines(counts, frame, "~ age + condition", contrasts),
+                 shrunk_within=0.97)
+
+
+def screen_frame(plate_map: pd.DataFrame) -> pd.DataFrame:
+    pm = plate_map.set_index("sample")
+    conditions = ["DMSO"] + sorted(set(pm["condition"]) - {"DMSO"})
+    return pd.DataFrame({"plate": pd.Categorical(pm["plate"]),
+                         "condition": pd.Categorical(pm["condition"], categories=conditions)},
+                        index=pm.index)
+
+
+def screen_contrasts(levels: list[str]) -> list[Contrast]:
+    return [Contrast(name=f"{lv}_vs_DMSO", factor="condition", level=lv, reference="DMSO")
+            for lv in levels]
+
+
+@pytest.fixture(scope="module")
+def small_screen():
+    screen = simulate_screen(n_genes=1000, seed=3)
+    frame = screen_frame(screen.plate_map)
+    contrasts = screen_contrasts([c for c in screen.true_lfc.columns
+                                  if c.startswith(("CMP01", "CMP02", "CMP03", "CMP09"))])
+    ours, ref = both_engines(screen.counts, frame, "~ condition", contrasts, shrink=False)
+    return screen, frame, ours, ref
+
+
+def test_screen_agrees(small_screen):
+    _, _, ours, ref = small_screen
+    assert_agree(ours, ref, min_jaccard=0.95, shrunk_within=None, filtered_mismatch=0.15)
+
+
+@pytest.mark.parametrize("n_plates,fit_type", [(1, "poscounts"), (2, "ratio")])
+def test_screen_designs_agree(n_plates, fit_type):
+    screen = simulate_screen(n_genes=800, n_plates=n_plates, seed=5)
+    design = "~ plate + condition" if n_plates > 1 else "~ condition"
+    contrasts = screen_contrasts(["CMP01_1", "CMP02_10", "CMP09_10"])
+    assert_agree(*both_engines(screen.counts, screen_frame(screen.plate_map), design, contrasts,
+                               size_factors_fit_type=fit_type), min_jaccard=0.95,
+                 filtered_mismatch=0.15, shrunk_within=0.99 if n_plates == 1 else 0.97)
+
+
+def test_cooks_outliers_replaced_and_refitted_as_pydeseq2():
+    counts, sheet, _ = simulate(n_genes=600, n_per_group=8, seed=5)
+    rng = np.random.default_rng(0)
+    for gene in rng.choice(len(counts), 15, replace=False):  # planted outliers
+        counts.iloc[gene, rng.integers(16)] *= 40
+    contrasts = [Contrast(name="t_vs_c", factor="condition", level="treat", reference="ctrl")]
+    frame = study_design_frame(sheet, "~ condition", contrasts, None)
+    ours, ref = both_engines(counts, frame, "~ condition", contrasts)
+    assert_agree(ours, ref)
+    # Refitted genes get the replaced counts' base mean: same genes in both.
+    moved = ~np.isclose(ours.results["base_mean"], ours.normalized_counts.mean(axis=1).to_numpy())
+    assert moved.sum() >= 10
+    np.testing.assert_allclose(ours.results["base_mean"], ref.results["base_mean"], rtol=1e-10)
+
+
+def test_group_design_rejects_interactions_and_numeric_factors():
+    frame = pd.DataFrame({"a": pd.Categorical(list("xxyyxy")), "b": pd.Categorical(list("uvuvvu")),
+                          "c": [1.0, 2, 3, 4, 5, 6]})
+    assert group_design(frame, "~ a + b + a:b", "a") is None
+    assert group_design(frame, "~ c + a", "c") is None
+    groups, block = group_design(frame, "~ b + c + a", "a")
+    assert list(groups.cat.categories) == ["x", "y"] and list(block.columns) == ["b[T.v]", "c"]
+
+
+def test_simulated_screen_truth_is_recovered(small_screen):
+    screen, frame, ours, ref = small_screen
+    truth = screen.true_lfc.abs() > 0
+    truth = truth[[c.removesuffix("_vs_DMSO") for c in ours.results["contrast"].unique()]]
+    stats = {}
+    for label, fit in (("engine", ours), ("pydeseq2", ref)):
+        res = fit.results.assign(condition=fit.results["contrast"].str.replace("_vs_DMSO", ""))
+        called = res[res["padj"] < 0.05]
+        true_calls = truth.stack().loc[list(zip(called["gene_id"], called["condition"]))]
+        stats[label] = (1 - true_calls.mean(), true_calls.sum() / truth.to_numpy().sum())
+    fdp, sensitivity = stats["engine"]
+    print(f"\nscreen: engine FDP {fdp:.3f} sensitivity {sensitivity:.3f}; "
+          f"pydeseq2 {stats['pydeseq2']}")
+    assert fdp <= 0.08
+    assert abs(sensitivity - stats["pydeseq2"][1]) <= 0.02
+    inactive = ours.results[ours.results["contrast"].str.startswith("CMP09")]
+    assert (inactive["padj"] < 0.05).sum() <= 3
+
+
+def test_two_group_test_null_and_speed(small_screen):
+    screen, frame, ours, _ = small_screen
+    dmso = (frame["condition"] == "DMSO").to_numpy()
+    disp = ours.dispersions["dispersion"].to_numpy()
+    base_mean = ours.results.drop_duplicates("gene_id")["base_mean"].to_numpy()
+    sf = ours.size_factors.to_numpy()
+    # The same statistics as the fit for a contrast (no block: other groups do not enter).
+    level = (frame["condition"] == "CMP01_10").to_numpy()
+    res = two_group_test(screen.counts, sf, disp, level, dmso, base_mean)
+    fit = ours.results[ours.results["contrast"] == "CMP01_10_vs_DMSO"].set_index("gene_id")
+    # Genes without counts in either set are left untested.
+    untested = res["log2_fold_change"].isna()
+    assert (screen.counts.loc[untested, level | dmso] == 0).all().all()
+    np.testing.assert_allclose(res.loc[~untested, "log2_fold_change"],
+                               fit.loc[~untested, "log2_fold_change"], atol=1e-4)  # IRLS tol
+    np.testing.assert_allclose(res.loc[~untested, "lfc_se"], fit.loc[~untested, "lfc_se"],
+                               rtol=1e-4)
+    # DMSO vs DMSO: (almost) nothing is called.
+    rng = np.random.default_rng(0)
+    half = rng.permutation(np.flatnonzero(dmso))
+    a, b = np.zeros_like(dmso), np.zeros_like(dmso)
+    a[half[:8]], b[half[8:]] = True, True
+    null = two_group_test(screen.counts, sf, disp, a, b, base_mean)
+    assert (null["padj"] < 0.05).sum() <= 2
+    # Fast enough for many random splits: 20,000 genes x 20 wells.
+    big = pd.concat([screen.counts] * 20, ignore_index=True)
+    wells = np.zeros(len(dmso), bool)
+    wells[np.flatnonzero(dmso)[:10]] = True
+    start = time.perf_counter()
+    two_group_test(big, sf, np.tile(disp, 20), level, wells, np.tile(base_mean, 20))
+    assert time.perf_counter() - start < 0.5

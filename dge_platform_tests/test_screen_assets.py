@@ -1,0 +1,157 @@
+"""The screen asset chain through `dge add --run`: the real MAC-seq plate and a simulated
+two-plate screen with planted effects, checked through SQL on the catalog."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from bench.simulate_screen import simulate_screen
+from dge_platform.cli import main
+from dge_platform.tables import TABLES
+from dge_platform_tests.conftest import copy_bundled
+
+
+def dge(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def sql(query: str) -> pd.DataFrame:
+    result = dge("sql", query, "--format", "json")
+    assert result.exit_code == 0, result.output
+    return pd.DataFrame(json.loads(result.output))
+
+
+def write_simulated(folder, screen) -> None:
+    folder.mkdir(parents=True)
+    (folder / "counts").mkdir()
+    for plate, wells in screen.plate_map.groupby("plate"):
+        screen.counts[wells["sample"]].rename_axis("gene_id").to_csv(
+            folder / "counts" / f"{plate}.tsv.gz", sep="\t")
+    screen.plate_map.drop(columns=["condition"]).to_csv(folder / "plate_map.tsv", sep="\t",
+                                                        index=False)
+    (folder / "study.yaml").write_text(yaml.safe_dump({
+        "id": "sim_screen", "kind": "screen", "organism": "Homo sapiens",
+        "counts": "counts/*.tsv.gz", "plate_map": "plate_map.tsv", "control": "DMSO"}))
+
+
+@pytest.fixture(scope="module")
+def screen_home(tmp_path_factory):
+    root = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DGE_HOME", str(root / "dge"))
+        macseq = dge("add", str(copy_bundled("macseq_pmmsq033", root / "incoming")), "--run")
+        screen = simulate_screen(n_genes=1500, n_plates=2, n_compounds=6,
+                                 doses=(0.01, 0.1, 1.0, 10.0), n_controls=12, n_replicates=2,
+                                 frac_responsive=0.08, seed=3)
+        write_simulated(root / "incoming" / "sim_screen", screen)
+        simulated = dge("add", str(root / "incoming" / "sim_screen"), "--run")
+        yield {"root": root / "dge", "macseq": macseq, "sim": simulated, "truth": screen}
+
+
+@pytest.fixture
+def home(screen_home, monkeypatch):
+    monkeypatch.setenv("DGE_HOME", str(screen_home["root"]))
+    return screen_home
+
+
+def test_runs_succeed(home):
+    for key in ("macseq", "sim"):
+        assert home[key].exit_code == 0, home[key].output
+
+
+def test_well_qc_table(home):
+    qc = sql("select * from well_qc where study_id = 'macseq_pmmsq033' order by sample")
+    assert list(qc.columns) == [c for c, _ in TABLES["well_qc"].columns]
+    assert len(qc) == 384
+    empty = qc.set_index("well").loc["K01"]  # the plate's one all-zero well
+    assert empty["total_counts"] == 0 and not empty["passed"] and empty["reason"]
+    assert set(qc["row"]) == set("ABCDEFGHIJKLMNOP") and qc["column"].max() == 24
+    plots = home["root"] / "warehouse" / "screen_plots" / "study_id=macseq_pmmsq033"
+    assert (plots / "plate_PMMSq033_depth.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_screen_deg_results_cover_every_tested_condition(home):
+    degs = sql("select contrast, compound, dose, count(*) n from deg_results "
+               "where study_id = 'macseq_pmmsq033' group by all")
+    tested = sql("select count(distinct condition) n from samples s join well_qc q using "
+                 "(study_id, sample) where s.study_id = 'macseq_pmmsq033' and role = 'sample' "
+                 "and passed")
+    assert len(degs) == tested["n"][0] and (degs["n"] == 1000).all()
+    etoposide = degs.set_index("contrast").loc["ETOPOSIDE_10uM"]
+    assert etoposide["compound"] == "ETOPOSIDE" and etoposide["dose"] == 10.0
+    analysed = sql("select count(*) n from size_factors where study_id = 'macseq_pmmsq033'")
+    passed = sql("select count(*) n from samples s join well_qc q using (study_id, sample) "
+                 "where s.study_id = 'macseq_pmmsq033' and role in ('sample', 'control') "
+                 "and passed")
+    assert analysed["n"][0] == passed["n"][0]
+
+
+def test_activity_calls_match_deg_counts_and_null(home):
+    calls = sql("select * from compound_activity where study_id = 'macseq_pmmsq033'")
+    degs = sql("select contrast, count(*) filter (where padj < 0.05) n from deg_results "
+               "where study_id = 'macseq_pmmsq033' group by contrast")
+    merged = calls.merge(degs, on="contrast")
+    assert len(merged) == len(calls) == len(degs)
+    assert (merged["n_deg"] == merged["n"]).all()
+    assert (calls["active"] == (calls["n_deg"] > calls["null_threshold"])).all()
+    assert (calls["n_null_splits"] == 200).all() and calls["null_threshold"].nunique() == 1
+
+
+def test_simulated_screen_activity_follows_the_truth(home):
+    truth = home["truth"]
+    calls = sql("select * from compound_activity where study_id = 'sim_screen'")
+    assert len(calls) == 6 * 4
+    inactive = truth.ec50.index[truth.ec50.isna()]
+    assert not calls.loc[calls["compound"].isin(inactive), "active"].any()
+    # top dose of every active compound clears the null
+    top = calls[~calls["compound"].isin(inactive) & (calls["dose"] == 10.0)]
+    assert top["active"].all()
+
+
+def test_simulated_screen_blocks_on_plate(home):
+    studies = sql("select design, batch from studies where study_id = 'sim_screen'")
+    assert studies["design"][0] == "~ plate + condition" and studies["batch"][0] == "plate"
+
+
+def test_similarity_neighbours_are_other_compounds(home):
+    table = sql("select * from compound_similarity where study_id = 'macseq_pmmsq033'")
+    assert list(table.columns) == [c for c, _ in TABLES["compound_similarity"].columns]
+    if len(table):
+        assert (table["compound"] != table["neighbor_compound"]).all()
+        active = sql("select contrast from compound_activity where study_id = "
+                     "'macseq_pmmsq033' and active")
+        assert set(table["contrast"]) <= set(active["contrast"])
+
+
+def test_dose_response_recovers_planted_ec50s(home):
+    """Planted Hill responses (4 doses, 2 wells each, 2 plates): per compound, the median EC50
+    of its responsive genes lies within 0.2 log10 (1.6-fold) of the planted EC50, single genes
+    within 0.35 log10 in the median; inactive compounds get no fits."""
+    truth = home["truth"]
+    fits = sql("select compound, gene_id, ec50 from dose_response where study_id = 'sim_screen'")
+    active = truth.ec50.dropna()
+    assert set(fits["compound"]) == set(active.index)
+    for compound, planted in active.items():
+        genes = fits[(fits["compound"] == compound)
+                     & fits["gene_id"].map(truth.responsive[compound]) & fits["ec50"].notna()]
+        assert len(genes) >= 0.5 * truth.responsive[compound].sum()
+        errors = np.log10(genes["ec50"] / planted)
+        assert abs(np.log10(genes["ec50"].median() / planted)) <= 0.2, compound
+        assert np.median(np.abs(errors)) <= 0.35, compound
+
+
+def test_potency_ranks_compounds_like_their_planted_ec50(home):
+    truth = home["truth"]
+    potency = sql("select compound, tpod from compound_potency where study_id = 'sim_screen'")
+    tpod = potency.set_index("compound")["tpod"]
+    planted = truth.ec50.dropna()
+    assert tpod.notna().all() and set(tpod.index) == set(planted.index)
+    # the two clearly separated potency classes (~0.02 vs ~0.2-0.4 uM) are ordered
+    potent, weak = planted.index[planted < 0.05], planted.index[planted > 0.1]
+    assert tpod[potent].max() < tpod[weak].min()
