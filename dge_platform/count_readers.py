@@ -230,17 +230,11 @@ def _read_star(config: StudyConfig, study_dir: Path) -> tuple[CountInput | None,
                               "set strandedness: unstranded (STAR column 2), forward (column 3, "
                               "htseq-count -s yes) or reverse (column 4, -s reverse; e.g. "
                               "TruSeq stranded)")]
-    root = study_dir.resolve()
-    paths, problems = _matched_files(study_dir, config.counts, "STAR outputs")
-    if problems:
+    files, problems = _matched_files(study_dir, config.counts, "STAR outputs")
+    if not files:
         return None, problems
-    columns, problems = {}, []
-    for path in paths:
-        rel = str(path.resolve().relative_to(root))
-        problem = _check_file(path, rel, "counts")
-        if problem:
-            problems.append(problem)
-            continue
+    columns = {}
+    for path, rel in files:
         df, errs = _read_table(path, rel, "\t", header=None, dtype={0: str})
         if df is None or df.shape[1] != 4:
             problems.extend(errs or [Problem(rel, "", f"has {df.shape[1]} columns, STAR "
@@ -263,11 +257,13 @@ def _read_star(config: StudyConfig, study_dir: Path) -> tuple[CountInput | None,
     df = pd.DataFrame(columns)
     df.index = df.index.astype(str)
     df.index.name = "gene_id"
-    return CountInput(df, None, None, paths), []
+    return CountInput(df, None, None, [path for path, _ in files]), []
 
 
-def _matched_files(study_dir: Path, pattern: str, what: str) -> tuple[list[Path], list[Problem]]:
-    """Files matching a glob relative to the study folder, refusing any that lead outside."""
+def _matched_files(study_dir: Path, pattern: str,
+                   what: str) -> tuple[list[tuple[Path, str]], list[Problem]]:
+    """Readable files matching a glob relative to the study folder, with their relative
+    names; problems for files that lead outside the folder, are missing or empty."""
     paths = sorted(Path(p) for p in glob.glob(str(study_dir / pattern)))
     outside = [p for p in paths if resolve_inside(study_dir, str(p.relative_to(study_dir))) is None]
     if outside:
@@ -277,23 +273,26 @@ def _matched_files(study_dir: Path, pattern: str, what: str) -> tuple[list[Path]
     if not paths:
         return [], [Problem(STUDY_FILE, "counts", f"no file matches {pattern!r}",
                             "check the glob; it is relative to the study folder")]
-    return paths, []
-
-
-def _read_matrices(config: StudyConfig, study_dir: Path) -> tuple[CountInput | None, list[Problem]]:
-    """One genes x samples matrix per file (e.g. one per plate), joined by columns; every
-    file must list the same genes and sample names must be unique across files."""
-    paths, problems = _matched_files(study_dir, config.counts, "count files")
-    if problems:
-        return None, problems
     root = study_dir.resolve()
-    parts, symbols = [], None
+    files, problems = [], []
     for path in paths:
         rel = str(path.resolve().relative_to(root))
         problem = _check_file(path, rel, "counts")
         if problem:
             problems.append(problem)
-            continue
+        else:
+            files.append((path, rel))
+    return files, problems
+
+
+def _read_matrices(config: StudyConfig, study_dir: Path) -> tuple[CountInput | None, list[Problem]]:
+    """One genes x samples matrix per file (e.g. one per plate), joined by columns; every
+    file must list the same genes and sample names must be unique across files."""
+    files, problems = _matched_files(study_dir, config.counts, "count files")
+    if not files:
+        return None, problems
+    parts, symbols = [], None
+    for path, rel in files:
         try:
             part, errs = _read_matrix(path, rel)
         except TEXT_ERRORS as exc:

@@ -100,6 +100,8 @@ def enrich_contrast(results: pd.DataFrame, collections: list[tuple[str, str, dic
         ranking = universe.dropna(subset=["stat"]).set_index("gene_key")["stat"]
         gsea = gsea_prerank(ranking, usable, permutations=permutations, seed=seed)
         tables.append(gsea.assign(collection=name, method="gsea_prerank"))
+    # Empty tables (no DEGs, no usable set) would make concat guess column dtypes.
+    tables = [t for t in tables if len(t)]
     if not tables:
         return pd.DataFrame(columns=ENRICHMENT_COLUMNS).astype(NUMERIC_COLUMNS)
     return pd.concat(tables, ignore_index=True)[ENRICHMENT_COLUMNS].astype(NUMERIC_COLUMNS)

@@ -3,6 +3,7 @@ synthetic studies (valid by default, broken on request)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -24,6 +25,22 @@ def home(tmp_path, monkeypatch):
     monkeypatch.setenv("DGE_HOME", str(root))
     monkeypatch.setenv("DAGSTER_HOME", str(root / "dagster_home"))
     return resolve_home(root).ensure()
+
+
+def dge(*args: str):
+    """Invoke the ``dge`` CLI in process; exceptions propagate."""
+    from click.testing import CliRunner
+
+    from dge_platform.cli import main
+
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def sql(query: str) -> pd.DataFrame:
+    """A catalog query through ``dge sql`` (JSON output), as a DataFrame."""
+    result = dge("sql", query, "--format", "json")
+    assert result.exit_code == 0, result.output
+    return pd.DataFrame(json.loads(result.output))
 
 
 def copy_bundled(name: str, dest: Path) -> Path:

@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 
-from dge_platform.cli import main
 from dge_platform.tables import TABLES
-from dge_platform_tests.conftest import copy_bundled, write_study
+from dge_platform_tests.conftest import copy_bundled, dge, sql, write_study
 from dge_platform_tests.test_bulk_de import simulate
-
-
-def dge(*args):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
-
-
-def sql(query: str) -> pd.DataFrame:
-    result = dge("sql", query, "--format", "json")
-    assert result.exit_code == 0, result.output
-    return pd.DataFrame(json.loads(result.output))
 
 
 @pytest.fixture(scope="module")

@@ -3,28 +3,14 @@ two-plate screen with planted effects, checked through SQL on the catalog."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from click.testing import CliRunner
 
 from bench.simulate_screen import simulate_screen
-from dge_platform.cli import main
 from dge_platform.tables import TABLES
-from dge_platform_tests.conftest import copy_bundled
-
-
-def dge(*args):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
-
-
-def sql(query: str) -> pd.DataFrame:
-    result = dge("sql", query, "--format", "json")
-    assert result.exit_code == 0, result.output
-    return pd.DataFrame(json.loads(result.output))
+from dge_platform_tests.conftest import copy_bundled, dge, sql
 
 
 def write_simulated(folder, screen) -> None:
