@@ -1,9 +1,10 @@
 """Bulk differential expression: one DESeq2 fit per study, then every contrast.
 
 Mirrors R's ``DESeq()`` followed by ``results(contrast=...)`` and ``lfcShrink``: median-of-
-ratios size factors, dispersion trend and shrinkage, Wald tests (against ``lfc_threshold``
-as the alternative hypothesis when set), Cook's outlier handling, independent filtering and
-BH adjustment. Shrunken log2 fold changes use PyDESeq2's apeGLM-style prior.
+ratios size factors (poscounts for sparse counts), dispersion trend and shrinkage, Wald
+tests (against ``lfc_threshold`` as the alternative hypothesis when set), Cook's outlier
+handling, independent filtering and BH adjustment. Shrunken log2 fold changes use
+PyDESeq2's apeGLM-style prior.
 
 Two engines compute the same statistics: the vectorized engine
 (:mod:`dge_platform.deseq_engine`) for designs that are one contrasted factor plus additive
@@ -23,7 +24,12 @@ from pydeseq2.dds import DeseqDataSet
 from pydeseq2.default_inference import DefaultInference
 from pydeseq2.ds import DeseqStats
 
-from dge_platform.deseq_engine import DeseqResult, fit_group_design, group_design
+from dge_platform.deseq_engine import (
+    DeseqResult,
+    fit_group_design,
+    group_design,
+    size_factor_method,
+)
 from dge_platform.dispersion import RParityDeseqDataSet
 from dge_platform.replicates import N_TECHNICAL, collapse_technical_replicates
 from dge_platform.study import Contrast
@@ -43,7 +49,8 @@ def fit_deseq2(counts: pd.DataFrame, frame: pd.DataFrame, design: str,
                contrasts: list[Contrast], *, alpha: float = 0.05, lfc_threshold: float = 0.0,
                n_cpus: int = 1, shrink: bool = True,
                engine: Literal["auto", "vectorized", "pydeseq2"] = "auto",
-               size_factors_fit_type: Literal["ratio", "poscounts"] = "ratio") -> DeseqResult:
+               size_factors_fit_type: Literal["auto", "ratio", "poscounts"] = "auto"
+               ) -> DeseqResult:
     """Fit the study's design once and test every contrast.
 
     Parameters
@@ -72,8 +79,10 @@ def fit_deseq2(counts: pd.DataFrame, frame: pd.DataFrame, design: str,
         must share one factor, additive in the design); ``"pydeseq2"``: PyDESeq2;
         ``"auto"``: the vectorized engine whenever it applies. (default: ``"auto"``)
     size_factors_fit_type
-        ``"ratio"`` (median of ratios) or ``"poscounts"`` (sparse counts, e.g. DRUG-seq).
-        (default: ``"ratio"``)
+        ``"ratio"`` (median of ratios, DESeq2's default), ``"poscounts"`` (sparse counts,
+        e.g. DRUG-seq), or ``"auto"``: ratio when at least 50 genes have no zero count over
+        the analysed samples, else poscounts. The result's ``size_factor_method`` says which
+        was used. (default: ``"auto"``)
     """
     frame = frame.loc[counts.columns]
     split = _group_split(frame, design, contrasts) if engine != "pydeseq2" else None
@@ -100,10 +109,11 @@ def _fit_pydeseq2(counts: pd.DataFrame, frame: pd.DataFrame, design: str,
                   contrasts: list[Contrast], *, alpha: float, lfc_threshold: float,
                   n_cpus: int, shrink: bool, size_factors_fit_type: str) -> DeseqResult:
     inference = DefaultInference(n_cpus=n_cpus)
+    method = size_factor_method(counts.to_numpy(), size_factors_fit_type)
     with warnings.catch_warnings():
         # PyDESeq2 warns on low residual df and slow convergence; both are expected here.
         warnings.simplefilter("ignore", UserWarning)
-        dds = _fitted(counts, frame, design, inference, size_factors_fit_type)
+        dds = _fitted(counts, frame, design, inference, method)
         tables = []
         for contrast in contrasts:
             stats = contrast_stats(dds, contrast, alpha=alpha, lfc_threshold=lfc_threshold,
@@ -111,7 +121,7 @@ def _fit_pydeseq2(counts: pd.DataFrame, frame: pd.DataFrame, design: str,
             table = results_table(stats, contrast)
             table["log2_fold_change_shrunk"] = shrunken_lfc(
                 stats, contrast, frame,
-                lambda f: _fitted(counts, f, design, inference, size_factors_fit_type),
+                lambda f: _fitted(counts, f, design, inference, method),
                 inference) if shrink else np.nan
             tables.append(table)
         dds.vst(use_design=False)
@@ -131,7 +141,7 @@ def _fit_pydeseq2(counts: pd.DataFrame, frame: pd.DataFrame, design: str,
         "dispersion": _column(var, "dispersions"),
         "dispersion_outlier": _column(var, "_outlier_genes", fill=False).astype(bool),
     })
-    return DeseqResult(size_factors, normalized, vst, dispersions, pd.concat(tables))
+    return DeseqResult(size_factors, normalized, vst, dispersions, pd.concat(tables), method)
 
 
 def _column(var: pd.DataFrame, name: str, fill=np.nan) -> np.ndarray:

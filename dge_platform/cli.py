@@ -70,9 +70,10 @@ def add(ctx: click.Context, study_dir: Path, run_after: bool) -> None:
 @click.argument("study_ids", nargs=-1)
 @click.pass_context
 def run(ctx: click.Context, study_ids: tuple[str, ...]) -> None:
-    """Materialize every asset of the given studies (default: all registered studies)."""
+    """Materialize every asset of the given studies (default: all registered studies); several
+    studies run in batches (one run per batch of contiguous studies)."""
     from dge_platform.registry import study_folders
-    from dge_platform.runner import instance_for, run_study
+    from dge_platform.runner import instance_for, run_studies
     from dge_platform.study import is_valid_study_id
 
     home = _home(ctx).ensure()
@@ -87,11 +88,11 @@ def run(ctx: click.Context, study_ids: tuple[str, ...]) -> None:
         click.echo(f"no studies registered under {home.studies}; add one with 'dge add DIR'")
         return
     instance = instance_for(home)
-    outcomes = [run_study(instance, study_id, click.echo) for study_id in ids]
+    outcomes = run_studies(instance, ids, click.echo)
     click.echo("")
     for o in outcomes:
         status = "ok" if o.success else f"FAILED at step {o.failed_step}"
-        click.echo(f"{o.study_id}: {status} ({o.seconds:.1f} s, run {o.run_id[:8]})")
+        click.echo(f"{', '.join(o.study_ids)}: {status} ({o.seconds:.1f} s, run {o.run_id[:8]})")
         if not o.success:
             click.echo(o.error or "no error message recorded", err=True)
     _print_summary(home, ids)

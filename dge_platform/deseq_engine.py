@@ -57,6 +57,11 @@ MAX_IRLS_ITER = 250
 MIN_REPLICATES = 7
 LBFGSB_PGTOL = 1e-5
 SHRINK_NO_SHRINK_SCALE = 15.0
+# Shrinkage Newton steps use the exact Hessian while its curvature along the LFC is at least
+# this fraction of the convex part's (see _posterior_newton).
+MIN_CURVATURE_RATIO = 0.1
+# "auto" size factors: median of ratios when at least this many genes have no zero count.
+MIN_GENES_WITHOUT_ZERO = 50
 RESULT_ORDER = ["contrast", "gene_id", "base_mean", "log2_fold_change", "lfc_se", "stat",
                 "pvalue", "padj", "log2_fold_change_shrunk"]
 
@@ -79,6 +84,8 @@ class DeseqResult:
     results
         One row per contrast and gene: contrast, gene_id, base_mean, log2_fold_change,
         lfc_se, stat, pvalue, padj, log2_fold_change_shrunk.
+    size_factor_method
+        How the size factors were computed: ``"ratio"`` or ``"poscounts"``.
     """
 
     size_factors: pd.Series
@@ -86,6 +93,7 @@ class DeseqResult:
     vst: pd.DataFrame
     dispersions: pd.DataFrame
     results: pd.DataFrame
+    size_factor_method: str
 
 
 # --------------------------------------------------------------------------------------
@@ -278,6 +286,17 @@ def group_design(frame: pd.DataFrame, design: str,
 # Size factors
 # --------------------------------------------------------------------------------------
 
+def size_factor_method(counts: np.ndarray, fit_type: str = "auto") -> str:
+    """The size factor type to use for a ``(G, n)`` count matrix: ``fit_type`` itself, or
+    for ``"auto"`` DESeq2's default median of ratios (``"ratio"``) when at least 50 genes
+    have no zero count, else ``"poscounts"`` (DESeq2's advice for sparse counts, where
+    median of ratios is undefined or rests on a handful of genes)."""
+    if fit_type != "auto":
+        return fit_type
+    enough = (counts > 0).all(axis=1).sum() >= MIN_GENES_WITHOUT_ZERO
+    return "ratio" if enough else "poscounts"
+
+
 def size_factors(counts: np.ndarray, fit_type: str = "ratio") -> np.ndarray:
     """Size factors of a ``(G, n)`` count matrix, as PyDESeq2's ``fit_size_factors``.
 
@@ -300,7 +319,8 @@ def size_factors(counts: np.ndarray, fit_type: str = "ratio") -> np.ndarray:
         ratios = np.where(positive[use], log_counts[use] - logmeans[use, None], np.nan)
         sf = np.exp(np.nanmedian(ratios, axis=0))
         return sf / np.exp(np.mean(np.log(sf)))
-    raise ValueError(f"unknown size factor type {fit_type!r}; use 'ratio' or 'poscounts'")
+    raise ValueError(f"unknown size factor type {fit_type!r}; use 'ratio', 'poscounts' or "
+                     "'auto'")
 
 
 # --------------------------------------------------------------------------------------
@@ -680,22 +700,37 @@ def independent_filtering(pvalues: np.ndarray, base_mean: np.ndarray,
     theta = np.linspace(lower, 0.95 if lower < 0.95 else 1.0, 50)
     cutoffs = np.quantile(base_mean, theta)
     tested = ~np.isnan(pvalues)
-
-    def adjusted(cutoff: float) -> np.ndarray:
-        padj = np.full(len(pvalues), np.nan)
-        use = (base_mean >= cutoff) & tested
-        if use.any():
-            padj[use] = false_discovery_control(pvalues[use], method="bh")
-        return padj
-
-    num_rej = np.array([(adjusted(c) < alpha).sum() for c in cutoffs])
+    num_rej = bh_rejections(pvalues[tested], base_mean[tested][None, :] >= cutoffs[:, None],
+                            alpha)
     fit = lowess(theta, num_rej, frac=1 / 5)
     j = 0
     if num_rej.max() > 10:
         residual = num_rej[num_rej > 0] - fit[num_rej > 0]
         above = np.flatnonzero(num_rej > fit.max() - np.sqrt(np.mean(residual ** 2)))
         j = above[0] if len(above) else 0
-    return adjusted(cutoffs[j])
+    padj = np.full(len(pvalues), np.nan)
+    use = (base_mean >= cutoffs[j]) & tested
+    if use.any():
+        padj[use] = false_discovery_control(pvalues[use], method="bh")
+    return padj
+
+
+def bh_rejections(pvalues: np.ndarray, subsets: np.ndarray, alpha: float) -> np.ndarray:
+    """Number of BH-adjusted p-values below ``alpha`` within each of several subsets
+    (boolean rows of ``subsets``), from a single sort.
+
+    Within a subset of ``m`` p-values, ``padj_(k) = min_{j >= k} p_(j) m / j``, so the count
+    is the largest rank ``j`` with ``p_(j) m / j < alpha`` (the same products as
+    :func:`scipy.stats.false_discovery_control`); only p-values below ``alpha`` can qualify.
+    """
+    m = subsets.sum(axis=1, keepdims=True)
+    order = np.argsort(pvalues)
+    order = order[:np.searchsorted(pvalues[order], alpha)]
+    inside = subsets[:, order]
+    ranks = np.cumsum(inside, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        below = inside & (pvalues[order][None, :] * (m / ranks) < alpha)
+    return np.where(below, ranks, 0).max(axis=1, initial=0)
 
 
 def shrinkage_prior_scale(lfc: np.ndarray, se: np.ndarray, min_var: float = 1e-6,
@@ -716,7 +751,7 @@ def shrinkage_prior_scale(lfc: np.ndarray, se: np.ndarray, min_var: float = 1e-6
 
 def shrink_lfc(counts: np.ndarray, size_factors: np.ndarray, design: GroupBlockDesign,
                dispersions: np.ndarray, groups: np.ndarray, block: np.ndarray, level: int,
-               reference: int, prior_scale: float, tol: float = 1e-6,
+               reference: int, prior_scale: float, tol: float = 1e-4,
                max_iter: int = 50) -> np.ndarray:
     """apeGLM-style MAP log fold change of ``level`` vs ``reference`` (natural log).
 
@@ -724,82 +759,144 @@ def shrink_lfc(counts: np.ndarray, size_factors: np.ndarray, design: GroupBlockD
     is the base level: Cauchy(0, ``prior_scale``) on the LFC, N(0, 15^2) on the reference
     log mean and block coefficients; the other groups stay at their MLE (exact without
     block columns, where they do not enter). Maximized by Newton steps on the few
-    coefficients of all genes at once, with the Cauchy curvature floored at 0 and
-    backtracking, from LFC 0 and from the MLE; the better of the two modes is returned.
-    (PyDESeq2's L-BFGS-B, started far from both, lands in either mode of the rare
-    bimodal posteriors.) ``groups`` and ``block`` are the MLE coefficients, ``(G, K)`` and
-    ``(G, B)``.
+    coefficients of all genes at once (:func:`_posterior_newton`), from LFC 0 and from the
+    MLE; the better of the two modes is returned. (PyDESeq2's L-BFGS-B, started far from
+    both, lands in either mode of the rare bimodal posteriors.) ``groups`` and ``block``
+    are the MLE coefficients, ``(G, K)`` and ``(G, B)``.
     """
     b = design.n_block
     if b:
         samples = np.arange(design.n_samples)
-    else:
+    else:  # without block columns only the two groups' samples enter the posterior
         samples = np.flatnonzero(np.isin(design.codes, [level, reference]))
-    y = counts[:, samples]
-    in_level = (design.codes[samples] == level).astype(float)
-    in_ref = (design.codes[samples] == reference).astype(float)
-    others = 1 - in_level - in_ref
-    block_x = design.block[samples]
-    fixed = groups[:, design.codes[samples]] * others + np.log(size_factors[samples])
-    size = 1.0 / dispersions[:, None]
+    codes = design.codes[samples]
+    in_level = (codes == level).astype(float)
+    others = 1 - in_level - (codes == reference).astype(float)
     # Coefficients: [reference log mean, LFC, block...]; x_i = [1, in_level, block_i].
-    X = np.column_stack([1 - others, in_level, block_x])
-    s2, v2 = prior_scale ** 2, SHRINK_NO_SHRINK_SCALE ** 2
-    no_shrink = np.ones(2 + b)
-    no_shrink[1] = 0
+    X = np.column_stack([1 - others, in_level, design.block[samples]])
+    size = 1.0 / dispersions
+    # The linear predictor is taken relative to log(size): z = eta - log(size).
+    offset = (groups[:, codes] * others + np.log(size_factors[samples])
+              - np.log(size)[:, None])
+    y = counts[:, samples].astype(float)
+    starts = [np.column_stack([groups[:, reference], lfc, block])
+              for lfc in (np.zeros(len(y)), groups[:, level] - groups[:, reference])]
+    theta, value = _posterior_newton(np.concatenate(starts), np.tile(y, (2, 1)),
+                                     np.tile(size, 2), np.tile(offset, (2, 1)), X,
+                                     prior_scale, tol=tol, max_iter=max_iter)
+    lfc, value = theta[:, 1].reshape(2, -1), value.reshape(2, -1)
+    return np.where(value[1] < value[0], lfc[1], lfc[0])
 
-    def objective(th: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        eta = th @ X.T + fixed[rows]
-        nll = (y[rows] * eta - (y[rows] + size[rows])
-               * np.logaddexp(eta, np.log(size[rows]))).sum(axis=1)
-        prior = (th ** 2 * no_shrink).sum(axis=1) / (2 * v2) + np.log1p(th[:, 1] ** 2 / s2)
-        return prior - nll
 
-    def newton(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        active = np.arange(len(y))
-        value = objective(theta, active)
+def _posterior_newton(theta: np.ndarray, y: np.ndarray, size: np.ndarray, offset: np.ndarray,
+                      X: np.ndarray, prior_scale: float, *, tol: float,
+                      max_iter: int) -> tuple[np.ndarray, np.ndarray]:
+    """Modes of the apeGLM posteriors ``NB(y | exp(X theta + offset + log size), size)``
+    x Cauchy(0, ``prior_scale``) on ``theta[1]`` x N(0, 15^2) on the rest, one per row.
+
+    Damped Newton from ``theta``: the exact Hessian where it is safely positive definite,
+    else the Cauchy term's curvature is replaced by that of the quadratic in ``theta[1]``
+    majorizing it at the current point (the likelihood and normal terms are convex, so the
+    step is then a descent direction that does not overshoot the prior's pull). Steps are
+    halved until the objective does not increase. A row stops once its Newton step is
+    below ``tol`` (exact steps) or ``tol**2`` (majorized ones, which converge linearly),
+    taking that last step. One evaluation gives value, gradient and Hessian, so an
+    accepted step costs one pass over the row's counts.
+
+    Returns
+    -------
+    The modes, ``(rows, p)``, and the negative log posteriors there (up to a constant per
+    row, so comparable between rows of the same gene).
+    """
+    n_rows, p = theta.shape
+    s2 = prior_scale ** 2
+    normal = np.full(p, 1 / SHRINK_NO_SHRINK_SCALE ** 2)
+    normal[1] = 0.0
+    outer = (X[:, :, None] * X[:, None, :]).reshape(len(X), p * p)
+    # -log likelihood = sum (y + size) softplus(z) - y z with z = X theta + offset, up to a
+    # constant per row; the y z term is linear in theta, so only yX and y.offset are kept.
+    yr = y + size[:, None]
+    yx, yoff = y @ X, (y * offset).sum(axis=1)
+
+    def evaluate(th: np.ndarray, yr: np.ndarray, off: np.ndarray, yx: np.ndarray,
+                 yoff: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        value = np.empty(len(th))
+        grad, hess = np.empty((len(th), p)), np.empty((len(th), p * p))
+        for chunk in _chunks(len(th), yr.shape[1]):  # cache-sized pieces of the arrays
+            e = np.exp(th[chunk] @ X.T + off[chunk])  # overflow: inf value, step rejected
+            ope = 1 + e
+            value[chunk] = (yr[chunk] * np.log(ope)).sum(axis=1)
+            mean = yr[chunk] * e / ope
+            grad[chunk] = mean @ X
+            hess[chunk] = (mean / ope) @ outer
+        value += (th ** 2 * normal).sum(axis=1) / 2 + np.log1p(th[:, 1] ** 2 / s2) \
+            - (yx * th).sum(axis=1) - yoff
+        grad += th * normal - yx
+        grad[:, 1] += 2 * th[:, 1] / (s2 + th[:, 1] ** 2)
+        return value, grad, hess.reshape(len(th), p, p) + np.diag(normal)
+
+    def newton_step(grad: np.ndarray, hess: np.ndarray,
+                    beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # The Cauchy curvature c enters as H = hess + c e1 e1': Sherman-Morrison on the
+        # convex part, whose inverse also tells whether H is positive definite.
+        inv = _inverse(hess)
+        u, v = np.einsum("gab,gb->ga", inv, grad), inv[:, :, 1]
+        c = 2 * (s2 - beta ** 2) / (s2 + beta ** 2) ** 2
+        majorize = 1 + c * v[:, 1] <= MIN_CURVATURE_RATIO
+        c[majorize] = 2 / (s2 + beta[majorize] ** 2)
+        return u - (c * u[:, 1] / (1 + c * v[:, 1]))[:, None] * v, majorize
+
+    rows = np.arange(n_rows)
+    arrays = [theta.copy(), yr, offset, yx, yoff]  # of the rows still iterating
+    out_theta, out_value = theta.copy(), np.empty(n_rows)
+
+    def finish(stop: np.ndarray, theta_end: np.ndarray) -> None:
+        nonlocal rows, arrays, value, grad, hess, step
+        if not stop.any():
+            return
+        out_theta[rows[stop]], out_value[rows[stop]] = theta_end, value[stop]
+        keep = ~stop
+        rows, value, grad, hess, step = rows[keep], value[keep], grad[keep], hess[keep], step[keep]
+        arrays = [a[keep] for a in arrays]
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        value, grad, hess = evaluate(*arrays)
         for _ in range(max_iter):
-            if not len(active):
+            step, majorized = newton_step(grad, hess, arrays[0][:, 1])
+            done = np.abs(step).max(axis=1) < np.where(majorized, tol ** 2, tol)
+            finish(done, arrays[0][done] - step[done])
+            t, pending = 1.0, np.arange(len(rows))
+            while len(pending) and t > tol:  # halve until the objective does not increase
+                sub = arrays if len(pending) == len(rows) else [a[pending] for a in arrays]
+                trial = sub[0] - t * (step if sub is arrays else step[pending])
+                val, g, h = evaluate(trial, *sub[1:])
+                ok = val <= value[pending] + 1e-12 * np.abs(value[pending])
+                accepted = pending[ok]
+                arrays[0][accepted], value[accepted] = trial[ok], val[ok]
+                grad[accepted], hess[accepted] = g[ok], h[ok]
+                pending, t = pending[~ok], t / 2
+            stuck = np.zeros(len(rows), dtype=bool)
+            stuck[pending] = True  # no decrease along the step: at the mode to rounding
+            finish(stuck, arrays[0][stuck])
+            if not len(rows):
                 break
-            th = theta[active]
-            eta = th @ X.T + fixed[active]
-            e = np.exp(eta)
-            yy, ss = y[active], size[active]
-            resid = yy - (yy + ss) * e / (ss + e)
-            curv = (yy + ss) * ss * e / (ss + e) ** 2
-            bs = th[:, 1]
-            grad = th * no_shrink / v2 - resid @ X
-            grad[:, 1] += 2 * bs / (s2 + bs ** 2)
-            hess = np.einsum("gi,ia,ib->gab", curv, X, X)
-            diag = np.where(no_shrink > 0, 1 / v2, 0.0)[None, :].repeat(len(active), 0)
-            diag[:, 1] = np.maximum(2 * (s2 - bs ** 2) / (s2 + bs ** 2) ** 2, 0)
-            hess += diag[:, :, None] * np.eye(2 + b)
-            step = np.linalg.solve(hess, grad[:, :, None])[:, :, 0]
-            t = np.ones(len(active))
-            current = value[active]
-            pending = np.arange(len(active))
-            new = th.copy()
-            for _ in range(30):  # backtracking until the objective does not increase
-                trial = th[pending] - t[pending, None] * step[pending]
-                val = objective(trial, active[pending])
-                ok = val <= current[pending] + 1e-12 * np.abs(current[pending])
-                new[pending[ok]] = trial[ok]
-                value[active[pending[ok]]] = val[ok]
-                pending = pending[~ok]
-                if not len(pending):
-                    break
-                t[pending] *= 0.5
-            theta[active] = new
-            done = np.abs(t[:, None] * step).max(axis=1) < tol
-            active = active[~done]
-        return theta, value
+        out_theta[rows], out_value[rows] = arrays[0], value
+    return out_theta, out_value
 
-    # Where the Cauchy prior makes the posterior bimodal, L-BFGS-B may end in either mode;
-    # the better of the modes reached from LFC 0 and from the MLE is the posterior mode.
-    lfc_mle = groups[:, level] - groups[:, reference]
-    modes = [newton(np.column_stack([groups[:, reference], start, block]))
-             for start in (np.zeros(len(y)), lfc_mle)]
-    return np.where(modes[1][1] < modes[0][1], modes[1][0][:, 1], modes[0][0][:, 1])
+
+def _chunks(n_rows: int, n_cols: int, cells: int = 1 << 15) -> list[slice]:
+    """Row slices of about ``cells`` array cells, so that elementwise passes stay in cache."""
+    step = max(1, cells // max(n_cols, 1))
+    return [slice(i, i + step) for i in range(0, n_rows, step)]
+
+
+def _inverse(a: np.ndarray) -> np.ndarray:
+    """Inverses of a stack of small matrices (closed form for 2 x 2)."""
+    if a.shape[1] != 2:
+        return np.linalg.inv(a)
+    inv = np.stack([a[:, 1, 1], -a[:, 0, 1], -a[:, 1, 0], a[:, 0, 0]], axis=1)
+    det = a[:, 0, 0] * a[:, 1, 1] - a[:, 0, 1] * a[:, 1, 0]
+    return inv.reshape(-1, 2, 2) / det[:, None, None]
 
 
 # --------------------------------------------------------------------------------------
@@ -839,6 +936,7 @@ class FittedDataset:
     """A full fit of every gene (NaN rows for all-zero genes)."""
 
     design: GroupBlockDesign
+    size_factor_method: str
     size_factors: np.ndarray
     base_mean: np.ndarray
     genewise: np.ndarray
@@ -854,12 +952,14 @@ class FittedDataset:
 
 
 def fit_dataset(counts: np.ndarray, design: GroupBlockDesign, *,
-                size_factors_fit_type: str = "ratio", refit_cooks: bool = True,
+                size_factors_fit_type: str = "auto", refit_cooks: bool = True,
                 min_disp: float = MIN_DISP) -> FittedDataset:
-    """Run DESeq2's fit on a ``(G, n)`` count matrix: ``DeseqDataSet.deseq2()``."""
+    """Run DESeq2's fit on a ``(G, n)`` count matrix: ``DeseqDataSet.deseq2()``
+    (``size_factors_fit_type``: see :func:`size_factor_method`)."""
     n_genes, n = counts.shape
     max_disp = max(MAX_DISP, n)
-    sf = size_factors(counts, size_factors_fit_type)
+    method = size_factor_method(counts, size_factors_fit_type)
+    sf = size_factors(counts, method)
     non_zero = (counts > 0).any(axis=1)
     nz_counts = counts[non_zero]
     model, trend, prior = fit_model(nz_counts, sf, design, max_disp=max_disp, min_disp=min_disp)
@@ -901,8 +1001,8 @@ def fit_dataset(counts: np.ndarray, design: GroupBlockDesign, *,
         weights = mu / (1 + mu * disp[:, None])
     tested = non_zero & ~zeroed
     blocks = normal_blocks(weights[tested], design)
-    return FittedDataset(design, sf, base_mean, genewise, fitted, disp, outlier, groups, block,
-                         _expand_blocks(blocks, tested), cooks_out, zeroed, non_zero)
+    return FittedDataset(design, method, sf, base_mean, genewise, fitted, disp, outlier, groups,
+                         block, _expand_blocks(blocks, tested), cooks_out, zeroed, non_zero)
 
 
 def _expand_blocks(blocks: NormalBlocks, rows: np.ndarray) -> NormalBlocks:
@@ -942,7 +1042,7 @@ def contrast_results(fit: FittedDataset, counts: np.ndarray, level: int, referen
 
 def fit_group_design(counts: pd.DataFrame, groups: pd.Series, block: pd.DataFrame | None,
                      contrasts: list[Contrast], *, alpha: float = 0.05,
-                     lfc_threshold: float = 0.0, size_factors_fit_type: str = "ratio",
+                     lfc_threshold: float = 0.0, size_factors_fit_type: str = "auto",
                      shrink: bool = True, refit_cooks: bool = True) -> DeseqResult:
     """DESeq2 on a group + block design: fit once, test and shrink every contrast.
 
@@ -961,7 +1061,9 @@ def fit_group_design(counts: pd.DataFrame, groups: pd.Series, block: pd.DataFram
     lfc_threshold
         log2 fold change of the null hypothesis, tested ``greaterAbs``. (default: ``0``)
     size_factors_fit_type
-        ``"ratio"`` (median of ratios) or ``"poscounts"``. (default: ``"ratio"``)
+        ``"ratio"`` (median of ratios), ``"poscounts"``, or ``"auto"``: ratio when at least
+        50 genes have no zero count, else poscounts (:func:`size_factor_method`).
+        (default: ``"auto"``)
     shrink
         Add apeGLM-style shrunken log2 fold changes. (default: ``True``)
     refit_cooks
@@ -996,7 +1098,7 @@ def fit_group_design(counts: pd.DataFrame, groups: pd.Series, block: pd.DataFram
     })
     return DeseqResult(pd.Series(fit.size_factors, index=names, name="size_factor"), normalized,
                        pd.DataFrame(vst, index=genes, columns=names), dispersions,
-                       pd.concat(tables, ignore_index=True))
+                       pd.concat(tables, ignore_index=True), fit.size_factor_method)
 
 
 def two_group_test(counts: pd.DataFrame | np.ndarray, size_factors: np.ndarray,

@@ -58,6 +58,14 @@ class RParityDeseqDataSet(DeseqDataSet):
         self.var.loc[non_zero, "fitted_dispersions"] = self.disp_function(
             self.var.loc[non_zero, "_normed_means"])
 
+    def _fit_mean_dispersion_trend(self, vst: bool = False) -> None:
+        # PyDESeq2's VST fallback also overwrites the design's fitted dispersions (the
+        # trend the fit used) with the VST mean; keep them, as DESeq2 does.
+        fitted = self.var.get("fitted_dispersions") if vst else None
+        super()._fit_mean_dispersion_trend(vst)
+        if fitted is not None:
+            self.var["fitted_dispersions"] = fitted
+
     def fit_dispersion_prior(self) -> None:
         if "fitted_dispersions" not in self.var:
             self.fit_dispersion_trend()

@@ -1,5 +1,6 @@
 """Run study partitions through Dagster from the command line, recorded in the same instance
-the UI reads, with step-by-step progress."""
+the UI reads, with step-by-step progress; several studies run in batches (one run per batch
+of contiguous partitions, as a backfill does)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
 
 from dge_platform.home import DgeHome
 from dge_platform.defs.automation import last_ingested_hash, outdated_assets
+from dge_platform.defs.batch import batch_label, batch_target, study_batches
 from dge_platform.defs.partitions import study_partitions
 
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
@@ -21,9 +23,9 @@ QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 @dataclass
 class RunOutcome:
-    """How one study's run ended."""
+    """How one run (one study, or a batch of studies) ended."""
 
-    study_id: str
+    study_ids: list[str]
     run_id: str
     success: bool
     seconds: float
@@ -39,26 +41,43 @@ def instance_for(home: DgeHome) -> dg.DagsterInstance:
     return dg.DagsterInstance.get()
 
 
+def run_studies(instance: dg.DagsterInstance, study_ids: Sequence[str],
+                echo: Callable[[str], None] = print) -> list[RunOutcome]:
+    """Materialize every asset of the studies in this process, printing progress: one run per
+    batch of up to ``MAX_STUDIES_PER_RUN`` studies that are contiguous partitions (new
+    studies become partitions in the given order, so a first run of all is one range)."""
+    instance.add_dynamic_partitions(study_partitions.name, list(study_ids))
+    order = instance.get_dynamic_partitions(study_partitions.name)
+    return [_run_batch(instance, batch, echo) for batch in study_batches(order, study_ids)]
+
+
 def run_study(instance: dg.DagsterInstance, study_id: str,
               echo: Callable[[str], None] = print) -> RunOutcome:
-    """Materialize every asset of one study partition in this process, printing progress."""
+    """Materialize every asset of one study in one run."""
+    return run_studies(instance, [study_id], echo)[0]
+
+
+def _run_batch(instance: dg.DagsterInstance, batch: list[str],
+               echo: Callable[[str], None]) -> RunOutcome:
     from dge_platform.definitions import defs
 
-    instance.add_dynamic_partitions(study_partitions.name, [study_id])
     job = defs.resolve_job_def("study_job")
+    partition_key, tags = batch_target(batch)
     run_id = str(uuid.uuid4())
     start = time.monotonic()
     done = threading.Event()
-    watcher = threading.Thread(target=_follow, args=(instance, run_id, study_id, echo, done))
+    watcher = threading.Thread(target=_follow,
+                               args=(instance, run_id, batch_label(batch), echo, done))
     watcher.start()
     try:
-        result = job.execute_in_process(partition_key=study_id, instance=instance, run_id=run_id,
-                                        raise_on_error=False, run_config=QUIET_LOGS,
-                                        tags={"dge/launched_by": "dge run"})
+        result = job.execute_in_process(partition_key=partition_key, instance=instance,
+                                        run_id=run_id, raise_on_error=False,
+                                        run_config=QUIET_LOGS,
+                                        tags={**tags, "dge/launched_by": "dge run"})
     finally:
         done.set()
         watcher.join()
-    outcome = RunOutcome(study_id, run_id, result.success, time.monotonic() - start)
+    outcome = RunOutcome(batch, run_id, result.success, time.monotonic() - start)
     for event in result.all_events:
         if event.is_step_failure:
             error = event.step_failure_data.error
@@ -69,23 +88,26 @@ def run_study(instance: dg.DagsterInstance, study_id: str,
 
 
 def _failure_text(event: dg.DagsterEvent) -> str | None:
-    """The description of a raised ``dg.Failure`` (our validation report), if that was it."""
+    """The description of a raised ``dg.Failure`` (our validation report, or a batch step's
+    failure naming the study), if that was it."""
     data = event.step_failure_data
     return data.user_failure_data.description if data.user_failure_data else None
 
 
-def _follow(instance: dg.DagsterInstance, run_id: str, study_id: str,
+def _follow(instance: dg.DagsterInstance, run_id: str, label: str,
             echo: Callable[[str], None], done: threading.Event) -> None:
-    """Print step starts, materializations and step ends as the run records them."""
+    """Print step starts, materializations and step ends as the run records them; each line
+    is prefixed with its study (materializations) or the run's studies (``first..last``)."""
     cursor = None
     while True:
         finished = done.is_set()
         while True:
             batch = instance.get_records_for_run(run_id, cursor=cursor)
             for record in batch.records:
-                line = _describe(record.event_log_entry)
-                if line:
-                    echo(f"[{study_id}] {line}")
+                described = _describe(record.event_log_entry)
+                if described:
+                    study_id, line = described
+                    echo(f"[{study_id or label}] {line}")
             cursor = batch.cursor
             if not batch.has_more:
                 break
@@ -94,23 +116,26 @@ def _follow(instance: dg.DagsterInstance, run_id: str, study_id: str,
         done.wait(0.5)
 
 
-def _describe(entry) -> str | None:
+def _describe(entry) -> tuple[str | None, str] | None:
+    """(the event's study partition if it has one, progress text) for events worth a line."""
     event = entry.dagster_event
     if event is None:
         return None
     if event.event_type_value == "STEP_START":
-        return f"  {event.step_key}: started"
+        return None, f"  {event.step_key}: started"
     if event.event_type_value == "ASSET_MATERIALIZATION":
         mat = event.event_specific_data.materialization
         rows = mat.metadata.get("dagster/row_count")
-        return f"    wrote {mat.asset_key.to_user_string()}" + (f" ({rows.value:,} rows)" if rows else "")
+        return mat.partition, (f"    wrote {mat.asset_key.to_user_string()}"
+                               + (f" ({rows.value:,} rows)" if rows else ""))
     if event.event_type_value == "ASSET_CHECK_EVALUATION":
         check = event.event_specific_data
-        return f"    check {check.check_name}: {'passed' if check.passed else 'FAILED'}"
+        return check.partition, (f"    check {check.check_name}: "
+                                 f"{'passed' if check.passed else 'FAILED'}")
     if event.event_type_value == "STEP_SUCCESS":
-        return f"  {event.step_key}: done"
+        return None, f"  {event.step_key}: done"
     if event.event_type_value == "STEP_FAILURE":
-        return f"  {event.step_key}: FAILED"
+        return None, f"  {event.step_key}: FAILED"
     return None
 
 

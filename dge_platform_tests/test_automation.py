@@ -4,6 +4,7 @@ isolated data root."""
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import datetime, timezone
 
 import dagster as dg
@@ -20,6 +21,7 @@ from dge_platform.defs.automation import (
     nightly_reprocess,
     study_sensor,
 )
+from dge_platform.defs.batch import RANGE_END_TAG, RANGE_START_TAG
 from dge_platform.defs.resources import DgeHomeResource
 from dge_platform.registry import fingerprint
 from dge_platform.runner import study_status
@@ -254,3 +256,21 @@ def test_failed_ingest_is_retried(home):
         assert [r.partition_key for r in schedule_requests(instance, home, night)] == ["toy"]
     finally:
         instance.dispose()
+
+
+def test_schedule_batches_contiguous_stale_studies(home, instance):
+    for study_id in ("a", "b", "c"):
+        write_study(home.studies / study_id, config={"id": study_id})
+    instance.add_dynamic_partitions("studies", ["a", "b", "c"])
+    when = datetime(2025, 1, 2, 3, 0, tzinfo=timezone.utc)
+
+    request, = schedule_requests(instance, home, when)
+
+    assert request.partition_key is None
+    assert request.tags == {RANGE_START_TAG: "a", RANGE_END_TAG: "c"}
+    assert request.run_key == f"a..c:nightly:{when.isoformat()}"
+
+    # Without b's folder, a..c would cover a study that is not to be run: two runs.
+    shutil.rmtree(home.studies / "b")
+    assert [(r.partition_key, r.tags) for r in schedule_requests(instance, home, when)] == [
+        ("a", {}), ("c", {})]

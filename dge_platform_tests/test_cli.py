@@ -177,3 +177,16 @@ def test_enrichment_makes_biological_sense_for_dexamethasone(airway_registered):
     report = (airway_registered.parents[1] / "warehouse" / "reports" / "study_id=airway"
               / "report.html").read_text()
     assert "Top enriched terms" in report and "HALLMARK_ADIPOGENESIS" in report
+
+
+def test_run_all_registered_studies_in_one_batched_run(home):
+    for study_id in ("toy_a", "toy_b"):
+        write_study(home.studies / study_id, config={"id": study_id})
+    result = dge("run")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "[toy_a..toy_b]   ingest_study: started" in lines
+    assert "[toy_b]     wrote raw_counts (72 rows)" in lines
+    assert "[toy_a]     wrote well_qc (0 rows)" in lines  # bulk study: empty screen table
+    assert "[toy_a..toy_b]     check deg_results_valid: passed" in lines
+    assert len([line for line in lines if line.startswith("toy_a, toy_b: ok (")]) == 1

@@ -11,10 +11,12 @@ import pytest
 
 from bench.simulate_screen import simulate_screen
 from dge_platform.bulk_de import fit_deseq2
-from dge_platform.deseq_engine import group_design, two_group_test
+from dge_platform.deseq_engine import DispersionTrend, group_design, two_group_test
 from dge_platform.design import study_design_frame
+from dge_platform.plate_map import analysis_wells
 from dge_platform.study import Contrast
 from dge_platform.validation import load_study
+from dge_platform.well_qc import well_qc
 from dge_platform_tests.conftest import BUNDLED
 from dge_platform_tests.test_bulk_de import jaccard, simulate
 
@@ -221,3 +223,71 @@ def test_two_group_test_null_and_speed(small_screen):
     start = time.perf_counter()
     two_group_test(big, sf, np.tile(disp, 20), level, wells, np.tile(base_mean, 20))
     assert time.perf_counter() - start < 0.5
+
+
+def screen_wells(name: str):
+    """A bundled screen's analysed wells (controls and treated wells passing well QC, as
+    the deseq2 asset selects them), its design frame and contrasts."""
+    study = load_study(BUNDLED / name)
+    cfg = study.config
+    qc = well_qc(study.counts, study.samples, study.gene_symbols)
+    wells, untested, _ = analysis_wells(study.samples, qc["passed"], cfg.control,
+                                        cfg.sheet_file)
+    contrasts = [c for c in cfg.contrasts if c.name not in untested]
+    frame = study_design_frame(study.samples.loc[wells], cfg.design, contrasts, cfg.batch)
+    return study.counts[wells], frame, cfg.design, contrasts
+
+
+def test_sparse_plate_mean_trend_fallback_as_pydeseq2():
+    # ~800 UMIs per well over 1,000 genes: most gene-wise dispersions sit at the floor and
+    # the parametric trend fails in both engines, which fall back to the mean dispersion.
+    counts, frame, design, contrasts = screen_wells("macseq_pmmsq033")
+    with pytest.warns(UserWarning, match="using the mean dispersion as trend"):
+        ours = fit_deseq2(counts, frame, design, contrasts[:1], engine="vectorized",
+                          shrink=False)
+    ref = fit_deseq2(counts, frame, design, contrasts[:1], engine="pydeseq2", shrink=False,
+                     n_cpus=2)
+    assert ours.size_factor_method == ref.size_factor_method == "poscounts"
+    a, b = ours.dispersions, ref.dispersions
+    # The same rule (PyDESeq2's _fit_mean_dispersion_trend: 0.1 % trimmed mean of the
+    # gene-wise estimates above 10 x min_disp): on PyDESeq2's estimates it gives its trend.
+    with pytest.warns(UserWarning, match="using the mean dispersion as trend"):
+        pydeseq2_rule = DispersionTrend.fit(b["base_mean"].to_numpy(),
+                                            b["dispersion_gene_est"].to_numpy())
+    np.testing.assert_allclose(pydeseq2_rule.mean, b["dispersion_trend"].dropna(), rtol=1e-12)
+    assert np.ptp(a["dispersion_trend"].dropna()) == 0
+    # The estimates differ only where a start at the floor has an inward gradient above
+    # L-BFGS-B's pgtol: PyDESeq2 then fails its line search on a few genes (which ones
+    # turns on rounding) and grid-searches them; of ~20 genes above the floor that moves
+    # the trimmed mean (39 here, 27 in PyDESeq2).
+    genewise = rel_diff(a["dispersion_gene_est"], b["dispersion_gene_est"])
+    assert (genewise < 1e-4).mean() > 0.97
+    assert 0.5 < a["dispersion_trend"].iloc[0] / b["dispersion_trend"].iloc[0] < 2
+    # The MAP dispersions (mostly at the bound max(10, n)) and the blind VST follow.
+    assert np.median(rel_diff(a["dispersion"], b["dispersion"])) < 1e-6
+    assert np.abs(ours.vst.to_numpy() - ref.vst.to_numpy()).max() < 0.05
+
+
+@pytest.mark.filterwarnings("ignore:parametric")
+def test_size_factor_auto_picks_ratio_unless_sparse():
+    dense, sheet, _ = simulate(n_genes=300, n_per_group=3, seed=2)
+    contrasts = [Contrast(name="t_vs_c", factor="condition", level="treat", reference="ctrl")]
+    frame = study_design_frame(sheet, "~ condition", contrasts, None)
+    sparse = dense.copy()
+    rng = np.random.default_rng(0)
+    # A zero in all but 49 genes: too few complete genes for median of ratios.
+    hit = rng.permutation(len(sparse))[49:]
+    sparse.to_numpy()[hit, rng.integers(sparse.shape[1], size=len(hit))] = 0
+    assert (sparse > 0).all(axis=1).sum() == 49 and (dense > 0).all(axis=1).sum() >= 50
+    fits = {}
+    for counts, expected in ((dense, "ratio"), (sparse, "poscounts")):
+        auto = fit_deseq2(counts, frame, "~ condition", contrasts, shrink=False)
+        explicit = fit_deseq2(counts, frame, "~ condition", contrasts, shrink=False,
+                              size_factors_fit_type=expected)
+        assert auto.size_factor_method == explicit.size_factor_method == expected
+        np.testing.assert_allclose(auto.size_factors, explicit.size_factors, rtol=1e-12)
+        fits[expected] = auto
+    # PyDESeq2 gets the resolved type too.
+    ref = fit_deseq2(sparse, frame, "~ condition", contrasts, shrink=False, engine="pydeseq2")
+    assert ref.size_factor_method == "poscounts"
+    np.testing.assert_allclose(ref.size_factors, fits["poscounts"].size_factors, rtol=1e-10)

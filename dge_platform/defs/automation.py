@@ -5,8 +5,15 @@ import os
 
 import dagster as dg
 
+from dge_platform.defs.batch import (
+    MAX_STUDIES_PER_RUN,
+    batch_label,
+    batch_target,
+    study_batches,
+)
 from dge_platform.defs.partitions import study_partitions
 from dge_platform.defs.resources import DgeHomeResource
+from dge_platform.home import DgeHome
 from dge_platform.problems import format_problems
 from dge_platform.registry import fingerprint, study_folders
 from dge_platform.validation import validate_study
@@ -17,7 +24,8 @@ REPROCESS_CRON_ENV = "DGE_REPROCESS_CRON"
 study_job = dg.define_asset_job(
     "study_job",
     selection=dg.AssetSelection.all(),
-    description="Materialize every asset of one study partition.",
+    description="Materialize every asset of one study partition, or of a batch of studies "
+    "(a partition key range: one step per asset covers every study of the batch).",
 )
 
 
@@ -94,19 +102,29 @@ def study_sensor(context: dg.SensorEvaluationContext, dge_home: DgeHomeResource)
     )
 
 
+def _needs_reprocessing(instance: dg.DagsterInstance, home: DgeHome, study_id: str,
+                        versions: dict[dg.AssetKey, str]) -> bool:
+    """A registered study whose inputs changed since its last successful ingest, that never
+    completed one, or whose tables older code made (a removed folder is skipped)."""
+    folder = home.study_dir(study_id)
+    return folder.is_dir() and (last_ingested_hash(instance, study_id) != fingerprint(folder)
+                                or bool(outdated_assets(instance, study_id, versions)))
+
+
 @dg.schedule(job=study_job, cron_schedule=os.environ.get(REPROCESS_CRON_ENV, "0 3 * * *"),
              default_status=dg.DefaultScheduleStatus.RUNNING,
              description="Nightly: re-run every registered study whose inputs changed since its "
              "last successful ingest, that never completed one, or whose outputs were made by "
-             "an older code version of an asset. Set DGE_REPROCESS_CRON to change the time.")
+             f"an older code version of an asset, in runs of up to {MAX_STUDIES_PER_RUN} "
+             "contiguous studies. Set DGE_REPROCESS_CRON to change the time.")
 def nightly_reprocess(context: dg.ScheduleEvaluationContext, dge_home: DgeHomeResource):
     home = dge_home.home()
     stamp = context.scheduled_execution_time.isoformat()
     versions = current_code_versions()
-    for study_id in context.instance.get_dynamic_partitions(study_partitions.name):
-        folder = home.study_dir(study_id)
-        if not folder.is_dir():
-            continue
-        if (last_ingested_hash(context.instance, study_id) != fingerprint(folder)
-                or outdated_assets(context.instance, study_id, versions)):
-            yield dg.RunRequest(partition_key=study_id, run_key=f"{study_id}:nightly:{stamp}")
+    order = context.instance.get_dynamic_partitions(study_partitions.name)
+    stale = [study_id for study_id in order
+             if _needs_reprocessing(context.instance, home, study_id, versions)]
+    for batch in study_batches(order, stale):
+        partition_key, tags = batch_target(batch)
+        yield dg.RunRequest(partition_key=partition_key, tags=tags,
+                            run_key=f"{batch_label(batch)}:nightly:{stamp}")

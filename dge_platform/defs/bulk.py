@@ -1,8 +1,12 @@
 """Bulk RNA-seq assets: DESeq2 fit and tests, batch-corrected VST, QC plots and report.
 
-Each asset loads its inputs, calls the pure modules, writes through the warehouse IO
-manager and attaches metadata. Studies of another kind skip these assets.
+Each asset runs its per-study body for every study of the step (``defs/batch.py``): the body
+reads that study's inputs, calls the pure modules and yields tables, files and metadata.
+Studies of another kind yield nothing and get empty tables.
 """
+
+from collections.abc import Iterator
+from functools import partial
 
 import dagster as dg
 import pandas as pd
@@ -10,6 +14,13 @@ import pandas as pd
 from dge_platform.batch_correction import remove_batch_effect
 from dge_platform.bulk_de import analysis_samples, fit_deseq2, result_problems, sample_summary
 from dge_platform.design import study_design_frame, treatment_matrix
+from dge_platform.defs.batch import (
+    BACKFILL_POLICY,
+    StudyEvent,
+    StudyFiles,
+    StudyTables,
+    run_per_study,
+)
 from dge_platform.defs.partitions import study_partitions
 from dge_platform.defs.resources import DeseqResource, DgeHomeResource
 from dge_platform import plots
@@ -26,6 +37,8 @@ from dge_platform.warehouse import Warehouse
 
 GROUP = "bulk"
 CODE_VERSION = "bulk-1"
+DE_KINDS = ("bulk", "screen")
+REPORT_FILE = "report.html"
 
 
 def study_config(studies: pd.DataFrame) -> StudyConfig:
@@ -35,7 +48,7 @@ def study_config(studies: pd.DataFrame) -> StudyConfig:
 
 def _out(table: str) -> dg.AssetOut:
     return dg.AssetOut(io_manager_key="warehouse_io", description=TABLES[table].description,
-                       kinds={"parquet"}, code_version=CODE_VERSION, is_required=False)
+                       kinds={"parquet"}, code_version=CODE_VERSION)
 
 
 @dg.multi_asset(
@@ -51,6 +64,7 @@ def _out(table: str) -> dg.AssetOut:
                           "padj within [0, 1] where not null."),
     ],
     partitions_def=study_partitions,
+    backfill_policy=BACKFILL_POLICY,
     group_name=GROUP,
     pool="deseq2",
     description="One PyDESeq2 fit of the study's full design (technical replicates summed "
@@ -58,11 +72,18 @@ def _out(table: str) -> dg.AssetOut:
     "Cook's outlier handling, independent filtering, BH padj and shrunken log2 fold changes. "
     "Batch enters the design; corrected counts are never tested. Also the blind VST.",
 )
-def deseq2(context: dg.AssetExecutionContext, deseq: DeseqResource, raw_counts: pd.DataFrame,
-           samples: pd.DataFrame, studies: pd.DataFrame, genes: pd.DataFrame):
+def deseq2(context: dg.AssetExecutionContext, deseq: DeseqResource, raw_counts: StudyTables,
+           samples: StudyTables, studies: StudyTables, genes: StudyTables):
+    yield from run_per_study(context, partial(_deseq2, context, deseq), raw_counts=raw_counts,
+                             samples=samples, studies=studies, genes=genes)
+
+
+def _deseq2(context: dg.AssetExecutionContext, deseq: DeseqResource, study_id: str,
+            raw_counts: pd.DataFrame, samples: pd.DataFrame, studies: pd.DataFrame,
+            genes: pd.DataFrame) -> Iterator[StudyEvent]:
     config = study_config(studies)
-    if config.kind not in ("bulk", "screen"):
-        context.log.info(f"study kind '{config.kind}': bulk DE assets skipped")
+    if config.kind not in DE_KINDS:
+        context.log.info(f"{study_id}: study kind '{config.kind}': bulk DE assets skipped")
         return
     symbols = genes.set_index("gene_id")["gene_symbol"]
     counts = to_wide(raw_counts, "count").astype("int64")
@@ -72,13 +93,11 @@ def deseq2(context: dg.AssetExecutionContext, deseq: DeseqResource, raw_counts: 
         counts, sheet, untested = _screen_wells(counts, sheet, symbols, config)
         contrasts = [c for c in contrasts if c.name not in untested]
         for name, reason in untested.items():
-            context.log.warning(f"{name} not tested: {reason}")
+            context.log.warning(f"{study_id}: {name} not tested: {reason}")
     counts, sheet = analysis_samples(counts, sheet, config.replicate_of)
     frame = study_design_frame(sheet, config.design, contrasts, config.batch)
     fit = fit_deseq2(counts, frame, config.design, contrasts, alpha=config.alpha,
-                     lfc_threshold=config.lfc_threshold, n_cpus=deseq.cpus(),
-                     # sparse well counts: most genes have a zero somewhere (DESeq2 advice)
-                     size_factors_fit_type="poscounts" if config.kind == "screen" else "ratio")
+                     lfc_threshold=config.lfc_threshold, n_cpus=deseq.cpus())
     summary = sample_summary(counts, fit.size_factors, sheet)
     results = fit.results.assign(gene_symbol=symbols.reindex(fit.results["gene_id"]).to_numpy(),
                                  significant=lambda t: (t["padj"] < config.alpha).fillna(False))
@@ -86,6 +105,7 @@ def deseq2(context: dg.AssetExecutionContext, deseq: DeseqResource, raw_counts: 
     results = results[[c for c, _ in TABLES["deg_results"].columns if c != "study_id"]]
     collapsed = int(raw_counts["sample"].nunique() - counts.shape[1])
     yield dg.Output(summary, "size_factors", metadata={
+        "method": fit.size_factor_method,
         "technical_replicates_collapsed": collapsed,
         "preview": dg.MetadataValue.md(summary.to_markdown(index=False))})
     yield dg.Output(to_long(fit.normalized_counts, "normalized_count"), "normalized_counts")
@@ -133,17 +153,23 @@ def _with_conditions(results: pd.DataFrame, sheet: pd.DataFrame | None) -> pd.Da
 def _table_asset(table: str, note: str, **kwargs):
     """A per-study asset stored as the warehouse table of the same name."""
     return dg.asset(name=table, io_manager_key="warehouse_io", partitions_def=study_partitions,
-                    group_name=GROUP, kinds={"parquet"}, code_version=CODE_VERSION,
-                    description=f"{TABLES[table].description} {note}", **kwargs)
+                    backfill_policy=BACKFILL_POLICY, group_name=GROUP, kinds={"parquet"},
+                    code_version=CODE_VERSION, description=f"{TABLES[table].description} {note}",
+                    **kwargs)
 
 
-@_table_asset("batch_corrected", "Materialized only when the study names a batch column.",
-              output_required=False)
-def batch_corrected(context: dg.AssetExecutionContext, vst: pd.DataFrame, samples: pd.DataFrame,
-                    studies: pd.DataFrame):
+@_table_asset("batch_corrected", "Empty unless the study names a batch column.")
+def batch_corrected(context: dg.AssetExecutionContext, vst: StudyTables, samples: StudyTables,
+                    studies: StudyTables):
+    yield from run_per_study(context, partial(_batch_corrected, context), vst=vst,
+                             samples=samples, studies=studies)
+
+
+def _batch_corrected(context: dg.AssetExecutionContext, study_id: str, vst: pd.DataFrame,
+                     samples: pd.DataFrame, studies: pd.DataFrame) -> Iterator[StudyEvent]:
     config = study_config(studies)
-    if not config.batch:
-        context.log.info("no batch column in study.yaml: nothing to correct")
+    if not config.batch or config.kind not in DE_KINDS:
+        context.log.info(f"{study_id}: no batch column in study.yaml: nothing to correct")
         return
     corrected = _without_batch(to_wide(vst, "vst"), _analysis_sheet(samples, config), config)
     yield dg.Output(to_long(corrected, "batch_corrected_vst"), metadata={"batch": config.batch})
@@ -167,14 +193,23 @@ def _without_batch(expression: pd.DataFrame, sheet: pd.DataFrame,
 
 
 @_table_asset("sample_qc", "Also writes the QC plots (PNG) to "
-              "warehouse/qc_plots/study_id=<id>/. Screens have well_qc instead.",
-              output_required=False)
-def sample_qc(context: dg.AssetExecutionContext, dge_home: DgeHomeResource, vst: pd.DataFrame,
-              size_factors: pd.DataFrame, deg_results: pd.DataFrame,
-              gene_dispersions: pd.DataFrame, samples: pd.DataFrame, studies: pd.DataFrame):
+              "warehouse/qc_plots/study_id=<id>/. Bulk studies only (screens have well_qc).")
+def sample_qc(context: dg.AssetExecutionContext, dge_home: DgeHomeResource, vst: StudyTables,
+              size_factors: StudyTables, deg_results: StudyTables,
+              gene_dispersions: StudyTables, samples: StudyTables, studies: StudyTables):
+    yield from run_per_study(context, partial(_sample_qc, context),
+                             warehouse=Warehouse(dge_home.home().warehouse), vst=vst,
+                             size_factors=size_factors, deg_results=deg_results,
+                             gene_dispersions=gene_dispersions, samples=samples, studies=studies)
+
+
+def _sample_qc(context: dg.AssetExecutionContext, study_id: str, vst: pd.DataFrame,
+               size_factors: pd.DataFrame, deg_results: pd.DataFrame,
+               gene_dispersions: pd.DataFrame, samples: pd.DataFrame,
+               studies: pd.DataFrame) -> Iterator[StudyEvent]:
     config = study_config(studies)
-    if config.kind == "screen":
-        context.log.info("screens are QC'd per well (well_qc asset)")
+    if config.kind != "bulk":
+        context.log.info(f"{study_id}: sample QC is for bulk studies (screens: well_qc)")
         return
     expression = to_wide(vst, "vst")
     sheet = _analysis_sheet(samples, config)
@@ -201,8 +236,7 @@ def sample_qc(context: dg.AssetExecutionContext, dge_home: DgeHomeResource, vst:
         figures[f"volcano_{contrast.name}"] = plots.volcano_plot(
             rows, config.alpha, config.lfc_threshold, contrast.name)
         figures[f"pvalues_{contrast.name}"] = plots.pvalue_histogram(rows, contrast.name)
-    Warehouse(dge_home.home().warehouse).replace_files(
-        "qc_plots", context.partition_key, {f"{name}.png": png for name, png in figures.items()})
+    yield StudyFiles("qc_plots", {f"{name}.png": png for name, png in figures.items()})
     outliers = table.loc[table["outlier"], ["sample", "outlier_reason"]]
     yield dg.Output(table, metadata={
         "outliers": dg.MetadataValue.json(outliers.to_dict("records")),
@@ -214,26 +248,43 @@ def sample_qc(context: dg.AssetExecutionContext, dge_home: DgeHomeResource, vst:
 
 @dg.asset(
     partitions_def=study_partitions,
+    backfill_policy=BACKFILL_POLICY,
     group_name=GROUP,
     kinds={"html"},
     code_version=CODE_VERSION,
     description="The study's self-contained HTML report (design, QC, DEG summary and top "
     "genes per contrast, enrichment, every plot), written to "
-    "warehouse/reports/study_id=<id>/report.html.",
+    "warehouse/reports/study_id=<id>/report.html. Bulk studies only: other kinds record "
+    "the reason in the metadata instead.",
 )
 def study_report(context: dg.AssetExecutionContext, dge_home: DgeHomeResource,
-                 deg_results: pd.DataFrame, enrichment: pd.DataFrame, sample_qc: pd.DataFrame,
-                 samples: pd.DataFrame, studies: pd.DataFrame) -> dg.MaterializeResult:
-    config = study_config(studies)
+                 deg_results: StudyTables, enrichment: StudyTables, sample_qc: StudyTables,
+                 samples: StudyTables, studies: StudyTables):
     warehouse = Warehouse(dge_home.home().warehouse)
-    study_id = context.partition_key
+    yield from run_per_study(context, partial(_study_report, warehouse), warehouse=warehouse,
+                             deg_results=deg_results, enrichment=enrichment,
+                             sample_qc=sample_qc, samples=samples, studies=studies)
+
+
+def _study_report(warehouse: Warehouse, study_id: str, deg_results: pd.DataFrame,
+                  enrichment: pd.DataFrame, sample_qc: pd.DataFrame, samples: pd.DataFrame,
+                  studies: pd.DataFrame) -> Iterator[StudyEvent]:
+    config = study_config(studies)
+    if config.kind != "bulk":
+        # Every partition of the step is recorded as materialized: say why there is no report
+        # (and drop a stale one from when the study had another kind).
+        yield StudyFiles("reports", {})
+        yield dg.MaterializeResult(metadata={
+            "skipped": f"no report for study kind '{config.kind}' (bulk studies only)"})
+        return
     figures = {p.stem: p.read_bytes() for folder in ("qc_plots", "enrichment_plots")
                for p in warehouse.files(folder, study_id) if p.suffix == ".png"}
     study = {"id": config.id, "title": config.title or config.id, "kind": config.kind,
              "organism": config.organism, "design": config.design, "batch": config.batch,
              "alpha": config.alpha, "lfc_threshold": config.lfc_threshold}
     html = build_report(study=study, samples=samples, sample_qc=sample_qc.set_index("sample"),
-                        results=deg_results, enrichment=enrichment, plots=figures)
-    report = warehouse.replace_files("reports", study_id, {"report.html": html.encode()})[0]
-    return dg.MaterializeResult(metadata={"report": dg.MetadataValue.path(str(report)),
-                                          "size_bytes": report.stat().st_size})
+                        results=deg_results, enrichment=enrichment, plots=figures).encode()
+    yield StudyFiles("reports", {REPORT_FILE: html})
+    path = warehouse.table_dir("reports") / f"study_id={study_id}" / REPORT_FILE
+    yield dg.MaterializeResult(metadata={"report": dg.MetadataValue.path(str(path)),
+                                         "size_bytes": len(html)})

@@ -1,15 +1,27 @@
 """Enrichment asset: ORA and GSEA prerank of every contrast against offline collections."""
 
+from collections.abc import Iterator
+from functools import partial
+
 import dagster as dg
 import pandas as pd
 
 from dge_platform import plots
-from dge_platform.defs.bulk import study_config
+from dge_platform.defs.batch import (
+    BACKFILL_POLICY,
+    StudyEvent,
+    StudyFiles,
+    StudyTables,
+    empty_table,
+    run_per_study,
+)
+from dge_platform.defs.bulk import DE_KINDS, study_config
 from dge_platform.defs.partitions import study_partitions
 from dge_platform.defs.resources import DgeHomeResource
 from dge_platform.enrichment import enrich_contrast
 from dge_platform.gene_annotation import id_type
 from dge_platform.gene_sets import load_collections
+from dge_platform.home import DgeHome
 from dge_platform.tables import TABLES
 from dge_platform.warehouse import Warehouse
 
@@ -17,25 +29,36 @@ from dge_platform.warehouse import Warehouse
 @dg.asset(
     io_manager_key="warehouse_io",
     partitions_def=study_partitions,
+    backfill_policy=BACKFILL_POLICY,
     group_name="enrichment",
     kinds={"parquet"},
     code_version="enrichment-1",
     description=TABLES["enrichment"].description + " Empty when no collection applies.",
 )
 def enrichment(context: dg.AssetExecutionContext, dge_home: DgeHomeResource,
-               deg_results: pd.DataFrame, studies: pd.DataFrame):
-    config = study_config(studies)
+               deg_results: StudyTables, studies: StudyTables):
     home = dge_home.home()
-    collections = load_collections(config.organism, home.study_dir(config.id), config.gene_sets,
+    yield from run_per_study(context, partial(_enrichment, context, home),
+                             warehouse=Warehouse(home.warehouse), deg_results=deg_results,
+                             studies=studies)
+
+
+def _enrichment(context: dg.AssetExecutionContext, home: DgeHome, study_id: str,
+                deg_results: pd.DataFrame, studies: pd.DataFrame) -> Iterator[StudyEvent]:
+    config = study_config(studies)
+    if config.kind not in DE_KINDS:
+        context.log.info(f"{study_id}: study kind '{config.kind}' has no DE results to enrich")
+        yield StudyFiles("enrichment_plots", {})
+        return
+    collections = load_collections(config.organism, home.study_dir(study_id), config.gene_sets,
                                    id_type(deg_results["gene_id"]))
-    columns = [c for c, _ in TABLES["enrichment"].columns if c != "study_id"]
-    warehouse = Warehouse(home.warehouse)
     if not collections:
         reason = (f"no gene set collection ships for organism '{config.organism}': add your own "
                   "GMT files with 'gene_sets:' in study.yaml")
-        context.log.warning(reason)
-        warehouse.replace_files("enrichment_plots", config.id, {})
-        return dg.Output(pd.DataFrame(columns=columns), metadata={"skipped": reason})
+        context.log.warning(f"{study_id}: {reason}")
+        yield StudyFiles("enrichment_plots", {})
+        yield dg.Output(empty_table("enrichment"), metadata={"skipped": reason})
+        return
     tables, figures = [], {}
     for contrast in config.contrasts:
         rows = deg_results[deg_results["contrast"] == contrast.name]
@@ -45,11 +68,11 @@ def enrichment(context: dg.AssetExecutionContext, dge_home: DgeHomeResource,
         tables.append(table.assign(contrast=contrast.name, cell_type=None))
         figures[f"enrichment_{contrast.name}"] = plots.enrichment_dotplot(
             table, f"Top terms: {contrast.name}")
+    columns = [c for c, _ in TABLES["enrichment"].columns if c != "study_id"]
     result = pd.concat(tables, ignore_index=True)[columns]
-    warehouse.replace_files("enrichment_plots", config.id,
-                            {f"{name}.png": png for name, png in figures.items()})
+    yield StudyFiles("enrichment_plots", {f"{name}.png": png for name, png in figures.items()})
     significant = result[result["padj"] < 0.05].groupby(["contrast", "method"]).size()
-    return dg.Output(result, metadata={
+    yield dg.Output(result, metadata={
         "collections": ", ".join(name for name, _, _ in collections),
         "significant_terms": dg.MetadataValue.md(significant.rename("n").reset_index()
                                                  .to_markdown(index=False)),

@@ -1,9 +1,14 @@
 """Ingest assets: validate a registered study and write its catalog tables."""
 
+from collections.abc import Iterator
+from functools import partial
+
 import dagster as dg
 
+from dge_platform.defs.batch import BACKFILL_POLICY, run_per_study
 from dge_platform.defs.partitions import study_partitions
 from dge_platform.defs.resources import DgeHomeResource
+from dge_platform.home import DgeHome
 from dge_platform.problems import StudyInputError
 from dge_platform.study_tables import (
     genes_table,
@@ -41,13 +46,21 @@ def _out(table: str) -> dg.AssetOut:
         description="Re-reads the stored tables: every gene x sample pair once, counts "
         "non-negative, samples and genes identical to the samples and genes tables.")],
     partitions_def=study_partitions,
+    backfill_policy=BACKFILL_POLICY,
     group_name=GROUP,
     description="Validates the study (every check of 'dge validate'); on any problem the run "
-    "fails before writing, so the study's previous tables stay intact.",
+    "fails before writing, naming the study, so the previous tables of every study in the "
+    "step stay intact.",
 )
 def ingest_study(context: dg.AssetExecutionContext, dge_home: DgeHomeResource):
     home = dge_home.home()
-    study_id = context.partition_key
+    yield from run_per_study(context, partial(_ingest, context, home),
+                             checks_after_write=partial(_stored_counts_check, home))
+
+
+def _ingest(context: dg.AssetExecutionContext, home: DgeHome,
+            study_id: str) -> Iterator[dg.Output]:
+    """Validate and load one study and yield its four catalog tables."""
     try:
         study = load_study(home.study_dir(study_id), expected_id=study_id)
     except StudyInputError as err:
@@ -74,6 +87,10 @@ def ingest_study(context: dg.AssetExecutionContext, dge_home: DgeHomeResource):
     yield dg.Output(to_long(study.counts, "count"), "raw_counts", metadata={
         "n_genes": study.counts.shape[0], "n_samples": study.counts.shape[1],
         "total_counts": int(study.counts.to_numpy().sum())})
+
+
+def _stored_counts_check(home: DgeHome, study_id: str) -> Iterator[dg.AssetCheckResult]:
+    """raw_counts_complete on the tables as stored (so it runs after the IO manager wrote)."""
     stored = Warehouse(home.warehouse)
     problems = long_counts_problems(stored.read("raw_counts", study_id),
                                     stored.read("samples", study_id)["sample"],

@@ -1,5 +1,7 @@
 """Resources: the data root, and the IO manager that owns every warehouse write."""
 
+from collections.abc import Mapping
+
 import dagster as dg
 import pandas as pd
 
@@ -20,8 +22,10 @@ class DgeHomeResource(dg.ConfigurableResource):
 class WarehouseIOManager(dg.ConfigurableIOManager):
     """Stores each table asset as one atomic Parquet file per study partition.
 
-    The table is named by the asset key; after a write the DuckDB catalog is refreshed if
-    that table had no data before, so the view picks it up.
+    A step may cover several studies (a backfill batch): outputs are ``{study_id: frame}``
+    (see ``defs/batch.py``) and inputs load as one frame for one study, ``{study_id: frame}``
+    for several. The table is named by the asset key; after a step's writes the DuckDB catalog
+    is refreshed once, picking up tables that had no data before.
     """
 
     dge_home: dg.ResourceDependency[DgeHomeResource]
@@ -29,21 +33,30 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
     def _table(self, context: dg.OutputContext | dg.InputContext) -> str:
         return context.asset_key.path[-1]
 
-    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: Mapping[str, pd.DataFrame]) -> None:
+        """Write every study's partition of the output."""
+        table, keys = self._table(context), set(context.asset_partition_keys)
+        if set(obj) != keys:
+            # Dagster records a materialization for every partition of the step: writing
+            # fewer would mark a study materialized without its table.
+            raise ValueError(f"output '{table}' holds studies {sorted(obj)}, but the step "
+                             f"materializes {sorted(keys)}")
         home = self.dge_home.home()
-        written = Warehouse(home.warehouse).write(self._table(context), context.partition_key, obj)
+        warehouse = Warehouse(home.warehouse)
+        for study_id, frame in obj.items():
+            warehouse.write(table, study_id, frame)
         refresh_catalog(home)
-        context.add_output_metadata({
-            "dagster/row_count": written.rows,
-            "path": dg.MetadataValue.path(str(written.path)),
-            "size_bytes": written.bytes,
-            "dagster/column_schema": dg.TableSchema(columns=[
-                dg.TableColumn(str(name), str(dtype)) for name, dtype in obj.dtypes.items()]),
-        })
+        # Row counts and schemas are per study (run_per_study); the folder holds every study.
+        folder = warehouse.table_dir(table)
+        context.add_output_metadata({"path": dg.MetadataValue.path(str(folder))})
 
-    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
-        home = self.dge_home.home()
-        return Warehouse(home.warehouse).read(self._table(context), context.partition_key)
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame | dict[str, pd.DataFrame]:
+        """One study's table, or ``{study_id: table}`` when the step covers several studies."""
+        warehouse = Warehouse(self.dge_home.home().warehouse)
+        table, keys = self._table(context), context.asset_partition_keys
+        if len(keys) == 1:
+            return warehouse.read(table, keys[0])
+        return {study_id: warehouse.read(table, study_id) for study_id in keys}
 
 
 class DeseqResource(dg.ConfigurableResource):

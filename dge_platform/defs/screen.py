@@ -1,8 +1,12 @@
 """Screen assets: well QC, activity calls, dose-response, potency and compound similarity.
 
 The screen's DE is the shared ``deseq2`` fit (every compound x dose vs the control wells);
-these assets read its tables. Studies of another kind skip them.
+these assets read its tables. Each runs its per-study body for every study of the step
+(``defs/batch.py``); studies of another kind yield nothing and get empty tables.
 """
+
+from collections.abc import Iterator
+from functools import partial
 
 import dagster as dg
 import numpy as np
@@ -16,6 +20,14 @@ from dge_platform.compound_activity import (
 )
 from dge_platform.compound_similarity import compound_similarity as similarity_of
 from dge_platform.compound_similarity import conditions, informative_genes, signature_matrix
+from dge_platform.defs.batch import (
+    BACKFILL_POLICY,
+    StudyEvent,
+    StudyFiles,
+    StudyTables,
+    empty_table,
+    run_per_study,
+)
 from dge_platform.defs.bulk import study_config
 from dge_platform.defs.partitions import study_partitions
 from dge_platform.defs.resources import DgeHomeResource
@@ -34,8 +46,8 @@ MAX_PLATES_SHOWN = 4
 
 def _screen_asset(table: str, note: str = "", **kwargs):
     return dg.asset(name=table, io_manager_key="warehouse_io", partitions_def=study_partitions,
-                    group_name=GROUP, kinds={"parquet"}, code_version=CODE_VERSION,
-                    output_required=False,
+                    backfill_policy=BACKFILL_POLICY, group_name=GROUP, kinds={"parquet"},
+                    code_version=CODE_VERSION,
                     description=f"{TABLES[table].description} {note}".strip(), **kwargs)
 
 
@@ -43,9 +55,9 @@ def _columns(table: str) -> list[str]:
     return [c for c, _ in TABLES[table].columns if c != "study_id"]
 
 
-def _skip(context: dg.AssetExecutionContext, kind: str) -> bool:
+def _skip(context: dg.AssetExecutionContext, study_id: str, kind: str) -> bool:
     if kind != "screen":
-        context.log.info(f"study kind '{kind}': screen assets skipped")
+        context.log.info(f"{study_id}: study kind '{kind}': screen assets skipped")
         return True
     return False
 
@@ -53,10 +65,18 @@ def _skip(context: dg.AssetExecutionContext, kind: str) -> bool:
 @_screen_asset("well_qc", "Plate heatmaps (depth, genes detected, flags) are in the "
                "metadata and in warehouse/screen_plots/study_id=<id>/.")
 def well_qc(context: dg.AssetExecutionContext, dge_home: DgeHomeResource,
-            raw_counts: pd.DataFrame, samples: pd.DataFrame, genes: pd.DataFrame,
-            studies: pd.DataFrame):
+            raw_counts: StudyTables, samples: StudyTables, genes: StudyTables,
+            studies: StudyTables):
+    yield from run_per_study(context, partial(_well_qc, context),
+                             warehouse=Warehouse(dge_home.home().warehouse),
+                             raw_counts=raw_counts, samples=samples, genes=genes, studies=studies)
+
+
+def _well_qc(context: dg.AssetExecutionContext, study_id: str, raw_counts: pd.DataFrame,
+             samples: pd.DataFrame, genes: pd.DataFrame,
+             studies: pd.DataFrame) -> Iterator[StudyEvent]:
     config = study_config(studies)
-    if _skip(context, config.kind):
+    if _skip(context, study_id, config.kind):
         return
     sheet = sheet_from_samples_table(samples)
     qc = well_qc_of(to_wide(raw_counts, "count"), sheet,
@@ -73,9 +93,7 @@ def well_qc(context: dg.AssetExecutionContext, dge_home: DgeHomeResource,
         figures[f"plate_{plate}_flags"] = plots.plate_heatmap(
             failed.astype(float), f"{plate}: failed wells (x)", cmap="Reds", label="failed",
             flagged=failed)
-    Warehouse(dge_home.home().warehouse).replace_files(
-        "screen_plots", context.partition_key,
-        {f"{name}.png": png for name, png in figures.items()})
+    yield StudyFiles("screen_plots", {f"{name}.png": png for name, png in figures.items()})
     reasons = qc.loc[~qc["passed"], "reason"].str.split("; ").explode().value_counts()
     shown = sorted(qc["plate"].unique())[:MAX_PLATES_SHOWN]
     yield dg.Output(qc[_columns("well_qc")], metadata={
@@ -89,12 +107,22 @@ def well_qc(context: dg.AssetExecutionContext, dge_home: DgeHomeResource,
 @_screen_asset("compound_activity", "The null: per plate, 200 random splits of the usable "
                "control wells (pseudo-treatment of the median replicate count) tested like "
                "real contrasts with the fit's dispersions.")
-def compound_activity(context: dg.AssetExecutionContext, raw_counts: pd.DataFrame,
-                      samples: pd.DataFrame, size_factors: pd.DataFrame,
-                      gene_dispersions: pd.DataFrame, deg_results: pd.DataFrame,
-                      studies: pd.DataFrame):
+def compound_activity(context: dg.AssetExecutionContext, raw_counts: StudyTables,
+                      samples: StudyTables, size_factors: StudyTables,
+                      gene_dispersions: StudyTables, deg_results: StudyTables,
+                      studies: StudyTables):
+    yield from run_per_study(context, partial(_compound_activity, context),
+                             raw_counts=raw_counts, samples=samples, size_factors=size_factors,
+                             gene_dispersions=gene_dispersions, deg_results=deg_results,
+                             studies=studies)
+
+
+def _compound_activity(context: dg.AssetExecutionContext, study_id: str,
+                       raw_counts: pd.DataFrame, samples: pd.DataFrame,
+                       size_factors: pd.DataFrame, gene_dispersions: pd.DataFrame,
+                       deg_results: pd.DataFrame, studies: pd.DataFrame) -> Iterator[StudyEvent]:
     config = study_config(studies)
-    if _skip(context, config.kind):
+    if _skip(context, study_id, config.kind):
         return
     sheet = sheet_from_samples_table(samples)
     analysed = size_factors.set_index("sample")["size_factor"]
@@ -113,7 +141,7 @@ def compound_activity(context: dg.AssetExecutionContext, raw_counts: pd.DataFram
             counts.loc[dispersions.index], analysed, dispersions["dispersion"],
             dispersions["base_mean"], controls, n_treated, alpha=config.alpha,
             lfc_threshold=config.lfc_threshold, seed=0)
-        context.log.info(f"plate {plate}: null of {len(nulls[plate])} control splits "
+        context.log.info(f"{study_id} plate {plate}: null of {len(nulls[plate])} control splits "
                          f"({n_treated} vs {len(controls) - n_treated} wells), 95th percentile "
                          f"{np.quantile(nulls[plate], 0.95):.1f} DEGs")
     calls = activity_calls(deg_results, table, nulls, alpha=config.alpha)
@@ -129,10 +157,17 @@ def compound_activity(context: dg.AssetExecutionContext, raw_counts: pd.DataFram
 @_screen_asset("dose_response", "Fitted on each compound's wells and its plates' controls "
                "(dose 0), on VST expression, for genes with padj < alpha at any dose of the "
                "compound. Compounds with fewer than 3 doses are skipped.")
-def dose_response(context: dg.AssetExecutionContext, vst: pd.DataFrame, samples: pd.DataFrame,
-                  deg_results: pd.DataFrame, genes: pd.DataFrame, studies: pd.DataFrame):
+def dose_response(context: dg.AssetExecutionContext, vst: StudyTables, samples: StudyTables,
+                  deg_results: StudyTables, genes: StudyTables, studies: StudyTables):
+    yield from run_per_study(context, partial(_dose_response, context), vst=vst, samples=samples,
+                             deg_results=deg_results, genes=genes, studies=studies)
+
+
+def _dose_response(context: dg.AssetExecutionContext, study_id: str, vst: pd.DataFrame,
+                   samples: pd.DataFrame, deg_results: pd.DataFrame, genes: pd.DataFrame,
+                   studies: pd.DataFrame) -> Iterator[StudyEvent]:
     config = study_config(studies)
-    if _skip(context, config.kind):
+    if _skip(context, study_id, config.kind):
         return
     expression = to_wide(vst, "vst")
     sheet = sheet_from_samples_table(samples).loc[expression.columns]
@@ -154,8 +189,8 @@ def dose_response(context: dg.AssetExecutionContext, vst: pd.DataFrame, samples:
         fits.append(fit.assign(compound=compound))
     symbols = genes.set_index("gene_id")["gene_symbol"]
     if not fits:
-        context.log.info("no compound had responsive genes over enough doses")
-        table = pd.DataFrame(columns=_columns("dose_response"))
+        context.log.info(f"{study_id}: no compound had responsive genes over enough doses")
+        table = empty_table("dose_response")
     else:
         table = pd.concat(fits, ignore_index=True)
         table["gene_symbol"] = symbols.reindex(table["gene_id"]).to_numpy()
@@ -168,13 +203,18 @@ def dose_response(context: dg.AssetExecutionContext, vst: pd.DataFrame, samples:
 
 @_screen_asset("compound_potency", "tPOD = median BMD of the compound's most sensitive genes "
                "(see README, 'Screens').")
-def compound_potency(context: dg.AssetExecutionContext, dose_response: pd.DataFrame,
-                     studies: pd.DataFrame):
+def compound_potency(context: dg.AssetExecutionContext, dose_response: StudyTables,
+                     studies: StudyTables):
+    yield from run_per_study(context, partial(_compound_potency, context),
+                             dose_response=dose_response, studies=studies)
+
+
+def _compound_potency(context: dg.AssetExecutionContext, study_id: str,
+                      dose_response: pd.DataFrame, studies: pd.DataFrame) -> Iterator[StudyEvent]:
     config = study_config(studies)
-    if _skip(context, config.kind):
+    if _skip(context, study_id, config.kind):
         return
-    table = potency_of(dose_response) if len(dose_response) else \
-        pd.DataFrame(columns=_columns("compound_potency"))
+    table = potency_of(dose_response) if len(dose_response) else empty_table("compound_potency")
     yield dg.Output(table, metadata={
         "n_compounds_with_tpod": int(table["tpod"].notna().sum()) if len(table) else 0,
         "potency": dg.MetadataValue.md(table.sort_values("tpod").head(40).to_markdown(
@@ -184,16 +224,25 @@ def compound_potency(context: dg.AssetExecutionContext, dose_response: pd.DataFr
 @_screen_asset("compound_similarity", "Signatures are Wald statistics over informative genes "
                "(significant in some condition); only active conditions are compared, since "
                "inactive signatures are noise. Heatmap in the metadata.")
-def compound_similarity(context: dg.AssetExecutionContext, deg_results: pd.DataFrame,
-                        compound_activity: pd.DataFrame, studies: pd.DataFrame):
+def compound_similarity(context: dg.AssetExecutionContext, deg_results: StudyTables,
+                        compound_activity: StudyTables, studies: StudyTables):
+    yield from run_per_study(context, partial(_compound_similarity, context),
+                             deg_results=deg_results, compound_activity=compound_activity,
+                             studies=studies)
+
+
+def _compound_similarity(context: dg.AssetExecutionContext, study_id: str,
+                         deg_results: pd.DataFrame, compound_activity: pd.DataFrame,
+                         studies: pd.DataFrame) -> Iterator[StudyEvent]:
     config = study_config(studies)
-    if _skip(context, config.kind):
+    if _skip(context, study_id, config.kind):
         return
     active = compound_activity.loc[compound_activity["active"], "contrast"]
     rows = deg_results[deg_results["contrast"].isin(set(active))]
     if active.nunique() < 2:
-        context.log.info(f"{active.nunique()} active condition(s): nothing to compare")
-        yield dg.Output(pd.DataFrame(columns=_columns("compound_similarity")),
+        context.log.info(f"{study_id}: {active.nunique()} active condition(s): nothing to "
+                         "compare")
+        yield dg.Output(empty_table("compound_similarity"),
                         metadata={"n_active": int(active.nunique())})
         return
     genes = informative_genes(rows, alpha=config.alpha)
