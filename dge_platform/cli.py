@@ -109,9 +109,12 @@ def _print_summary(home: DgeHome, study_ids: list[str]) -> None:
                        "d.log2_fold_change > 0) as up, count(*) filter (where d.significant and "
                        "d.log2_fold_change < 0) as down, any_value(s.alpha) as alpha "
                        "from deg_results d join studies s using (study_id) "
-                       "group by 1, 2 order by 1, 2")
-    click.echo("\nDEGs per contrast (padj < study alpha):")
-    click.echo(degs.to_string(index=False) if len(degs) else "  (no DEG results yet)")
+                       "where s.kind != 'screen' group by 1, 2 order by 1, 2")
+    if len(degs):
+        click.echo("\nDEGs per contrast (padj < study alpha):")
+        click.echo(degs.to_string(index=False))
+    if not _print_screens(home) and not len(degs):
+        click.echo("\n(no DEG results yet)")
     reports = Warehouse(home.warehouse)
     for study_id in study_ids:
         path = reports.table_dir("reports") / f"study_id={study_id}" / "report.html"
@@ -119,6 +122,29 @@ def _print_summary(home: DgeHome, study_ids: list[str]) -> None:
             click.echo(f"Report {study_id}: {path}")
     click.echo(f"\nDuckDB catalog: {home.catalog}")
     click.echo('Query it:       dge sql "select * from deg_results where padj < 0.05 limit 10"')
+
+
+def _print_screens(home: DgeHome) -> bool:
+    """Per screen: conditions tested and active, the most active ones (screens have too many
+    contrasts to list every one). False when there is no screen result."""
+    from dge_platform.catalog import query
+    from dge_platform.warehouse import Warehouse
+
+    if not Warehouse(home.warehouse).has_data("compound_activity"):
+        return False
+    screens = query(home, "select study_id, count(*) as conditions, count(*) filter (where "
+                          "active) as active, max(null_threshold) as null_threshold, "
+                          "string_agg(contrast || ' (' || n_deg || ')', ', ' order by n_deg "
+                          "desc) filter (where active) as most_active from compound_activity "
+                          "group by 1 order by 1")
+    if not len(screens):
+        return False
+    click.echo("\nScreens: compound x dose conditions active (DEGs above the control null):")
+    for row in screens.itertuples():
+        top = ", ".join((row.most_active or "").split(", ")[:5])
+        click.echo(f"  {row.study_id}: {row.active} of {row.conditions} active (null 95th "
+                   f"percentile {row.null_threshold:g} DEGs){': ' + top if top else ''}")
+    return True
 
 
 @main.command()

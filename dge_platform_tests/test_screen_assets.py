@@ -141,3 +141,15 @@ def test_potency_ranks_compounds_like_their_planted_ec50(home):
     # the two clearly separated potency classes (~0.02 vs ~0.2-0.4 uM) are ordered
     potent, weak = planted.index[planted < 0.05], planted.index[planted > 0.1]
     assert tpod[potent].max() < tpod[weak].min()
+
+
+def test_run_summary_reports_activity_per_screen(home):
+    output = home["macseq"].output
+    calls = sql("select * from compound_activity where study_id = 'macseq_pmmsq033' "
+                "order by n_deg desc")
+    active = calls[calls["active"]]
+    line = (f"macseq_pmmsq033: {len(active)} of {len(calls)} active (null 95th percentile "
+            f"{calls['null_threshold'].max():g} DEGs)")
+    assert line in output
+    assert f"{active['contrast'].iloc[0]} ({active['n_deg'].iloc[0]})" in output
+    assert "ETOPOSIDE_10uM" not in output.split("DuckDB catalog")[0].split("Screens:")[0]
