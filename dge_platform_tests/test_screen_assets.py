@@ -153,3 +153,23 @@ def test_run_summary_reports_activity_per_screen(home):
     assert line in output
     assert f"{active['contrast'].iloc[0]} ({active['n_deg'].iloc[0]})" in output
     assert "ETOPOSIDE_10uM" not in output.split("DuckDB catalog")[0].split("Screens:")[0]
+
+
+def test_plate_losing_its_controls_in_qc_fails_and_keeps_previous_results(tmp_path,
+                                                                          monkeypatch):
+    from dge_platform_tests.conftest import write_screen
+
+    monkeypatch.setenv("DGE_HOME", str(tmp_path / "dge"))
+    folder = write_screen(tmp_path / "incoming" / "toy_screen", n_genes=200)
+    assert dge("add", str(folder), "--run").exit_code == 0
+    before = sql("select * from deg_results order by contrast, gene_id")
+    counts = pd.read_csv(folder / "counts" / "p1.tsv", sep="\t", index_col=0)
+    counts[["P1_A01", "P1_A02", "P1_A03"]] = 0
+    counts.loc[counts.index[0], ["P1_A01", "P1_A02", "P1_A03"]] = 1  # dead but not empty
+    counts.to_csv(folder / "counts" / "p1.tsv", sep="\t")
+    result = dge("add", str(folder), "--run")
+    assert result.exit_code == 1
+    assert ("plate 'P1' has 3 control well(s) (DMSO) that passed well QC; at least 4 are "
+            "needed") in result.output
+    pd.testing.assert_frame_equal(sql("select * from deg_results order by contrast, gene_id"),
+                                  before)
