@@ -26,6 +26,7 @@ from dge_platform.problems import Problem
 from dge_platform.study import STUDY_FILE, Contrast
 
 REQUIRED_COLUMNS = ("plate", "well", "compound", "dose")
+KNOWN_COLUMNS = (*REQUIRED_COLUMNS, "dose_unit", "replicate", "well_type")
 MIN_CONTROLS_PER_PLATE = 4
 ROLE = "role"
 CONDITION = "condition"
@@ -60,12 +61,28 @@ def condition_label(compound: str, dose: float, unit: str | None) -> str:
     return f"{name}_{dose:g}{unit or ''}"
 
 
+def normalize_columns(sheet: pd.DataFrame) -> pd.DataFrame:
+    """Plate-map columns named in another case (``Plate``, ``DOSE``) under their standard
+    names, unless the standard name is already taken."""
+    renames = {c: c.casefold() for c in sheet.columns
+               if c.casefold() in KNOWN_COLUMNS and c != c.casefold()
+               and c.casefold() not in sheet.columns}
+    return sheet.rename(columns=renames)
+
+
+def _roles(sheet: pd.DataFrame, control: str) -> pd.Series:
+    types = sheet["well_type"] if "well_type" in sheet.columns else pd.Series(None, sheet.index)
+    return pd.Series([well_role(t, c, control) for t, c in zip(types, sheet["compound"])],
+                     index=sheet.index)
+
+
 def annotate_plate_map(sheet: pd.DataFrame, control: str) -> pd.DataFrame:
     """Add ``role`` and ``condition`` (compound x dose label; the control's name for
-    control wells; empty for wells that are not tested) to a validated plate map."""
+    control wells; empty for wells that are not tested) to a validated plate map; wells
+    other than treated ones may leave ``dose`` empty (it becomes 0)."""
     sheet = sheet.copy()
-    types = sheet["well_type"] if "well_type" in sheet.columns else pd.Series(None, sheet.index)
-    sheet[ROLE] = [well_role(t, c, control) for t, c in zip(types, sheet["compound"])]
+    sheet[ROLE] = _roles(sheet, control)
+    sheet["dose"] = sheet["dose"].where(sheet["dose"].notna() | (sheet[ROLE] == "sample"), "0")
     units = sheet["dose_unit"] if "dose_unit" in sheet.columns else pd.Series(None, sheet.index)
     doses = pd.to_numeric(sheet["dose"])
     labels = [condition_label(c, d, u) if r == "sample" else (control if r == "control" else None)
@@ -85,12 +102,19 @@ def plate_map_problems(sheet: pd.DataFrame, file: str, control: str,
                         f"{', '.join(sheet.columns)}", "add it (plate maps need sample, plate, "
                         "well, compound, dose)") for c in missing]
     problems = []
-    for column in REQUIRED_COLUMNS:
+    for column in ("plate", "well", "compound"):
         empty = sheet.index[sheet[column].isna()].tolist()
         if empty:
             problems.append(Problem(file, f"column '{column}'", f"empty for well(s) "
                                     f"{', '.join(empty[:5])}", f"fill in '{column}' for every "
-                                    "well (dose 0 for controls)"))
+                                    "well"))
+    if problems:
+        return problems
+    undosed = sheet.index[sheet["dose"].isna() & (_roles(sheet, control) == "sample")].tolist()
+    if undosed:
+        problems.append(Problem(file, "column 'dose'", f"empty for treated well(s) "
+                                f"{', '.join(undosed[:5])}", "give every compound well its "
+                                "dose (controls may stay empty or 0)"))
     doses = pd.to_numeric(sheet["dose"], errors="coerce")
     bad = sheet.index[sheet["dose"].notna() & doses.isna()].tolist()
     if bad:

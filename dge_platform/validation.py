@@ -18,6 +18,7 @@ from dge_platform.plate_map import (
     ROLE,
     TESTED_ROLES,
     annotate_plate_map,
+    normalize_columns,
     plate_map_problems,
     screen_contrasts,
     screen_design,
@@ -284,6 +285,7 @@ class _Checker:
         if control is None:
             return
         library_size = self.counts.sum(axis=0) if self.counts is not None else None
+        self.sheet = normalize_columns(self.sheet)
         problems = plate_map_problems(self.sheet, self.sheet_file, control, library_size)
         self.problems += problems
         if problems:

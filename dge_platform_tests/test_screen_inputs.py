@@ -154,3 +154,26 @@ def test_well_role_rule(well_type, compound, role):
 def test_condition_labels_are_contrast_safe():
     assert condition_label("VINBLASTINE SULFATE", 0.1, "uM") == "VINBLASTINE-SULFATE_0.1uM"
     assert condition_label("AZD-5991", 10.0, None) == "AZD-5991_10"
+
+
+def test_plate_map_columns_in_any_case_and_blank_control_doses(tmp_path):
+    folder = write_screen(tmp_path / "s")
+    pm = plate_map_of(folder).rename(columns={"plate": "Plate", "dose": "Dose",
+                                              "compound": "COMPOUND"})
+    pm.loc[pm["COMPOUND"] == "DMSO", "Dose"] = None
+    pm.to_csv(folder / "plate_map.tsv", sep="\t", index=False)
+    report = validate_study(folder)
+    assert report.problems == []
+    assert (report.study.samples.loc[report.study.samples["role"] == "control", "dose"]
+            == "0").all()
+    assert len(report.study.config.contrasts) == 4
+
+
+def test_treated_well_without_dose(tmp_path):
+    folder = write_screen(tmp_path / "s")
+    pm = plate_map_of(folder)
+    pm.loc[7, "dose"] = None
+    pm.to_csv(folder / "plate_map.tsv", sep="\t", index=False)
+    assert problems_of(folder) == ["plate_map.tsv: column 'dose': empty for treated well(s) "
+                                   "P1_A08 -> give every compound well its dose (controls may "
+                                   "stay empty or 0)"]
