@@ -54,6 +54,69 @@ def top_terms(enrichment: pd.DataFrame, contrast: str, n: int = 10) -> pd.DataFr
     return top[["method", "collection", "term", "size", "score", "padj"]]
 
 
+def _page(title: str, body: list[str]) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return "\n".join([f"<!doctype html><html><head><meta charset='utf-8'><title>"
+                      f"{html.escape(title)}</title><style>{STYLE}</style></head><body>", *body,
+                      f"<p><small>dge-platform, {stamp}</small></p></body></html>"])
+
+
+def build_screen_report(*, study: dict, well_qc: pd.DataFrame, activity: pd.DataFrame,
+                        potency: pd.DataFrame, similarity: pd.DataFrame,
+                        results: pd.DataFrame, plots: dict[str, bytes],
+                        max_conditions: int = 20) -> str:
+    """Render a screen's report: well QC with plate heatmaps, activity calls against the
+    control null, potency, MoA neighbours and the top genes of the most active conditions.
+
+    Parameters
+    ----------
+    study
+        Study settings: id, title, organism, design, control, alpha, lfc_threshold.
+    well_qc, activity, potency, similarity
+        The screen's tables of the same names.
+    results
+        DEG results of every condition.
+    plots
+        PNG bytes by name: plate heatmaps (``plate_*``) and ``similarity_heatmap``.
+    max_conditions
+        Active conditions whose top genes are listed, most DEGs first.
+    """
+    esc = html.escape
+    failed = well_qc[~well_qc["passed"].astype(bool)]
+    roles = well_qc.groupby("well_type")["passed"].agg(wells="size", passed="sum").reset_index()
+    active = activity[activity["active"].astype(bool)].sort_values("n_deg", ascending=False)
+    body = [
+        f"<h1>{esc(study['title'])}</h1>", "<h2>Design</h2>",
+        _table(pd.DataFrame([{k: study.get(k) for k in
+                              ("id", "organism", "control", "design", "alpha",
+                               "lfc_threshold")}])),
+        "<p class='note'>One shared DESeq2 fit of every control and compound well that passed "
+        "well QC; each compound x dose is tested against the control wells (plate in the "
+        "design when the screen spans plates).</p>",
+        "<h2>Well QC</h2>", _table(roles),
+        (f"<p class='flag'>{len(failed)} well(s) failed QC and were not tested.</p>"
+         + _table(failed[["plate", "well", "well_type", "compound", "total_counts",
+                          "genes_detected", "reason"]])) if len(failed)
+        else "<p>Every well passed QC.</p>",
+        "<div class='plots'>" + "".join(_img(png, name) for name, png in plots.items()
+                                        if name.startswith("plate_")) + "</div>",
+        f"<h2>Activity ({len(active)} of {len(activity)} conditions active)</h2>",
+        "<p class='note'>Active: more DEGs (padj &lt; alpha) than the 95th percentile of the "
+        "plate's null of random control-vs-control splits.</p>",
+        _table(activity.sort_values(["active", "n_deg"], ascending=False)),
+        "<h2>Potency (tPOD: median BMD of the 20 most sensitive genes)</h2>",
+        _table(potency) if len(potency) else "<p>No compound had dose-response fits.</p>",
+        "<h2>Compound similarity (nearest conditions of other compounds)</h2>",
+        _table(similarity) if len(similarity) else "<p>Fewer than two active conditions: "
+        "nothing to compare.</p>",
+        "<div class='plots'>" + "".join(_img(png, name) for name, png in plots.items()
+                                        if name == "similarity_heatmap") + "</div>",
+    ]
+    for contrast in active["contrast"].head(max_conditions):
+        body += [f"<h3>{esc(contrast)}</h3>", _table(top_genes(results, contrast))]
+    return _page(f"{study['id']} - screen report", body)
+
+
 def build_report(*, study: dict, samples: pd.DataFrame, sample_qc: pd.DataFrame,
                  results: pd.DataFrame, enrichment: pd.DataFrame, plots: dict[str, bytes]) -> str:
     """Render the report as one HTML string with every plot embedded.
@@ -77,8 +140,6 @@ def build_report(*, study: dict, samples: pd.DataFrame, sample_qc: pd.DataFrame,
     esc = html.escape
     flagged = sample_qc[sample_qc["outlier"]]
     parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(study['id'])} - DGE "
-        f"report</title><style>{STYLE}</style></head><body>",
         f"<h1>{esc(study['title'])}</h1>",
         "<h2>Design</h2>",
         _table(pd.DataFrame([{k: study.get(k) for k in
@@ -106,6 +167,4 @@ def build_report(*, study: dict, samples: pd.DataFrame, sample_qc: pd.DataFrame,
                   "<div class='plots'>" + "".join(
                       _img(png, name) for name, png in plots.items()
                       if name.endswith(f"_{contrast}") and not name.startswith("qc_")) + "</div>"]
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    parts.append(f"<p><small>dge-platform, {stamp}</small></p></body></html>")
-    return "\n".join(parts)
+    return _page(f"{study['id']} - DGE report", parts)

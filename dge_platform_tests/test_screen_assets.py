@@ -173,3 +173,15 @@ def test_plate_losing_its_controls_in_qc_fails_and_keeps_previous_results(tmp_pa
             "needed") in result.output
     pd.testing.assert_frame_equal(sql("select * from deg_results order by contrast, gene_id"),
                                   before)
+
+
+def test_screen_report(home):
+    report = (home["root"] / "warehouse" / "reports" / "study_id=macseq_pmmsq033"
+              / "report.html")
+    assert f"Report macseq_pmmsq033: {report}" in home["macseq"].output
+    html = report.read_text()
+    calls = sql("select * from compound_activity where study_id = 'macseq_pmmsq033'")
+    assert f"Activity ({int(calls['active'].sum())} of {len(calls)} conditions active)" in html
+    top = calls.sort_values("n_deg", ascending=False)["contrast"].iloc[0]
+    assert f"<h3>{top}</h3>" in html
+    assert html.count("data:image/png;base64,") == 3 + 1  # plate heatmaps + similarity

@@ -29,7 +29,7 @@ from dge_platform.problems import format_problems
 from dge_platform.well_qc import well_qc
 from dge_platform.qc import flag_outliers, pca, sample_distances
 from dge_platform.replicates import collapse_sheet
-from dge_platform.report import build_report, deg_summary
+from dge_platform.report import build_report, build_screen_report, deg_summary
 from dge_platform.study import StudyConfig
 from dge_platform.study_tables import sheet_from_samples_table, to_long, to_wide
 from dge_platform.tables import TABLES
@@ -252,30 +252,50 @@ def _sample_qc(context: dg.AssetExecutionContext, study_id: str, vst: pd.DataFra
     group_name=GROUP,
     kinds={"html"},
     code_version=CODE_VERSION,
-    description="The study's self-contained HTML report (design, QC, DEG summary and top "
-    "genes per contrast, enrichment, every plot), written to "
-    "warehouse/reports/study_id=<id>/report.html. Bulk studies only: other kinds record "
-    "the reason in the metadata instead.",
+    description="The study's self-contained HTML report, written to "
+    "warehouse/reports/study_id=<id>/report.html. Bulk: design, QC, DEG summary and top "
+    "genes per contrast, enrichment, every plot. Screens: well QC and plate heatmaps, "
+    "activity calls, potency, compound similarity, top genes of the most active conditions. "
+    "Other kinds record the reason in the metadata instead.",
 )
 def study_report(context: dg.AssetExecutionContext, dge_home: DgeHomeResource,
                  deg_results: StudyTables, enrichment: StudyTables, sample_qc: StudyTables,
-                 samples: StudyTables, studies: StudyTables):
+                 samples: StudyTables, studies: StudyTables, well_qc: StudyTables,
+                 compound_activity: StudyTables, compound_potency: StudyTables,
+                 compound_similarity: StudyTables):
     warehouse = Warehouse(dge_home.home().warehouse)
     yield from run_per_study(context, partial(_study_report, warehouse), warehouse=warehouse,
                              deg_results=deg_results, enrichment=enrichment,
-                             sample_qc=sample_qc, samples=samples, studies=studies)
+                             sample_qc=sample_qc, samples=samples, studies=studies,
+                             well_qc=well_qc, compound_activity=compound_activity,
+                             compound_potency=compound_potency,
+                             compound_similarity=compound_similarity)
 
 
 def _study_report(warehouse: Warehouse, study_id: str, deg_results: pd.DataFrame,
                   enrichment: pd.DataFrame, sample_qc: pd.DataFrame, samples: pd.DataFrame,
-                  studies: pd.DataFrame) -> Iterator[StudyEvent]:
+                  studies: pd.DataFrame, well_qc: pd.DataFrame,
+                  compound_activity: pd.DataFrame, compound_potency: pd.DataFrame,
+                  compound_similarity: pd.DataFrame) -> Iterator[StudyEvent]:
     config = study_config(studies)
+    if config.kind == "screen":
+        figures = {p.stem: p.read_bytes() for folder in ("screen_plots", "similarity_plots")
+                   for p in warehouse.files(folder, study_id) if p.suffix == ".png"}
+        study = {"id": config.id, "title": config.title or config.id,
+                 "organism": config.organism, "control": config.control,
+                 "design": config.design, "alpha": config.alpha,
+                 "lfc_threshold": config.lfc_threshold}
+        html = build_screen_report(study=study, well_qc=well_qc, activity=compound_activity,
+                                   potency=compound_potency, similarity=compound_similarity,
+                                   results=deg_results, plots=figures).encode()
+        yield from _report_files(warehouse, study_id, html)
+        return
     if config.kind != "bulk":
         # Every partition of the step is recorded as materialized: say why there is no report
         # (and drop a stale one from when the study had another kind).
         yield StudyFiles("reports", {})
         yield dg.MaterializeResult(metadata={
-            "skipped": f"no report for study kind '{config.kind}' (bulk studies only)"})
+            "skipped": f"no report for study kind '{config.kind}' (bulk studies and screens only)"})
         return
     figures = {p.stem: p.read_bytes() for folder in ("qc_plots", "enrichment_plots")
                for p in warehouse.files(folder, study_id) if p.suffix == ".png"}
@@ -284,6 +304,10 @@ def _study_report(warehouse: Warehouse, study_id: str, deg_results: pd.DataFrame
              "alpha": config.alpha, "lfc_threshold": config.lfc_threshold}
     html = build_report(study=study, samples=samples, sample_qc=sample_qc.set_index("sample"),
                         results=deg_results, enrichment=enrichment, plots=figures).encode()
+    yield from _report_files(warehouse, study_id, html)
+
+
+def _report_files(warehouse: Warehouse, study_id: str, html: bytes) -> Iterator[StudyEvent]:
     yield StudyFiles("reports", {REPORT_FILE: html})
     path = warehouse.table_dir("reports") / f"study_id={study_id}" / REPORT_FILE
     yield dg.MaterializeResult(metadata={"report": dg.MetadataValue.path(str(path)),

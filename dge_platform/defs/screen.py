@@ -42,6 +42,7 @@ from dge_platform.well_qc import well_qc as well_qc_of
 GROUP = "screen"
 CODE_VERSION = "screen-1"
 MAX_PLATES_SHOWN = 4
+SCREEN_PLOTS, SIMILARITY_PLOTS = "screen_plots", "similarity_plots"
 
 
 def _screen_asset(table: str, note: str = "", **kwargs):
@@ -93,7 +94,7 @@ def _well_qc(context: dg.AssetExecutionContext, study_id: str, raw_counts: pd.Da
         figures[f"plate_{plate}_flags"] = plots.plate_heatmap(
             failed.astype(float), f"{plate}: failed wells (x)", cmap="Reds", label="failed",
             flagged=failed)
-    yield StudyFiles("screen_plots", {f"{name}.png": png for name, png in figures.items()})
+    yield StudyFiles(SCREEN_PLOTS, {f"{name}.png": png for name, png in figures.items()})
     reasons = qc.loc[~qc["passed"], "reason"].str.split("; ").explode().value_counts()
     shown = sorted(qc["plate"].unique())[:MAX_PLATES_SHOWN]
     yield dg.Output(qc[_columns("well_qc")], metadata={
@@ -224,9 +225,11 @@ def _compound_potency(context: dg.AssetExecutionContext, study_id: str,
 @_screen_asset("compound_similarity", "Signatures are Wald statistics over informative genes "
                "(significant in some condition); only active conditions are compared, since "
                "inactive signatures are noise. Heatmap in the metadata.")
-def compound_similarity(context: dg.AssetExecutionContext, deg_results: StudyTables,
-                        compound_activity: StudyTables, studies: StudyTables):
+def compound_similarity(context: dg.AssetExecutionContext, dge_home: DgeHomeResource,
+                        deg_results: StudyTables, compound_activity: StudyTables,
+                        studies: StudyTables):
     yield from run_per_study(context, partial(_compound_similarity, context),
+                             warehouse=Warehouse(dge_home.home().warehouse),
                              deg_results=deg_results, compound_activity=compound_activity,
                              studies=studies)
 
@@ -242,6 +245,7 @@ def _compound_similarity(context: dg.AssetExecutionContext, study_id: str,
     if active.nunique() < 2:
         context.log.info(f"{study_id}: {active.nunique()} active condition(s): nothing to "
                          "compare")
+        yield StudyFiles(SIMILARITY_PLOTS, {})
         yield dg.Output(empty_table("compound_similarity"),
                         metadata={"n_active": int(active.nunique())})
         return
@@ -250,6 +254,7 @@ def _compound_similarity(context: dg.AssetExecutionContext, study_id: str,
     table = result.neighbors.join(result.clusters["cluster"], on="contrast")
     heatmap = plots.similarity_heatmap(result.similarity, result.order,
                                        result.clusters["cluster"])
+    yield StudyFiles(SIMILARITY_PLOTS, {"similarity_heatmap.png": heatmap})
     yield dg.Output(table[_columns("compound_similarity")], metadata={
         "n_active": int(active.nunique()), "n_genes": len(genes),
         "n_clusters": int(result.clusters["cluster"].nunique()),
