@@ -45,6 +45,11 @@ def validate(study_dir: Path) -> None:
     click.echo(f"OK: study '{study.config.id}' ({study.config.kind}): {study.counts.shape[1]} "
                f"samples x {study.counts.shape[0]:,} genes, {len(study.config.contrasts)} "
                f"contrast(s), design {study.config.design}")
+    if study.config.kind == "screen":
+        roles = study.samples["role"].value_counts()
+        click.echo(f"    wells by role: {', '.join(f'{r} {n}' for r, n in roles.items())}; "
+                   f"plates: {study.samples['plate'].nunique()}; control: "
+                   f"{study.config.control} (only sample and control wells are tested)")
 
 
 @main.command()

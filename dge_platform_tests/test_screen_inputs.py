@@ -177,3 +177,14 @@ def test_treated_well_without_dose(tmp_path):
     assert problems_of(folder) == ["plate_map.tsv: column 'dose': empty for treated well(s) "
                                    "P1_A08 -> give every compound well its dose (controls may "
                                    "stay empty or 0)"]
+
+
+def test_dge_validate_reports_wells_by_role(tmp_path):
+    from dge_platform_tests.conftest import dge
+
+    result = dge("validate", str(write_screen(tmp_path / "s", plates=2)))
+    assert result.exit_code == 0
+    assert "OK: study 'toy_screen' (screen): 30 samples x 60 genes, 4 contrast(s), design " \
+           "~ plate + condition" in result.output
+    assert "wells by role: sample 16, control 12, empty 2; plates: 2; control: DMSO" \
+        in result.output
