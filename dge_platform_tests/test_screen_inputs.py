@@ -188,3 +188,13 @@ def test_dge_validate_reports_wells_by_role(tmp_path):
            "~ plate + condition" in result.output
     assert "wells by role: sample 16, control 12, empty 2; plates: 2; control: DMSO" \
         in result.output
+
+
+def test_samples_key_serves_as_plate_map(tmp_path):
+    folder = write_screen(tmp_path / "s", config={"plate_map": None, "samples": "plate_map.tsv"})
+    report = validate_study(folder)
+    assert report.problems == []
+    assert len(report.study.config.contrasts) == 4
+    both = write_screen(tmp_path / "t", config={"samples": "plate_map.tsv"})
+    assert problems_of(both) == ["study.yaml: samples: a screen takes plate_map or samples, "
+                                 "not both -> keep plate_map"]
