@@ -75,9 +75,9 @@ def gsea_prerank(ranking: pd.Series, sets: dict[str, list[str]], *, permutations
 
 def enrich_contrast(results: pd.DataFrame, collections: list[tuple[str, str, dict]], *,
                     alpha: float, lfc_threshold: float, permutations: int = 1000,
-                    seed: int = 0) -> pd.DataFrame:
-    """ORA of up and down DEGs (padj < ``alpha``, |shrunken log2FC| > ``lfc_threshold``) and
-    GSEA prerank on the Wald statistic, per collection.
+                    seed: int = 0, gsea: bool = True) -> pd.DataFrame:
+    """ORA of up and down DEGs (padj < ``alpha``, |shrunken log2FC| > ``lfc_threshold``) and,
+    when ``gsea``, GSEA prerank on the Wald statistic, per collection.
 
     ``results`` holds one contrast of ``deg_results`` (gene_id, gene_symbol, stat, padj,
     log2 fold changes). Each collection is keyed by gene symbol or Ensembl id; genes are
@@ -97,9 +97,11 @@ def enrich_contrast(results: pd.DataFrame, collections: list[tuple[str, str, dic
         for method, hits in deg_lists(universe, alpha, lfc_threshold).items():
             ora = over_representation(hits, keys, usable).drop(columns="overlap")
             tables.append(ora.assign(collection=name, method=method))
+        if not gsea:
+            continue
         ranking = universe.dropna(subset=["stat"]).set_index("gene_key")["stat"]
-        gsea = gsea_prerank(ranking, usable, permutations=permutations, seed=seed)
-        tables.append(gsea.assign(collection=name, method="gsea_prerank"))
+        prerank = gsea_prerank(ranking, usable, permutations=permutations, seed=seed)
+        tables.append(prerank.assign(collection=name, method="gsea_prerank"))
     # Empty tables (no DEGs, no usable set) would make concat guess column dtypes.
     tables = [t for t in tables if len(t)]
     if not tables:

@@ -185,3 +185,13 @@ def test_screen_report(home):
     top = calls.sort_values("n_deg", ascending=False)["contrast"].iloc[0]
     assert f"<h3>{top}</h3>" in html
     assert html.count("data:image/png;base64,") == 3 + 1  # plate heatmaps + similarity
+
+
+def test_enrichment_runs_gsea_for_active_conditions_only(home):
+    methods = sql("select e.contrast, list(distinct e.method order by e.method) methods, "
+                  "any_value(a.active) active from enrichment e join compound_activity a "
+                  "using (study_id, contrast) where e.study_id = 'macseq_pmmsq033' group by 1")
+    assert len(methods) == 78
+    for row in methods.itertuples():
+        assert ("gsea_prerank" in row.methods) == bool(row.active), row.contrast
+        assert {"ora_up", "ora_down"} <= set(row.methods)

@@ -33,18 +33,23 @@ from dge_platform.warehouse import Warehouse
     group_name="enrichment",
     kinds={"parquet"},
     code_version="enrichment-1",
-    description=TABLES["enrichment"].description + " Empty when no collection applies.",
+    description=TABLES["enrichment"].description + " Empty when no collection applies. "
+    "Screens: ORA for every compound x dose, GSEA prerank and plots for active conditions "
+    "only (an inactive condition's ranking is noise, and hundreds of GSEA runs per plate "
+    "would dominate the run).",
 )
 def enrichment(context: dg.AssetExecutionContext, dge_home: DgeHomeResource,
-               deg_results: StudyTables, studies: StudyTables):
+               deg_results: StudyTables, studies: StudyTables,
+               compound_activity: StudyTables):
     home = dge_home.home()
     yield from run_per_study(context, partial(_enrichment, context, home),
                              warehouse=Warehouse(home.warehouse), deg_results=deg_results,
-                             studies=studies)
+                             studies=studies, compound_activity=compound_activity)
 
 
 def _enrichment(context: dg.AssetExecutionContext, home: DgeHome, study_id: str,
-                deg_results: pd.DataFrame, studies: pd.DataFrame) -> Iterator[StudyEvent]:
+                deg_results: pd.DataFrame, studies: pd.DataFrame,
+                compound_activity: pd.DataFrame) -> Iterator[StudyEvent]:
     config = study_config(studies)
     if config.kind not in DE_KINDS:
         context.log.info(f"{study_id}: study kind '{config.kind}' has no DE results to enrich")
@@ -60,14 +65,17 @@ def _enrichment(context: dg.AssetExecutionContext, home: DgeHome, study_id: str,
         yield dg.Output(empty_table("enrichment"), metadata={"skipped": reason})
         return
     tables, figures = [], {}
+    active = set(compound_activity.loc[compound_activity["active"].astype(bool), "contrast"])
     for contrast in config.contrasts:
+        full = config.kind != "screen" or contrast.name in active
         rows = deg_results[deg_results["contrast"] == contrast.name]
         table = enrich_contrast(rows, collections, alpha=config.alpha,
                                 lfc_threshold=config.deg_min_lfc,
-                                permutations=config.gsea_permutations, seed=0)
+                                permutations=config.gsea_permutations, seed=0, gsea=full)
         tables.append(table.assign(contrast=contrast.name, cell_type=None))
-        figures[f"enrichment_{contrast.name}"] = plots.enrichment_dotplot(
-            table, f"Top terms: {contrast.name}")
+        if full:
+            figures[f"enrichment_{contrast.name}"] = plots.enrichment_dotplot(
+                table, f"Top terms: {contrast.name}")
     columns = [c for c, _ in TABLES["enrichment"].columns if c != "study_id"]
     result = pd.concat(tables, ignore_index=True)[columns]
     yield StudyFiles("enrichment_plots", {f"{name}.png": png for name, png in figures.items()})
