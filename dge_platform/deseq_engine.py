@@ -22,7 +22,7 @@ by bracketing and regula falsi on the gradient instead of per-gene L-BFGS-B.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -60,6 +60,15 @@ SHRINK_NO_SHRINK_SCALE = 15.0
 # Shrinkage Newton steps use the exact Hessian while its curvature along the LFC is at least
 # this fraction of the convex part's (see _posterior_newton).
 MIN_CURVATURE_RATIO = 0.1
+# Without block columns, the reference samples' likelihood in the shrinkage is tabulated per
+# gene as a Chebyshev series of this degree on [MLE - w, MLE + w] of the reference log mean
+# (ReferenceTerm). Its singularities lie >= pi off the real axis, so the interpolation error
+# falls like (pi / w + sqrt((pi / w)^2 + 1))^-degree: ~1e-13 relative here. Iterates rarely
+# leave the interval (they are then evaluated exactly); narrower needs fewer terms.
+SHRINK_REFERENCE_HALF_WIDTH = 0.5
+SHRINK_REFERENCE_DEGREE = 12
+# Newton rows (2 starts x genes x levels) shrunk together, bounding the arrays' memory.
+SHRINK_BATCH_ROWS = 1 << 18
 # "auto" size factors: median of ratios when at least this many genes have no zero count.
 MIN_GENES_WITHOUT_ZERO = 50
 RESULT_ORDER = ["contrast", "gene_id", "base_mean", "log2_fold_change", "lfc_se", "stat",
@@ -749,50 +758,160 @@ def shrinkage_prior_scale(lfc: np.ndarray, se: np.ndarray, min_var: float = 1e-6
     return float(min(np.sqrt(var), 1.0))
 
 
+@dataclass
+class ReferenceTerm:
+    """Negative log likelihood of a reference level's samples as a function ``F(a)`` of the
+    reference log mean ``a``, per gene, for the shrinkage of every contrast against it.
+
+    Without block columns this term is the same function for all contrasts against the
+    reference, and the reference (e.g. all control wells of a screen) usually has many more
+    samples than a level: tabulating it once makes each contrast's Newton cost
+    proportional to the level's samples. ``F`` is interpolated on ``centre +- w``
+    (``w = SHRINK_REFERENCE_HALF_WIDTH``) at Chebyshev points, to ~1e-13 relative (see
+    ``SHRINK_REFERENCE_DEGREE``); outside, it is evaluated exactly from the counts.
+    """
+
+    centre: np.ndarray  # (G,) reference log mean at the MLE
+    coef: np.ndarray    # (3, degree + 1, G) Chebyshev series of F, F', F'' in (a - centre) / w
+    y: np.ndarray       # (G, n) counts of the reference samples
+    yr: np.ndarray      # (G, n) y + size
+    offset: np.ndarray  # (G, n) log size factor - log size
+
+    @classmethod
+    def tabulate(cls, y: np.ndarray, size: np.ndarray, offset: np.ndarray,
+                 centre: np.ndarray) -> ReferenceTerm:
+        """Interpolate ``F`` for counts ``y`` with linear predictor ``a + offset`` (relative
+        to ``log(size)``, as in :func:`_posterior_newton`) around ``centre``."""
+        w, n = SHRINK_REFERENCE_HALF_WIDTH, SHRINK_REFERENCE_DEGREE + 1
+        angles = np.pi * (np.arange(n) + 0.5) / n
+        term = cls(centre, np.empty(0), y, y + size[:, None], offset)
+        genes = np.arange(len(y))
+        values = np.stack([term.exact(centre + w * t, genes)[0] for t in np.cos(angles)])
+        # Discrete cosine transform of the values at the nodes -> Chebyshev coefficients.
+        coef = (np.cos(np.outer(np.arange(n), angles)) * (2 / n)) @ values
+        coef[0] /= 2
+        d1 = np.polynomial.chebyshev.chebder(coef) / w
+        d2 = np.polynomial.chebyshev.chebder(d1) / w
+        term.coef = np.stack([coef, np.pad(d1, ((0, 1), (0, 0))), np.pad(d2, ((0, 2), (0, 0)))])
+        return term
+
+    def exact(self, a: np.ndarray, genes: np.ndarray) -> tuple[np.ndarray, ...]:
+        """``F``, ``F'`` and ``F''`` at ``a`` for the given genes, from the counts."""
+        z = a[:, None] + self.offset[genes]
+        e = np.exp(z)  # overflow: inf value, step rejected
+        ope = 1 + e
+        yr, y = self.yr[genes], self.y[genes]
+        mean = yr * e / ope
+        return ((yr * np.log(ope) - y * z).sum(axis=1), (mean - y).sum(axis=1),
+                (mean / ope).sum(axis=1))
+
+    def __call__(self, a: np.ndarray, genes: np.ndarray) -> tuple[np.ndarray, ...]:
+        """``F``, ``F'`` and ``F''`` at ``a`` for the given genes (one each)."""
+        t = (a - self.centre[genes]) / SHRINK_REFERENCE_HALF_WIDTH
+        outside = np.abs(t) > 1
+        t[outside] = 0.0
+        c = np.take(self.coef, genes, axis=2)  # (3, degree + 1, rows)
+        x2 = 2 * t
+        b1, b2 = np.zeros((3, len(a))), np.zeros((3, len(a)))
+        for k in range(c.shape[1] - 1, 0, -1):  # Clenshaw's recurrence, three series at once
+            b1, b2 = c[:, k] + x2 * b1 - b2, b1
+        value, grad, hess = c[:, 0] + t * b1 - b2
+        if outside.any():
+            value[outside], grad[outside], hess[outside] = \
+                self.exact(a[outside], genes[outside])
+        return value, grad, hess
+
+
+def reference_term(counts: np.ndarray, size_factors: np.ndarray, design: GroupBlockDesign,
+                   dispersions: np.ndarray, groups: np.ndarray,
+                   reference: int) -> ReferenceTerm:
+    """The reference samples' part of :func:`shrink_lfc`'s posterior (designs without block
+    columns), to share between the contrasts against ``reference``."""
+    samples = np.flatnonzero(design.codes == reference)
+    offset = np.log(size_factors[samples]) + np.log(dispersions)[:, None]
+    return ReferenceTerm.tabulate(counts[:, samples].astype(float), 1.0 / dispersions, offset,
+                                  groups[:, reference])
+
+
 def shrink_lfc(counts: np.ndarray, size_factors: np.ndarray, design: GroupBlockDesign,
-               dispersions: np.ndarray, groups: np.ndarray, block: np.ndarray, level: int,
-               reference: int, prior_scale: float, tol: float = 1e-4,
-               max_iter: int = 50) -> np.ndarray:
-    """apeGLM-style MAP log fold change of ``level`` vs ``reference`` (natural log).
+               dispersions: np.ndarray, groups: np.ndarray, block: np.ndarray,
+               levels: Sequence[int], reference: int, prior_scales: Sequence[float],
+               tol: float = 1e-4, max_iter: int = 50) -> np.ndarray:
+    """apeGLM-style MAP log fold changes of each of ``levels`` vs ``reference`` (natural
+    log), ``(len(levels), G)``.
 
     The posterior of PyDESeq2's ``nbinomGLM`` in the treatment coding where ``reference``
-    is the base level: Cauchy(0, ``prior_scale``) on the LFC, N(0, 15^2) on the reference
-    log mean and block coefficients; the other groups stay at their MLE (exact without
-    block columns, where they do not enter). Maximized by Newton steps on the few
+    is the base level: Cauchy(0, ``prior_scales[i]``) on the LFC, N(0, 15^2) on the
+    reference log mean and block coefficients; the other groups stay at their MLE (exact
+    without block columns, where they do not enter). Maximized by Newton steps on the few
     coefficients of all genes at once (:func:`_posterior_newton`), from LFC 0 and from the
     MLE; the better of the two modes is returned. (PyDESeq2's L-BFGS-B, started far from
     both, lands in either mode of the rare bimodal posteriors.) ``groups`` and ``block``
     are the MLE coefficients, ``(G, K)`` and ``(G, B)``.
+
+    Without block columns the reference samples enter through one :class:`ReferenceTerm`
+    shared by all levels, so each level costs in proportion to its own samples, and levels
+    with as many samples are solved together (up to ``SHRINK_BATCH_ROWS`` Newton rows), which
+    shares the per-iteration overhead of the long tail of slowly converging genes.
     """
-    b = design.n_block
-    if b:
-        samples = np.arange(design.n_samples)
-    else:  # without block columns only the two groups' samples enter the posterior
-        samples = np.flatnonzero(np.isin(design.codes, [level, reference]))
-    codes = design.codes[samples]
-    in_level = (codes == level).astype(float)
-    others = 1 - in_level - (codes == reference).astype(float)
-    # Coefficients: [reference log mean, LFC, block...]; x_i = [1, in_level, block_i].
-    X = np.column_stack([1 - others, in_level, design.block[samples]])
+    out = np.empty((len(levels), len(counts)))
+    if design.n_block:  # each level has its own design columns: one at a time
+        for i, (level, scale) in enumerate(zip(levels, prior_scales)):
+            out[i] = _shrink_levels(counts, size_factors, design, dispersions, groups, block,
+                                    [level], reference, [scale], tol, max_iter, None)
+        return out
+    part = reference_term(counts, size_factors, design, dispersions, groups, reference)
+    n_samples = np.bincount(design.codes, minlength=design.n_groups)[list(levels)]
+    per_batch = max(1, SHRINK_BATCH_ROWS // (2 * len(counts)))
+    for n in np.unique(n_samples):
+        same = np.flatnonzero(n_samples == n)
+        for batch in np.array_split(same, -(-len(same) // per_batch)):
+            out[batch] = _shrink_levels(counts, size_factors, design, dispersions, groups,
+                                        block, [levels[i] for i in batch], reference,
+                                        [prior_scales[i] for i in batch], tol, max_iter, part)
+    return out
+
+
+def _shrink_levels(counts: np.ndarray, size_factors: np.ndarray, design: GroupBlockDesign,
+                   dispersions: np.ndarray, groups: np.ndarray, block: np.ndarray,
+                   levels: list[int], reference: int, prior_scales: list[float], tol: float,
+                   max_iter: int, reference_part: ReferenceTerm | None) -> np.ndarray:
+    """:func:`shrink_lfc` of levels solved in one :func:`_posterior_newton`: one level with
+    all samples, or (with ``reference_part``) levels with as many samples, each with only
+    its own samples (their design rows are then all ``[1, 1]``, so one ``X`` serves all)."""
     size = 1.0 / dispersions
-    # The linear predictor is taken relative to log(size): z = eta - log(size).
-    offset = (groups[:, codes] * others + np.log(size_factors[samples])
-              - np.log(size)[:, None])
-    y = counts[:, samples].astype(float)
-    starts = [np.column_stack([groups[:, reference], lfc, block])
-              for lfc in (np.zeros(len(y)), groups[:, level] - groups[:, reference])]
-    theta, value = _posterior_newton(np.concatenate(starts), np.tile(y, (2, 1)),
-                                     np.tile(size, 2), np.tile(offset, (2, 1)), X,
-                                     prior_scale, tol=tol, max_iter=max_iter)
-    lfc, value = theta[:, 1].reshape(2, -1), value.reshape(2, -1)
-    return np.where(value[1] < value[0], lfc[1], lfc[0])
+    ys, offsets, starts = [], [], []
+    for level in levels:
+        samples = np.flatnonzero(design.codes == level) if reference_part is not None \
+            else np.arange(design.n_samples)
+        codes = design.codes[samples]
+        in_level = (codes == level).astype(float)
+        others = 1 - in_level - (codes == reference).astype(float)
+        # Coefficients: [reference log mean, LFC, block...]; x_i = [1, in_level, block_i].
+        X = np.column_stack([1 - others, in_level, design.block[samples]])
+        # The linear predictor is taken relative to log(size): z = eta - log(size).
+        offset = (groups[:, codes] * others + np.log(size_factors[samples])
+                  - np.log(size)[:, None])
+        y = counts[:, samples].astype(float)
+        ys += [y, y]
+        offsets += [offset, offset]
+        starts += [np.column_stack([groups[:, reference], lfc, block])
+                   for lfc in (np.zeros(len(y)), groups[:, level] - groups[:, reference])]
+    theta, value = _posterior_newton(np.concatenate(starts), np.concatenate(ys),
+                                     np.tile(size, 2 * len(levels)), np.concatenate(offsets),
+                                     X, np.repeat(prior_scales, 2 * len(counts)), tol=tol,
+                                     max_iter=max_iter, reference=reference_part)
+    lfc, value = theta[:, 1].reshape(len(levels), 2, -1), value.reshape(len(levels), 2, -1)
+    return np.where(value[:, 1] < value[:, 0], lfc[:, 1], lfc[:, 0])
 
 
 def _posterior_newton(theta: np.ndarray, y: np.ndarray, size: np.ndarray, offset: np.ndarray,
-                      X: np.ndarray, prior_scale: float, *, tol: float,
-                      max_iter: int) -> tuple[np.ndarray, np.ndarray]:
+                      X: np.ndarray, prior_scale: np.ndarray, *, tol: float, max_iter: int,
+                      reference: ReferenceTerm | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """Modes of the apeGLM posteriors ``NB(y | exp(X theta + offset + log size), size)``
-    x Cauchy(0, ``prior_scale``) on ``theta[1]`` x N(0, 15^2) on the rest, one per row.
+    x Cauchy(0, ``prior_scale``) on ``theta[1]`` x N(0, 15^2) on the rest, one per row,
+    times ``exp(-reference(theta[0]))`` if given (row ``r`` is its gene ``r mod G``).
 
     Damped Newton from ``theta``: the exact Hessian where it is safely positive definite,
     else the Cauchy term's curvature is replaced by that of the quadratic in ``theta[1]``
@@ -809,7 +928,6 @@ def _posterior_newton(theta: np.ndarray, y: np.ndarray, size: np.ndarray, offset
     row, so comparable between rows of the same gene).
     """
     n_rows, p = theta.shape
-    s2 = prior_scale ** 2
     normal = np.full(p, 1 / SHRINK_NO_SHRINK_SCALE ** 2)
     normal[1] = 0.0
     outer = (X[:, :, None] * X[:, None, :]).reshape(len(X), p * p)
@@ -817,9 +935,11 @@ def _posterior_newton(theta: np.ndarray, y: np.ndarray, size: np.ndarray, offset
     # constant per row; the y z term is linear in theta, so only yX and y.offset are kept.
     yr = y + size[:, None]
     yx, yoff = y @ X, (y * offset).sum(axis=1)
+    genes = np.arange(n_rows) % (n_rows if reference is None else len(reference.centre))
 
     def evaluate(th: np.ndarray, yr: np.ndarray, off: np.ndarray, yx: np.ndarray,
-                 yoff: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 yoff: np.ndarray, genes: np.ndarray, s2: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         value = np.empty(len(th))
         grad, hess = np.empty((len(th), p)), np.empty((len(th), p * p))
         for chunk in _chunks(len(th), yr.shape[1]):  # cache-sized pieces of the arrays
@@ -833,21 +953,27 @@ def _posterior_newton(theta: np.ndarray, y: np.ndarray, size: np.ndarray, offset
             - (yx * th).sum(axis=1) - yoff
         grad += th * normal - yx
         grad[:, 1] += 2 * th[:, 1] / (s2 + th[:, 1] ** 2)
+        if reference is not None:
+            ref_value, ref_grad, ref_hess = reference(th[:, 0], genes)
+            value += ref_value
+            grad[:, 0] += ref_grad
+            hess[:, 0] += ref_hess
         return value, grad, hess.reshape(len(th), p, p) + np.diag(normal)
 
-    def newton_step(grad: np.ndarray, hess: np.ndarray,
-                    beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def newton_step(grad: np.ndarray, hess: np.ndarray, beta: np.ndarray,
+                    s2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # The Cauchy curvature c enters as H = hess + c e1 e1': Sherman-Morrison on the
         # convex part, whose inverse also tells whether H is positive definite.
         inv = _inverse(hess)
         u, v = np.einsum("gab,gb->ga", inv, grad), inv[:, :, 1]
         c = 2 * (s2 - beta ** 2) / (s2 + beta ** 2) ** 2
         majorize = 1 + c * v[:, 1] <= MIN_CURVATURE_RATIO
-        c[majorize] = 2 / (s2 + beta[majorize] ** 2)
+        c[majorize] = 2 / (s2[majorize] + beta[majorize] ** 2)
         return u - (c * u[:, 1] / (1 + c * v[:, 1]))[:, None] * v, majorize
 
     rows = np.arange(n_rows)
-    arrays = [theta.copy(), yr, offset, yx, yoff]  # of the rows still iterating
+    # Of the rows still iterating; the Cauchy scales (squared) last.
+    arrays = [theta.copy(), yr, offset, yx, yoff, genes, prior_scale ** 2]
     out_theta, out_value = theta.copy(), np.empty(n_rows)
 
     def finish(stop: np.ndarray, theta_end: np.ndarray) -> None:
@@ -862,7 +988,7 @@ def _posterior_newton(theta: np.ndarray, y: np.ndarray, size: np.ndarray, offset
     with np.errstate(over="ignore", invalid="ignore"):
         value, grad, hess = evaluate(*arrays)
         for _ in range(max_iter):
-            step, majorized = newton_step(grad, hess, arrays[0][:, 1])
+            step, majorized = newton_step(grad, hess, arrays[0][:, 1], arrays[-1])
             done = np.abs(step).max(axis=1) < np.where(majorized, tol ** 2, tol)
             finish(done, arrays[0][done] - step[done])
             t, pending = 1.0, np.arange(len(rows))
@@ -1013,31 +1139,45 @@ def _expand_blocks(blocks: NormalBlocks, rows: np.ndarray) -> NormalBlocks:
     return NormalBlocks(full(blocks.d), full(blocks.E), full(blocks.s_inv))
 
 
-def contrast_results(fit: FittedDataset, counts: np.ndarray, level: int, reference: int, *,
-                     alpha: float, lfc_threshold: float = 0.0,
-                     shrink: bool = True) -> dict[str, np.ndarray]:
+def shrunken_lfcs(fit: FittedDataset, counts: np.ndarray,
+                  contrasts: list[tuple[int, int]]) -> list[np.ndarray]:
+    """``lfc_shrink`` of each ``(level, reference)``: the MLE log fold change, replaced by
+    :func:`shrink_lfc`'s MAP where finite (natural log). Contrasts against the same
+    reference are shrunk together, sharing its samples' term."""
+    nz = fit.non_zero
+    groups, block = np.nan_to_num(fit.groups[nz]), np.nan_to_num(fit.block[nz])
+    out = [fit.groups[:, level] - fit.groups[:, reference] for level, reference in contrasts]
+    for reference in dict.fromkeys(ref for _, ref in contrasts):
+        which = [i for i, (_, ref) in enumerate(contrasts) if ref == reference]
+        levels = [contrasts[i][0] for i in which]
+        scales = [shrinkage_prior_scale(
+            out[i], np.sqrt(contrast_variance(fit.blocks, contrasts[i][0], reference)))
+            for i in which]
+        values = shrink_lfc(counts[nz], fit.size_factors, fit.design, fit.dispersions[nz],
+                            groups, block, levels, reference, scales)
+        for i, shrunk in zip(which, values):
+            ok = np.isfinite(shrunk)
+            out[i] = out[i].copy()
+            out[i][np.flatnonzero(nz)[ok]] = shrunk[ok]
+    return out
+
+
+def contrast_results(fit: FittedDataset, level: int, reference: int, *, alpha: float,
+                     lfc_threshold: float = 0.0,
+                     shrunk: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """One contrast, as ``DeseqStats(cooks_filter=True, independent_filter=True).summary()``
-    (and ``lfc_shrink`` when ``shrink``); natural-log values converted to log2."""
+    (with ``lfc_shrink``'s values ``shrunk`` from :func:`shrunken_lfcs`, else NaN);
+    natural-log values converted to log2."""
     lfc = fit.groups[:, level] - fit.groups[:, reference]
     se = np.sqrt(contrast_variance(fit.blocks, level, reference))
     stat, pvalue = wald_test(lfc, se, lfc_threshold)
     se[fit.zeroed], stat[fit.zeroed], pvalue[fit.zeroed] = 0.0, 0.0, 1.0
     pvalue[fit.cooks_outlier] = np.nan
     padj = independent_filtering(pvalue, fit.base_mean, alpha)
-    out = {"base_mean": fit.base_mean, "log2_fold_change": lfc / np.log(2),
-           "lfc_se": se / np.log(2), "stat": stat, "pvalue": pvalue, "padj": padj,
-           "log2_fold_change_shrunk": np.full(len(lfc), np.nan)}
-    if shrink:
-        scale = shrinkage_prior_scale(lfc, se)
-        nz = fit.non_zero
-        shrunk = lfc.copy()
-        values = shrink_lfc(counts[nz], fit.size_factors, fit.design, fit.dispersions[nz],
-                            np.nan_to_num(fit.groups[nz]), np.nan_to_num(fit.block[nz]),
-                            level, reference, scale)
-        ok = np.isfinite(values)
-        shrunk[np.flatnonzero(nz)[ok]] = values[ok]
-        out["log2_fold_change_shrunk"] = shrunk / np.log(2)
-    return out
+    return {"base_mean": fit.base_mean, "log2_fold_change": lfc / np.log(2),
+            "lfc_se": se / np.log(2), "stat": stat, "pvalue": pvalue, "padj": padj,
+            "log2_fold_change_shrunk": (np.full(len(lfc), np.nan) if shrunk is None
+                                        else shrunk / np.log(2))}
 
 
 def fit_group_design(counts: pd.DataFrame, groups: pd.Series, block: pd.DataFrame | None,
@@ -1080,10 +1220,12 @@ def fit_group_design(counts: pd.DataFrame, groups: pd.Series, block: pd.DataFram
     fit = fit_dataset(values, design, size_factors_fit_type=size_factors_fit_type,
                       refit_cooks=refit_cooks)
     genes = counts.index.astype(str)
+    pairs = [(levels.index(c.level), levels.index(c.reference)) for c in contrasts]
+    shrunk = shrunken_lfcs(fit, values, pairs) if shrink else [None] * len(pairs)
     tables = []
-    for c in contrasts:
-        res = contrast_results(fit, values, levels.index(c.level), levels.index(c.reference),
-                               alpha=alpha, lfc_threshold=lfc_threshold, shrink=shrink)
+    for c, (level, reference), c_shrunk in zip(contrasts, pairs, shrunk):
+        res = contrast_results(fit, level, reference, alpha=alpha, lfc_threshold=lfc_threshold,
+                               shrunk=c_shrunk)
         table = pd.DataFrame(res)
         table.insert(0, "gene_id", genes)
         table.insert(0, "contrast", c.name)

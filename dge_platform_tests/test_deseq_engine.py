@@ -11,7 +11,16 @@ import pytest
 
 from bench.simulate_screen import simulate_screen
 from dge_platform.bulk_de import fit_deseq2
-from dge_platform.deseq_engine import DispersionTrend, group_design, two_group_test
+from dge_platform.deseq_engine import (
+    DispersionTrend,
+    GroupBlockDesign,
+    contrast_variance,
+    fit_dataset,
+    group_design,
+    shrink_lfc,
+    shrinkage_prior_scale,
+    two_group_test,
+)
 from dge_platform.design import study_design_frame
 from dge_platform.plate_map import analysis_wells
 from dge_platform.study import Contrast
@@ -162,6 +171,30 @@ def test_cooks_outliers_replaced_and_refitted_as_pydeseq2():
     moved = ~np.isclose(ours.results["base_mean"], ours.normalized_counts.mean(axis=1).to_numpy())
     assert moved.sum() >= 10
     np.testing.assert_allclose(ours.results["base_mean"], ref.results["base_mean"], rtol=1e-10)
+
+
+def test_tabulated_reference_shrinkage_equals_exact_posterior():
+    # Without block columns the reference samples enter the shrinkage through a Chebyshev
+    # table (ReferenceTerm); a zero block column forces the exact posterior over all samples
+    # (the block coefficient stays at 0), one level at a time: the same modes.
+    screen = simulate_screen(n_genes=1500, seed=7)
+    frame = screen_frame(screen.plate_map)
+    counts = screen.counts.to_numpy(np.int64)
+    levels = list(frame["condition"].cat.categories)
+    design = GroupBlockDesign(frame["condition"].cat.codes.to_numpy(int), tuple(levels),
+                              np.empty((counts.shape[1], 0)))
+    fit = fit_dataset(counts, design)
+    nz = fit.non_zero
+    zero_block = GroupBlockDesign(design.codes, design.levels, np.zeros((len(design.codes), 1)))
+    groups = np.nan_to_num(fit.groups[nz])
+    chosen = [1, 7, len(levels) - 1]
+    scales = [shrinkage_prior_scale(fit.groups[:, level] - fit.groups[:, 0],
+                                    np.sqrt(contrast_variance(fit.blocks, level, 0)))
+              for level in chosen]
+    fast, exact = (shrink_lfc(counts[nz], fit.size_factors, d, fit.dispersions[nz], groups,
+                              np.zeros((nz.sum(), d.n_block)), chosen, 0, scales)
+                   for d in (design, zero_block))
+    np.testing.assert_allclose(fast, exact, rtol=0, atol=1e-8)
 
 
 def test_group_design_rejects_interactions_and_numeric_factors():
