@@ -45,8 +45,7 @@ def design_frame(plate_map: pd.DataFrame) -> pd.DataFrame:
 def contrasts_of(frame: pd.DataFrame) -> list:
     from dge_platform.study import Contrast
 
-    return [Contrast(name=f"{lv}_vs_DMSO".replace("_0.", "_0p").replace(".", "p"),
-                     factor="condition", level=lv, reference=CONTROL)
+    return [Contrast(name=f"{lv}_vs_DMSO", factor="condition", level=lv, reference=CONTROL)
             for lv in frame["condition"].cat.categories[1:]]
 
 

@@ -11,14 +11,16 @@ compound a set of responsive genes whose log2 fold change follows a Hill curve i
 
 from __future__ import annotations
 
-import string
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from dge_platform.plate_map import condition_label
+from dge_platform.well_qc import PLATE_SHAPES, ROW_LETTERS
+
 CONTROL = "DMSO"
-PLATE_SHAPES = {96: (8, 12), 384: (16, 24)}
+UNIT = "uM"
 # Layouts per plate format when not given: 16 + 10 x 4 x 2 = 96 wells; 24 + 30 x 6 x 2 = 384
 # wells (180 compound-dose conditions).
 DEFAULT_LAYOUTS = {
@@ -38,7 +40,8 @@ class SimulatedScreen:
     plate_map
         One row per well: sample, plate, well, compound, dose, dose_unit, well_type
         (``control`` for DMSO wells, else ``sample``), replicate and condition
-        (``{compound}_{dose:g}``, or ``DMSO``).
+        (``{compound}_{dose:g}uM`` as :func:`dge_platform.plate_map.condition_label` names it,
+        or ``DMSO``).
     true_lfc
         True log2 fold change vs DMSO, genes x compound-dose condition.
     ec50
@@ -60,11 +63,6 @@ class SimulatedScreen:
     dispersions: pd.Series
 
 
-def condition_label(compound: str, dose: float) -> str:
-    """The condition name of a compound at a dose, e.g. ``CMP01_0.1``."""
-    return f"{compound}_{dose:g}"
-
-
 def hill(dose: np.ndarray | float, ec50: np.ndarray | float,
          slope: np.ndarray | float) -> np.ndarray:
     """Fraction of the maximal effect reached at ``dose``: d^h / (ec50^h + d^h)."""
@@ -82,7 +80,7 @@ def plate_layout(plate: str, plate_format: int, n_controls: int, compounds: list
     across plates (plate 2 holds replicates n+1..2n of each condition).
     """
     n_rows, n_cols = PLATE_SHAPES[plate_format]
-    wells = [f"{string.ascii_uppercase[r]}{c + 1:02d}" for r in range(n_rows)
+    wells = [f"{ROW_LETTERS[r]}{c + 1:02d}" for r in range(n_rows)
              for c in range(n_cols)]
     content = [(CONTROL, 0.0, plate_index * n_controls + i + 1) for i in range(n_controls)]
     content += [(cmp, dose, plate_index * n_replicates + r + 1) for cmp in compounds
@@ -98,9 +96,9 @@ def plate_layout(plate: str, plate_format: int, n_controls: int, compounds: list
         control = compound == CONTROL
         rows.append({
             "sample": f"{plate}_{wells[slot]}", "plate": plate, "well": wells[slot],
-            "compound": compound, "dose": dose, "dose_unit": "uM",
+            "compound": compound, "dose": dose, "dose_unit": UNIT,
             "well_type": "control" if control else "sample", "replicate": replicate,
-            "condition": CONTROL if control else condition_label(compound, dose),
+            "condition": CONTROL if control else condition_label(compound, dose, UNIT),
         })
     return pd.DataFrame(rows)
 
@@ -160,7 +158,7 @@ def simulate_screen(n_genes: int = 20_000, n_plates: int = 1, plate_format: int 
     ec50 = np.where(active, np.exp(rng.uniform(log_doses.min(), log_doses.max(), n_compounds)),
                     np.nan)
     slope = rng.uniform(1, 2, n_compounds)
-    conditions = [condition_label(c, d) for c in compounds for d in doses]
+    conditions = [condition_label(c, d, UNIT) for c in compounds for d in doses]
     true_lfc = np.column_stack([
         max_lfc[:, i] * (hill(d, ec50[i], slope[i]) if active[i] else 0.0)
         for i in range(n_compounds) for d in doses])

@@ -137,15 +137,13 @@ def plate_map_problems(sheet: pd.DataFrame, file: str, control: str,
     usable = annotated[ROLE] == "control"
     if library_size is not None:
         usable &= library_size.reindex(annotated.index).fillna(0).gt(0)
-    per_plate = usable.groupby(annotated["plate"]).sum()
-    for plate, n in per_plate.items():
-        if n < MIN_CONTROLS_PER_PLATE:
-            problems.append(Problem(file, "column 'plate'", f"plate {plate!r} has {int(n)} usable "
-                                    f"control well(s) ({control}); at least "
-                                    f"{MIN_CONTROLS_PER_PLATE} are needed to estimate the "
-                                    "plate's baseline and its null distribution",
-                                    "add control wells to that plate, or leave the plate out "
-                                    "of the screen"))
+    for plate, n in plates_short_of_controls(usable, annotated["plate"]).items():
+        problems.append(Problem(file, "column 'plate'", f"plate {plate!r} has {n} usable "
+                                f"control well(s) ({control}); at least "
+                                f"{MIN_CONTROLS_PER_PLATE} are needed to estimate the "
+                                "plate's baseline and its null distribution",
+                                "add control wells to that plate, or leave the plate out "
+                                "of the screen"))
     duplicated = annotated[["plate", "well"]].duplicated()
     if duplicated.any():
         first = annotated.loc[duplicated, ["plate", "well"]].iloc[0]
@@ -190,6 +188,13 @@ def single_well_conditions(sheet: pd.DataFrame) -> list[str]:
 
 
 
+def plates_short_of_controls(usable_controls: pd.Series, plates: pd.Series) -> dict[str, int]:
+    """Plates with fewer than ``MIN_CONTROLS_PER_PLATE`` usable control wells, and how many
+    they have."""
+    per_plate = usable_controls.groupby(plates).sum()
+    return {plate: int(n) for plate, n in per_plate.items() if n < MIN_CONTROLS_PER_PLATE}
+
+
 def analysis_wells(sheet: pd.DataFrame, passed: pd.Series, control: str,
                    file: str) -> tuple[list[str], dict[str, str], list[Problem]]:
     """The wells a screen's fit uses: controls and treated wells that passed well QC.
@@ -198,15 +203,11 @@ def analysis_wells(sheet: pd.DataFrame, passed: pd.Series, control: str,
     and problems: a plate left with fewer than four usable controls cannot be analysed.
     """
     usable = sheet[ROLE].isin(TESTED_ROLES) & passed.reindex(sheet.index).fillna(False)
-    problems = []
-    controls = (usable & (sheet[ROLE] == "control")).groupby(sheet["plate"]).sum()
-    for plate, n in controls.items():
-        if n < MIN_CONTROLS_PER_PLATE:
-            problems.append(Problem(file, "column 'plate'", f"plate {plate!r} has {int(n)} "
-                                    f"control well(s) ({control}) that passed well QC; at "
-                                    f"least {MIN_CONTROLS_PER_PLATE} are needed", "see the "
-                                    "well_qc table for why wells failed; re-run the plate or "
-                                    "leave it out of the screen"))
+    short = plates_short_of_controls(usable & (sheet[ROLE] == "control"), sheet["plate"])
+    problems = [Problem(file, "column 'plate'", f"plate {plate!r} has {n} control well(s) "
+                        f"({control}) that passed well QC; at least {MIN_CONTROLS_PER_PLATE} "
+                        "are needed", "see the well_qc table for why wells failed; re-run the "
+                        "plate or leave it out of the screen") for plate, n in short.items()]
     treated = sheet[sheet[ROLE] == "sample"]
     kept = usable.loc[treated.index].groupby(treated[CONDITION]).sum()
     untested = {c: "every well failed well QC" for c, n in kept.items() if n == 0}

@@ -152,7 +152,7 @@ def test_screen_agrees(small_screen):
 def test_screen_designs_agree(n_plates, fit_type):
     screen = simulate_screen(n_genes=800, n_plates=n_plates, seed=5)
     design = "~ plate + condition" if n_plates > 1 else "~ condition"
-    contrasts = screen_contrasts(["CMP01_1", "CMP02_10", "CMP09_10"])
+    contrasts = screen_contrasts(["CMP01_1uM", "CMP02_10uM", "CMP09_10uM"])
     assert_agree(*both_engines(screen.counts, screen_frame(screen.plate_map), design, contrasts,
                                size_factors_fit_type=fit_type), min_jaccard=0.95,
                  filtered_mismatch=0.15, shrunk_within=0.99 if n_plates == 1 else 0.97)
@@ -232,9 +232,9 @@ def test_two_group_test_null_and_speed(small_screen):
     base_mean = ours.results.drop_duplicates("gene_id")["base_mean"].to_numpy()
     sf = ours.size_factors.to_numpy()
     # The same statistics as the fit for a contrast (no block: other groups do not enter).
-    level = (frame["condition"] == "CMP01_10").to_numpy()
+    level = (frame["condition"] == "CMP01_10uM").to_numpy()
     res = two_group_test(screen.counts, sf, disp, level, dmso, base_mean)
-    fit = ours.results[ours.results["contrast"] == "CMP01_10_vs_DMSO"].set_index("gene_id")
+    fit = ours.results[ours.results["contrast"] == "CMP01_10uM_vs_DMSO"].set_index("gene_id")
     # Genes without counts in either set are left untested.
     untested = res["log2_fold_change"].isna()
     assert (screen.counts.loc[untested, level | dmso] == 0).all().all()

@@ -26,7 +26,6 @@ from dge_platform.defs.resources import DeseqResource, DgeHomeResource
 from dge_platform import plots
 from dge_platform.plate_map import analysis_wells, condition_table
 from dge_platform.problems import format_problems
-from dge_platform.well_qc import well_qc
 from dge_platform.qc import flag_outliers, pca, sample_distances
 from dge_platform.replicates import collapse_sheet
 from dge_platform.report import build_report, build_screen_report, deg_summary
@@ -55,7 +54,7 @@ def _out(table: str) -> dg.AssetOut:
     outs={name: _out(name) for name in ("size_factors", "normalized_counts", "vst",
                                         "gene_dispersions", "deg_results")},
     ins={"raw_counts": dg.AssetIn(), "samples": dg.AssetIn(), "studies": dg.AssetIn(),
-         "genes": dg.AssetIn()},
+         "genes": dg.AssetIn(), "well_qc": dg.AssetIn()},
     check_specs=[
         dg.AssetCheckSpec("size_factors_valid", asset="size_factors", blocking=True,
                           description="Every size factor is positive and finite."),
@@ -67,20 +66,22 @@ def _out(table: str) -> dg.AssetOut:
     backfill_policy=BACKFILL_POLICY,
     group_name=GROUP,
     pool="deseq2",
-    description="One PyDESeq2 fit of the study's full design (technical replicates summed "
-    "first), then every contrast: Wald test (lfc_threshold as the alternative hypothesis), "
+    description="One DESeq2 fit of the study's full design (technical replicates summed "
+    "first; for screens the wells that passed well_qc), then every contrast: Wald test "
+    "(lfc_threshold as the alternative hypothesis), "
     "Cook's outlier handling, independent filtering, BH padj and shrunken log2 fold changes. "
     "Batch enters the design; corrected counts are never tested. Also the blind VST.",
 )
 def deseq2(context: dg.AssetExecutionContext, deseq: DeseqResource, raw_counts: StudyTables,
-           samples: StudyTables, studies: StudyTables, genes: StudyTables):
+           samples: StudyTables, studies: StudyTables, genes: StudyTables,
+           well_qc: StudyTables):
     yield from run_per_study(context, partial(_deseq2, context, deseq), raw_counts=raw_counts,
-                             samples=samples, studies=studies, genes=genes)
+                             samples=samples, studies=studies, genes=genes, well_qc=well_qc)
 
 
 def _deseq2(context: dg.AssetExecutionContext, deseq: DeseqResource, study_id: str,
             raw_counts: pd.DataFrame, samples: pd.DataFrame, studies: pd.DataFrame,
-            genes: pd.DataFrame) -> Iterator[StudyEvent]:
+            genes: pd.DataFrame, well_qc: pd.DataFrame) -> Iterator[StudyEvent]:
     config = study_config(studies)
     if config.kind not in DE_KINDS:
         context.log.info(f"{study_id}: study kind '{config.kind}': bulk DE assets skipped")
@@ -90,7 +91,8 @@ def _deseq2(context: dg.AssetExecutionContext, deseq: DeseqResource, study_id: s
     sheet = sheet_from_samples_table(samples)
     contrasts, untested = config.contrasts, {}
     if config.kind == "screen":
-        counts, sheet, untested = _screen_wells(counts, sheet, symbols, config)
+        counts, sheet, untested = _screen_wells(counts, sheet,
+                                                well_qc.set_index("sample")["passed"], config)
         contrasts = [c for c in contrasts if c.name not in untested]
         for name, reason in untested.items():
             context.log.warning(f"{study_id}: {name} not tested: {reason}")
@@ -129,12 +131,11 @@ def _deseq2(context: dg.AssetExecutionContext, deseq: DeseqResource, study_id: s
                               metadata={"problems": dg.MetadataValue.json(problems)})
 
 
-def _screen_wells(counts: pd.DataFrame, sheet: pd.DataFrame, symbols: pd.Series,
+def _screen_wells(counts: pd.DataFrame, sheet: pd.DataFrame, passed: pd.Series,
                   config: StudyConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
-    """A screen's tested wells: controls and treated wells passing well QC (the same rules
-    the well_qc table records), plus conditions left untested and why."""
-    qc = well_qc(counts, sheet, symbols)
-    wells, untested, problems = analysis_wells(sheet, qc["passed"], config.control,
+    """A screen's tested wells: controls and treated wells that passed well QC (``passed``,
+    from the well_qc table), plus conditions left untested and why."""
+    wells, untested, problems = analysis_wells(sheet, passed.astype(bool), config.control,
                                                config.sheet_file)
     if problems:
         raise dg.Failure(description=format_problems(config.id, problems))
