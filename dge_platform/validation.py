@@ -199,7 +199,8 @@ class _Checker:
         if self.sheet is not None and self.v.get("kind") == "screen":
             self._check_plate_map()
         elif self.sheet is not None:
-            self._check_design()
+            self._check_design(self.sheet, self.v.get("design"), self.v.get("contrasts") or [],
+                               self.v.get("batch"))
 
     def _read_counts(self) -> None:
         if "counts" not in self.v:
@@ -311,18 +312,15 @@ class _Checker:
                                          "they are tested with the plate's shared dispersion "
                                          "but replicate agreement cannot be checked",
                                          "add replicate wells for reliable calls"))
-        self.v = {**self.v, "batch": derived["batch"]}
-        self._check_design(tested, design, derived["contrasts"], min_replicates=1)
+        self._check_design(tested, design, derived["contrasts"], derived["batch"],
+                           min_replicates=1)
 
-    def _check_design(self, sheet: pd.DataFrame | None = None, design: str | None = None,
-                      contrasts: list | None = None, min_replicates: int = MIN_REPLICATES) -> None:
+    def _check_design(self, sheet: pd.DataFrame, design: str | None, contrasts: list,
+                      batch: str | None, min_replicates: int = MIN_REPLICATES) -> None:
         """Design columns, contrasts, replicates and rank; screens pass their tested wells
-        and derived design."""
-        sheet = self.sheet if sheet is None else sheet
-        design = design or self.v.get("design")
+        and derived design, contrasts and batch."""
         if design is None:
             return
-        contrasts = (self.v.get("contrasts") or []) if contrasts is None else contrasts
         variables, problems = design_variables(design)
         self.problems += problems
         file = self.sheet_file
@@ -338,7 +336,6 @@ class _Checker:
                 samples = ", ".join(sheet.index[sheet[var].isna()][:5])
                 self.problems.append(Problem(file, f"column '{var}'", f"empty for sample(s) "
                                              f"{samples}", "fill in every design value"))
-        batch = self.v.get("batch")
         if batch and batch not in sheet.columns:
             self.problems.append(Problem(STUDY_FILE, "batch", f"column '{batch}' not in {file}",
                                          "name a sample-sheet column"))
@@ -354,7 +351,7 @@ class _Checker:
         self._check_replicates(contrasts, sheet, min_replicates)
         frame = study_design_frame(sheet, design, contrasts, batch)
         self.problems += rank_problems(design, frame)
-        self._warn(variables, frame, {c.factor for c in contrasts} | {batch})
+        self._warn(variables, frame, {c.factor for c in contrasts} | {batch}, batch)
 
     def _check_contrasts(self, contrasts: list, design: str, variables: list[str],
                          present: list[str], sheet: pd.DataFrame) -> None:
@@ -392,8 +389,9 @@ class _Checker:
                         "add biological replicates (technical replicates do not count) or drop "
                         "this contrast"))
 
-    def _warn(self, variables: list[str], frame: pd.DataFrame, categorical: set) -> None:
-        batch, sheet = self.v.get("batch"), self.sheet
+    def _warn(self, variables: list[str], frame: pd.DataFrame, categorical: set,
+              batch: str | None) -> None:
+        sheet = self.sheet
         if batch and batch in sheet.columns and batch not in variables:
             self.warnings.append(Problem(STUDY_FILE, "batch", f"batch column '{batch}' is not in "
                                          "the design, so testing ignores it", f"add '{batch}' to "

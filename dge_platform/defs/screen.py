@@ -14,6 +14,7 @@ import pandas as pd
 
 from dge_platform import plots
 from dge_platform.compound_activity import (
+    NULL_QUANTILE,
     activity_calls,
     null_deg_counts,
     pseudo_treatment_size,
@@ -132,24 +133,24 @@ def _compound_activity(context: dg.AssetExecutionContext, study_id: str,
     table = table[table["condition"].isin(set(deg_results["contrast"]))]
     table = table.rename(columns={"condition": "contrast"})
     table["plate"] = condition_plates(sheet).reindex(table["contrast"]).to_numpy()
-    counts = to_wide(raw_counts, "count")[analysed.index]
     dispersions = gene_dispersions.set_index("gene_id")
+    counts = to_wide(raw_counts, "count").loc[dispersions.index, analysed.index]
     nulls = {}
     for plate, wells in sheet[sheet[ROLE] == "control"].groupby("plate"):
         controls = wells.index.tolist()
         n_treated = pseudo_treatment_size(table["n_wells"], len(controls))
         nulls[plate] = null_deg_counts(
-            counts.loc[dispersions.index], analysed, dispersions["dispersion"],
+            counts, analysed, dispersions["dispersion"],
             dispersions["base_mean"], controls, n_treated, alpha=config.alpha,
             lfc_threshold=config.lfc_threshold, seed=0)
         context.log.info(f"{study_id} plate {plate}: null of {len(nulls[plate])} control splits "
                          f"({n_treated} vs {len(controls) - n_treated} wells), 95th percentile "
-                         f"{np.quantile(nulls[plate], 0.95):.1f} DEGs")
+                         f"{np.quantile(nulls[plate], NULL_QUANTILE):.1f} DEGs")
     calls = activity_calls(deg_results, table, nulls, alpha=config.alpha)
     yield dg.Output(calls, metadata={
         "n_conditions": len(calls), "n_active": int(calls["active"].sum()),
         "null_threshold_by_plate": dg.MetadataValue.json(
-            {p: float(np.quantile(v, 0.95)) for p, v in nulls.items()}),
+            {p: float(np.quantile(v, NULL_QUANTILE)) for p, v in nulls.items()}),
         "active": dg.MetadataValue.md(calls[calls["active"]].sort_values(
             "n_deg", ascending=False).head(40).to_markdown(index=False)),
     })
