@@ -9,6 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pandas as pd
+
+# Empty tables keep the catalog's column types, so a view over only empty partitions is typed.
+_PANDAS_DTYPES = {"VARCHAR": "string", "DOUBLE": "float64", "BIGINT": "int64",
+                  "BOOLEAN": "bool", "TIMESTAMP WITH TIME ZONE": "datetime64[ns, UTC]"}
+
 
 @dataclass(frozen=True)
 class TableSpec:
@@ -17,6 +23,17 @@ class TableSpec:
     name: str
     description: str
     columns: tuple[tuple[str, str], ...]
+
+    @property
+    def stored_columns(self) -> list[str]:
+        """The guaranteed columns a study's file holds (``study_id`` is its partition path)."""
+        return [name for name, _ in self.columns if name != "study_id"]
+
+    def empty(self) -> pd.DataFrame:
+        """An empty frame with the stored columns and their types."""
+        kinds = dict(self.columns)
+        return pd.DataFrame({name: pd.Series(dtype=_PANDAS_DTYPES[kinds[name]])
+                             for name in self.stored_columns})
 
 
 TABLES: dict[str, TableSpec] = {spec.name: spec for spec in [

@@ -45,9 +45,6 @@ BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=MAX_STUDIES
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
-# Empty tables keep the catalog's column types, so a view over only empty partitions is typed.
-_PANDAS_DTYPES = {"VARCHAR": "string", "DOUBLE": "float64", "BIGINT": "int64",
-                  "BOOLEAN": "bool", "TIMESTAMP WITH TIME ZONE": "datetime64[ns, UTC]"}
 
 
 @dataclass(frozen=True)
@@ -88,13 +85,6 @@ class _StudyResult:
             self.files.append(event)
         else:
             raise TypeError(f"a study body yielded {type(event).__name__}")
-
-
-def empty_table(table: str) -> pd.DataFrame:
-    """An empty frame with the catalog table's guaranteed columns and types (``study_id``
-    lives in the partition path)."""
-    return pd.DataFrame({name: pd.Series(dtype=_PANDAS_DTYPES[kind])
-                         for name, kind in TABLES[table].columns if name != "study_id"})
 
 
 def for_study(value: Any, study_id: str) -> Any:
@@ -166,7 +156,7 @@ def _merged_outputs(context: dg.AssetExecutionContext,
         frames = {}
         for study_id, result in results.items():
             output = result.outputs.get(name)
-            frame = output.value if output else empty_table(key.path[-1])
+            frame = output.value if output else TABLES[key.path[-1]].empty()
             frames[study_id] = frame
             context.add_asset_metadata({**_table_metadata(frame), **(output.metadata if output
                                                                      else {})},

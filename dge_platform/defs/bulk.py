@@ -104,7 +104,7 @@ def _deseq2(context: dg.AssetExecutionContext, deseq: DeseqResource, study_id: s
     results = fit.results.assign(gene_symbol=symbols.reindex(fit.results["gene_id"]).to_numpy(),
                                  significant=lambda t: (t["padj"] < config.alpha).fillna(False))
     results = _with_conditions(results, sheet if config.kind == "screen" else None)
-    results = results[[c for c, _ in TABLES["deg_results"].columns if c != "study_id"]]
+    results = results[TABLES["deg_results"].stored_columns]
     collapsed = int(raw_counts["sample"].nunique() - counts.shape[1])
     yield dg.Output(summary, "size_factors", metadata={
         "method": fit.size_factor_method,

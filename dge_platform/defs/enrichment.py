@@ -12,7 +12,6 @@ from dge_platform.defs.batch import (
     StudyEvent,
     StudyFiles,
     StudyTables,
-    empty_table,
     run_per_study,
 )
 from dge_platform.defs.bulk import DE_KINDS, study_config
@@ -62,7 +61,7 @@ def _enrichment(context: dg.AssetExecutionContext, home: DgeHome, study_id: str,
                   "GMT files with 'gene_sets:' in study.yaml")
         context.log.warning(f"{study_id}: {reason}")
         yield StudyFiles("enrichment_plots", {})
-        yield dg.Output(empty_table("enrichment"), metadata={"skipped": reason})
+        yield dg.Output(TABLES["enrichment"].empty(), metadata={"skipped": reason})
         return
     tables, figures = [], {}
     active = set(compound_activity.loc[compound_activity["active"].astype(bool), "contrast"])
@@ -76,7 +75,7 @@ def _enrichment(context: dg.AssetExecutionContext, home: DgeHome, study_id: str,
         if full:
             figures[f"enrichment_{contrast.name}"] = plots.enrichment_dotplot(
                 table, f"Top terms: {contrast.name}")
-    columns = [c for c, _ in TABLES["enrichment"].columns if c != "study_id"]
+    columns = TABLES["enrichment"].stored_columns
     result = pd.concat(tables, ignore_index=True)[columns]
     yield StudyFiles("enrichment_plots", {f"{name}.png": png for name, png in figures.items()})
     significant = result[result["padj"] < 0.05].groupby(["contrast", "method"]).size()

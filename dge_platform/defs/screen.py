@@ -26,7 +26,6 @@ from dge_platform.defs.batch import (
     StudyEvent,
     StudyFiles,
     StudyTables,
-    empty_table,
     run_per_study,
 )
 from dge_platform.defs.bulk import study_config
@@ -52,9 +51,6 @@ def _screen_asset(table: str, note: str = "", **kwargs):
                     code_version=CODE_VERSION,
                     description=f"{TABLES[table].description} {note}".strip(), **kwargs)
 
-
-def _columns(table: str) -> list[str]:
-    return [c for c, _ in TABLES[table].columns if c != "study_id"]
 
 
 def _skip(context: dg.AssetExecutionContext, study_id: str, kind: str) -> bool:
@@ -98,7 +94,7 @@ def _well_qc(context: dg.AssetExecutionContext, study_id: str, raw_counts: pd.Da
     yield StudyFiles(SCREEN_PLOTS, {f"{name}.png": png for name, png in figures.items()})
     reasons = qc.loc[~qc["passed"], "reason"].str.split("; ").explode().value_counts()
     shown = sorted(qc["plate"].unique())[:MAX_PLATES_SHOWN]
-    yield dg.Output(qc[_columns("well_qc")], metadata={
+    yield dg.Output(qc[TABLES["well_qc"].stored_columns], metadata={
         "n_wells": len(qc), "n_failed": int((~qc["passed"]).sum()),
         "failed_by_reason": dg.MetadataValue.json(reasons.to_dict()),
         **{name: dg.MetadataValue.md(plots.markdown_image(png, name))
@@ -192,11 +188,11 @@ def _dose_response(context: dg.AssetExecutionContext, study_id: str, vst: pd.Dat
     symbols = genes.set_index("gene_id")["gene_symbol"]
     if not fits:
         context.log.info(f"{study_id}: no compound had responsive genes over enough doses")
-        table = empty_table("dose_response")
+        table = TABLES["dose_response"].empty()
     else:
         table = pd.concat(fits, ignore_index=True)
         table["gene_symbol"] = symbols.reindex(table["gene_id"]).to_numpy()
-        first = _columns("dose_response")
+        first = TABLES["dose_response"].stored_columns
         table = table[first + [c for c in table.columns if c not in first]]
     yield dg.Output(table, metadata={
         "n_compounds_fitted": len(fits), "skipped": dg.MetadataValue.json(skipped),
@@ -216,7 +212,7 @@ def _compound_potency(context: dg.AssetExecutionContext, study_id: str,
     config = study_config(studies)
     if _skip(context, study_id, config.kind):
         return
-    table = potency_of(dose_response) if len(dose_response) else empty_table("compound_potency")
+    table = potency_of(dose_response) if len(dose_response) else TABLES["compound_potency"].empty()
     yield dg.Output(table, metadata={
         "n_compounds_with_tpod": int(table["tpod"].notna().sum()) if len(table) else 0,
         "potency": dg.MetadataValue.md(table.sort_values("tpod").head(40).to_markdown(
@@ -247,7 +243,7 @@ def _compound_similarity(context: dg.AssetExecutionContext, study_id: str,
         context.log.info(f"{study_id}: {active.nunique()} active condition(s): nothing to "
                          "compare")
         yield StudyFiles(SIMILARITY_PLOTS, {})
-        yield dg.Output(empty_table("compound_similarity"),
+        yield dg.Output(TABLES["compound_similarity"].empty(),
                         metadata={"n_active": int(active.nunique())})
         return
     genes = informative_genes(rows, alpha=config.alpha)
@@ -256,7 +252,7 @@ def _compound_similarity(context: dg.AssetExecutionContext, study_id: str,
     heatmap = plots.similarity_heatmap(result.similarity, result.order,
                                        result.clusters["cluster"])
     yield StudyFiles(SIMILARITY_PLOTS, {"similarity_heatmap.png": heatmap})
-    yield dg.Output(table[_columns("compound_similarity")], metadata={
+    yield dg.Output(table[TABLES["compound_similarity"].stored_columns], metadata={
         "n_active": int(active.nunique()), "n_genes": len(genes),
         "n_clusters": int(result.clusters["cluster"].nunique()),
         "notes": dg.MetadataValue.json(result.notes),
