@@ -50,6 +50,12 @@ def validate(study_dir: Path) -> None:
         click.echo(f"    wells by role: {', '.join(f'{r} {n}' for r, n in roles.items())}; "
                    f"plates: {study.samples['plate'].nunique()}; control: "
                    f"{study.config.control} (only sample and control wells are tested)")
+    if study.config.kind == "singlecell":
+        cfg, obs = study.config, study.cells.obs
+        types = (f"{obs[cfg.cell_type].nunique()} cell types in '{cfg.cell_type}'"
+                 if cfg.cell_type else f"cell types from markers ({', '.join(cfg.markers)})")
+        click.echo(f"    {study.cells.n_obs:,} cells from {obs[cfg.donor].nunique()} donors; "
+                   f"{types}; pseudobulks per cell type x {' x '.join(cfg.pseudobulk_keys)}")
 
 
 @main.command()
@@ -109,12 +115,13 @@ def _print_summary(home: DgeHome, study_ids: list[str]) -> None:
     from dge_platform.catalog import query
     from dge_platform.warehouse import Warehouse
 
-    degs = query(home, "select d.study_id, d.contrast, count(*) filter (where d.padj is not null) "
+    degs = query(home, "select d.study_id, d.contrast, coalesce(d.cell_type, '') as cell_type, "
+                       "count(*) filter (where d.padj is not null) "
                        "as tested, count(*) filter (where d.significant and "
                        "d.log2_fold_change > 0) as up, count(*) filter (where d.significant and "
                        "d.log2_fold_change < 0) as down, any_value(s.alpha) as alpha "
                        "from deg_results d join studies s using (study_id) "
-                       "where s.kind != 'screen' group by 1, 2 order by 1, 2")
+                       "where s.kind != 'screen' group by 1, 2, 3 order by 1, 2, 3")
     if len(degs):
         click.echo("\nDEGs per contrast (padj < study alpha):")
         click.echo(degs.to_string(index=False))

@@ -13,17 +13,25 @@ from dge_platform.defs.screen import (
     dose_response,
     well_qc,
 )
-from dge_platform.defs.resources import DeseqResource, DgeHomeResource, WarehouseIOManager
+from dge_platform.defs.resources import (
+    DeseqResource,
+    DgeHomeResource,
+    H5adIOManager,
+    WarehouseIOManager,
+)
+from dge_platform.defs.singlecell import cell_qc, marker_genes, pseudobulks, sc_processed
 
 dge_home = DgeHomeResource()
 
 defs = dg.Definitions(
     assets=[study_inputs, ingest_study, deseq2, batch_corrected, sample_qc,
             enrichment, study_report, well_qc, compound_activity, dose_response,
-            compound_potency, compound_similarity],
+            compound_potency, compound_similarity, cell_qc, sc_processed, pseudobulks,
+            marker_genes],
     jobs=[study_job],
     sensors=[study_sensor],
     schedules=[nightly_reprocess],
     resources={"dge_home": dge_home, "deseq": DeseqResource(),
-               "warehouse_io": WarehouseIOManager(dge_home=dge_home)},
+               "warehouse_io": WarehouseIOManager(dge_home=dge_home),
+               "h5ad_io": H5adIOManager(dge_home=dge_home)},
 )

@@ -132,11 +132,12 @@ def _dependent_columns(matrix: pd.DataFrame) -> list[str]:
 
 
 def study_design_frame(sheet: pd.DataFrame, design: str, contrasts: list,
-                       batch: str | None) -> pd.DataFrame:
-    """The typed design frame of a study: contrast factors and batch are factors, each
-    contrast factor's reference (the first contrast naming it) is its base level."""
+                       batch: str | None, donor: str | None = None) -> pd.DataFrame:
+    """The typed design frame of a study: contrast factors, batch and donor are factors (even
+    when their labels look numeric), each contrast factor's reference (the first contrast
+    naming it) is its base level."""
     variables, _ = design_variables(design)
-    categorical = {c.factor for c in contrasts} | ({batch} if batch else set())
+    categorical = {c.factor for c in contrasts} | {v for v in (batch, donor) if v}
     references = {c.factor: c.reference for c in reversed(contrasts)}
     return design_frame(sheet, variables, categorical=categorical, references=references)
 

@@ -219,3 +219,118 @@ def similarity_heatmap(similarity: pd.DataFrame, order: list[str],
     fig.colorbar(image, ax=ax, label="Pearson r of signatures", shrink=0.6)
     ax.set_title("Compound signature similarity")
     return _png(fig)
+
+
+def _categorical_colours(n: int) -> list:
+    """n distinct colours: tab10, tab20, then tab20b/tab20c, then a hue wheel."""
+    if n <= 10:
+        return list(matplotlib.colormaps["tab10"].colors[:n])
+    palette = list(matplotlib.colormaps["tab20"].colors) + \
+        list(matplotlib.colormaps["tab20b"].colors) + list(matplotlib.colormaps["tab20c"].colors)
+    if n <= len(palette):
+        return palette[:n]
+    return [matplotlib.colormaps["hsv"](i / n) for i in range(n)]
+
+
+CELL_QC_PANELS = (("total_counts", "Total counts", True), ("n_genes", "Genes detected", True),
+                  ("pct_mito", "Mitochondrial %", False),
+                  ("doublet_score", "Doublet score", False))
+MAX_FAILED_POINTS = 3000
+
+
+def cell_qc_distributions(table: pd.DataFrame, groups: pd.Series) -> bytes:
+    """Per group (capture), violins of total counts, genes detected (both log scale),
+    mitochondrial % and doublet score over the cells that passed; cells that failed are
+    red points (a random subset of at most 3,000 per panel), so the cut-offs show as the
+    edge between violin and points. Panels whose metric is all missing say so."""
+    labels = groups.reindex(table.index) if isinstance(groups, pd.Series) and \
+        table.index.isin(groups.index).all() else pd.Series(np.asarray(groups), table.index)
+    labels = labels.astype(object).where(labels.notna(), "nan").astype(str)
+    names = sorted(labels.unique())
+    passed = table["passed"].astype(bool).to_numpy() if "passed" in table else \
+        np.ones(len(table), dtype=bool)
+    rng = np.random.default_rng(0)
+    failed_rows = np.flatnonzero(~passed)
+    if len(failed_rows) > MAX_FAILED_POINTS:
+        failed_rows = np.sort(rng.choice(failed_rows, MAX_FAILED_POINTS, replace=False))
+    position = {name: i for i, name in enumerate(names)}
+    width = min(24.0, max(7.0, 0.45 * len(names) + 3))
+    fig, axes = plt.subplots(len(CELL_QC_PANELS), 1, figsize=(width, 2.4 * len(CELL_QC_PANELS)),
+                             sharex=True)
+    for ax, (column, label, log) in zip(axes, CELL_QC_PANELS):
+        values = pd.to_numeric(table[column], errors="coerce") if column in table else \
+            pd.Series(np.nan, index=table.index)
+        values = values.astype(float)
+        if log:
+            values = np.log10(values.where(values > 0))
+        if values.notna().sum() == 0:
+            ax.text(0.5, 0.5, f"{label}: not computed", ha="center", va="center",
+                    transform=ax.transAxes, color=GREY)
+            ax.set_ylabel(label, fontsize=8)
+            continue
+        data, where = [], []
+        for name in names:
+            member = values[(labels == name).to_numpy() & passed].dropna().to_numpy()
+            if len(member) >= 2 and np.ptp(member) > 0:
+                data.append(member)
+                where.append(position[name])
+        if data:
+            parts = ax.violinplot(data, positions=where, widths=0.8, showmedians=True,
+                                  showextrema=False)
+            for body in parts["bodies"]:
+                body.set_facecolor(DOWN)
+                body.set_alpha(0.5)
+        failed = values.iloc[failed_rows]
+        keep = failed.notna().to_numpy()
+        x = labels.iloc[failed_rows].map(position).to_numpy(dtype=float)[keep]
+        ax.scatter(x + rng.uniform(-0.25, 0.25, len(x)), failed.to_numpy()[keep], s=3, c=UP,
+                   alpha=0.6, rasterized=True, label="failed QC")
+        ax.set_ylabel(f"log10 {label.lower()}" if log else label, fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[-1].set_xticks(range(len(names)), names, rotation=90 if len(names) > 6 else 0,
+                        fontsize=7)
+    n_failed = int((~passed).sum())
+    axes[0].set_title(f"Cell QC per {groups.name or 'group'}: {len(table) - n_failed:,} "
+                      f"passed (violins), {n_failed:,} failed (red points)", fontsize=9)
+    return _png(fig)
+
+
+def umap_plot(coords: np.ndarray, labels: pd.Series, title: str) -> bytes:
+    """2-D embedding coloured by a categorical label, legend on the right (labels also
+    written at their centroids beyond 12 categories). Points are rasterized and drawn in
+    random order, so no category hides another; point size shrinks with the cell count."""
+    coords = np.asarray(coords, dtype=float)[:, :2]
+    values = pd.Series(np.asarray(labels.astype(object)), dtype=object)
+    values = values.where(values.notna(), "nan").astype(str)
+    if isinstance(labels.dtype, pd.CategoricalDtype):
+        names = [str(c) for c in labels.cat.categories if str(c) in set(values)]
+        names += sorted(set(values) - set(names))
+    else:
+        names = sorted(values.unique(), key=lambda s: (not s.isdigit(), int(s) if
+                                                       s.isdigit() else 0, s))
+    colours = _categorical_colours(len(names))
+    code = values.map({name: i for i, name in enumerate(names)}).to_numpy()
+    order = np.random.default_rng(0).permutation(len(coords))
+    size = float(np.clip(30000 / max(len(coords), 1), 0.3, 12))
+    fig, ax = plt.subplots(figsize=(7.5 if len(names) <= 20 else 9, 5.5))
+    palette = np.array([matplotlib.colors.to_rgba(c) for c in colours]) if names else \
+        np.zeros((0, 4))
+    if len(coords):
+        ax.scatter(coords[order, 0], coords[order, 1], c=palette[code[order]], s=size,
+                   linewidths=0, rasterized=True)
+    for i, name in enumerate(names):
+        ax.scatter([], [], color=colours[i], s=25, label=f"{name} ({int((code == i).sum()):,})")
+        if len(names) > 12:
+            centre = np.median(coords[code == i], axis=0)
+            ax.text(centre[0], centre[1], name, fontsize=7, ha="center", va="center",
+                    weight="bold")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel("UMAP 1")
+    ax.set_ylabel("UMAP 2")
+    ax.set_title(title, fontsize=10)
+    if names:
+        ax.legend(title=labels.name, loc="center left", bbox_to_anchor=(1.0, 0.5),
+                  fontsize=7, title_fontsize=8, markerscale=1, frameon=False,
+                  ncol=1 if len(names) <= 25 else 2)
+    return _png(fig)

@@ -18,16 +18,18 @@ td:first-child,th:first-child{text-align:left}.plots img{max-width:48%;margin:.3
 """
 
 
-def deg_summary(results: pd.DataFrame, alpha: float) -> pd.DataFrame:
-    """Per contrast: genes tested (padj not null), DEGs up and down at ``alpha``."""
+def deg_summary(results: pd.DataFrame, alpha: float, by: tuple[str, ...] = ("contrast",)
+                ) -> pd.DataFrame:
+    """Per contrast (or per ``by`` columns, e.g. contrast and cell type): genes tested (padj
+    not null), DEGs up and down at ``alpha``."""
     rows = []
-    for contrast, table in results.groupby("contrast", sort=False):
+    for key, table in results.groupby(list(by), sort=False):
         sig = table["padj"] < alpha
-        rows.append({"contrast": contrast, "genes": len(table),
+        rows.append({**dict(zip(by, key)), "genes": len(table),
                      "tested": int(table["padj"].notna().sum()),
                      "up": int((sig & (table["log2_fold_change"] > 0)).sum()),
                      "down": int((sig & (table["log2_fold_change"] < 0)).sum())})
-    return pd.DataFrame(rows, columns=["contrast", "genes", "tested", "up", "down"])
+    return pd.DataFrame(rows, columns=[*by, "genes", "tested", "up", "down"])
 
 
 def top_genes(results: pd.DataFrame, contrast: str, n: int = 20) -> pd.DataFrame:
@@ -48,7 +50,8 @@ def _table(frame: pd.DataFrame) -> str:
 
 
 def top_terms(enrichment: pd.DataFrame, contrast: str, n: int = 10) -> pd.DataFrame:
-    """The ``n`` terms with the smallest adjusted p-value per method in one contrast."""
+    """The ``n`` terms with the smallest adjusted p-value per method in one contrast (pass
+    one cell type's rows for single-cell studies)."""
     table = enrichment[enrichment["contrast"] == contrast].dropna(subset=["padj"])
     top = table.sort_values("padj").groupby("method", sort=True).head(n)
     return top[["method", "collection", "term", "size", "score", "padj"]]
@@ -168,3 +171,70 @@ def build_report(*, study: dict, samples: pd.DataFrame, sample_qc: pd.DataFrame,
                       _img(png, name) for name, png in plots.items()
                       if name.endswith(f"_{contrast}") and not name.startswith("qc_")) + "</div>"]
     return _page(f"{study['id']} - DGE report", parts)
+
+
+def build_singlecell_report(*, study: dict, cell_qc: pd.DataFrame,
+                            pseudobulks: pd.DataFrame, results: pd.DataFrame,
+                            enrichment: pd.DataFrame, markers: pd.DataFrame,
+                            plots: dict[str, bytes], untested: dict[str, str]) -> str:
+    """Render a single-cell study's report: cell QC, embeddings, pseudobulks, DEGs and
+    enrichment per cell type, and the exploratory markers.
+
+    Parameters
+    ----------
+    study
+        Study settings: id, title, organism, design, donor, batch, alpha.
+    cell_qc, pseudobulks, results, enrichment, markers
+        The study's cell_qc, pseudobulk_samples, deg_results, enrichment and marker_genes.
+    plots
+        PNG bytes by name: ``cell_qc``, ``umap_*`` and ``volcano_<contrast>_<cell type>``.
+    untested
+        Cell type x contrast pairs left untested, with the reason.
+    """
+    esc = html.escape
+    alpha = study["alpha"]
+    reasons = cell_qc["reason"].str.split(";").explode()
+    failed = reasons[reasons != ""].value_counts().rename_axis("reason").reset_index(name="cells")
+    per_type = pseudobulks.groupby("cell_type").agg(
+        pseudobulks=("kept", "sum"), dropped=("kept", lambda k: int((~k.astype(bool)).sum())),
+        cells=("n_cells", "sum"), donors=("donor", "nunique")).reset_index()
+    body = [
+        f"<h1>{esc(study['title'])}</h1>", "<h2>Design</h2>",
+        _table(pd.DataFrame([{k: study.get(k) for k in
+                              ("id", "organism", "design", "donor", "batch", "alpha")}])),
+        "<p class='note'>Differential expression is tested per cell type on pseudobulks (raw "
+        "counts of QC-passed cells summed per donor x condition) with DESeq2: donors are the "
+        "replicates. Per-cell tests (markers below) are exploratory only.</p>",
+        f"<h2>Cell QC ({int(cell_qc['passed'].sum()):,} of {len(cell_qc):,} cells passed)</h2>",
+        _table(failed) if len(failed) else "<p>Every cell passed QC.</p>",
+        "<div class='plots'>" + "".join(_img(png, name) for name, png in plots.items()
+                                        if name == "cell_qc") + "</div>",
+        "<h2>Embedding (UMAP before and after integration)</h2>",
+        "<div class='plots'>" + "".join(_img(png, name) for name, png in plots.items()
+                                        if name.startswith("umap_")) + "</div>",
+        "<h2>Pseudobulks per cell type</h2>", _table(per_type),
+    ]
+    dropped = pseudobulks[~pseudobulks["kept"].astype(bool)]
+    if len(dropped):
+        body += ["<p class='flag'>Dropped pseudobulks:</p>",
+                 _table(dropped[["pseudobulk_sample", "n_cells", "reason"]])]
+    if untested:
+        body += ["<p class='flag'>Not tested: " + "; ".join(
+            f"<b>{esc(k)}</b>: {esc(v)}" for k, v in untested.items()) + "</p>"]
+    body += [f"<h2>Differential expression (padj &lt; {alpha})</h2>",
+             _table(deg_summary(results, alpha, by=("contrast", "cell_type")))]
+    for (contrast, cell_type), rows in results.groupby(["contrast", "cell_type"], sort=True):
+        terms = top_terms(enrichment[enrichment["cell_type"] == cell_type], contrast)
+        body += [f"<h3>{esc(contrast)}: {esc(cell_type)}</h3>", _table(top_genes(rows, contrast)),
+                 "<h4>Top enriched terms</h4>",
+                 _table(terms) if len(terms) else "<p>No enrichment results.</p>",
+                 "<div class='plots'>" + "".join(
+                     _img(png, name) for name, png in plots.items()
+                     if name == f"volcano_{contrast}_{cell_type}") + "</div>"]
+    top = markers[markers["rank"] <= 10].groupby("cell_type")["gene_symbol"].agg(
+        lambda s: ", ".join(s.astype(str))).reset_index(name="top markers")
+    body += ["<h2>Marker genes (exploratory)</h2>",
+             "<p class='note'>Per-cell Wilcoxon of each cell type against all other cells: "
+             "cells are not independent replicates, so these p-values are not valid for "
+             "inference.</p>", _table(top)]
+    return _page(f"{study['id']} - single-cell report", body)

@@ -20,11 +20,11 @@ from dge_platform.problems import Problem
 SAMPLE_COLUMN = "sample"
 
 
-def read_sample_sheet(path: Path, rel: str) -> tuple[pd.DataFrame | None, list[Problem]]:
-    """Read a CSV/TSV sample sheet as text, indexed by ``sample``.
+def read_text_table(path: Path, rel: str) -> tuple[pd.DataFrame | None, list[Problem]]:
+    """Read a CSV/TSV metadata table with every value as text.
 
-    Every value stays a string (as written); the design decides which columns are numeric.
-    Surrounding whitespace is stripped and empty cells become missing values.
+    Surrounding whitespace is stripped, empty cells become missing values and column names
+    must be unique.
     """
     sep = delimiter_for(path)
     try:
@@ -32,28 +32,39 @@ def read_sample_sheet(path: Path, rel: str) -> tuple[pd.DataFrame | None, list[P
         if problem:
             return None, [problem]
         with open_text(path) as fh:
-            sheet = pd.read_csv(fh, sep=sep, dtype=str, keep_default_na=False)
+            table = pd.read_csv(fh, sep=sep, dtype=str, keep_default_na=False)
     except TEXT_ERRORS as exc:
         return None, [not_text_problem(rel, exc)]
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         return None, [Problem(rel, "", f"cannot be parsed: {str(exc).strip()}",
-                              "write one header row and one row per sample")]
-    sheet.columns = [str(c).strip() for c in sheet.columns]
+                              "write one header row and one row per entry")]
+    table.columns = [str(c).strip() for c in table.columns]
+    dups = header_duplicates(list(table.columns))
+    if dups:
+        return None, [Problem(rel, "header", f"duplicate column name(s): {', '.join(dups)}",
+                              "give every column a unique name")]
+    table = table.apply(lambda col: col.str.strip()).replace("", pd.NA)
+    if table.empty:
+        return None, [Problem(rel, "", "has no data rows", "add one row per entry")]
+    return table, []
+
+
+def read_sample_sheet(path: Path, rel: str) -> tuple[pd.DataFrame | None, list[Problem]]:
+    """Read a CSV/TSV sample sheet as text, indexed by ``sample``.
+
+    Every value stays a string (as written); the design decides which columns are numeric.
+    """
+    sheet, problems = read_text_table(path, rel)
+    if sheet is None:
+        return None, problems
     if SAMPLE_COLUMN not in sheet.columns and sheet.columns[0] in ("", "Unnamed: 0"):
         # R's write.csv(colData) leaves the row-name column without a header: those are the
         # sample names.
         sheet = sheet.rename(columns={sheet.columns[0]: SAMPLE_COLUMN})
-    dups = header_duplicates(list(sheet.columns))
-    if dups:
-        return None, [Problem(rel, "header", f"duplicate column name(s): {', '.join(dups)}",
-                              "give every column a unique name")]
     if SAMPLE_COLUMN not in sheet.columns:
         return None, [Problem(rel, f"column '{SAMPLE_COLUMN}'", "missing; found columns: "
                               f"{', '.join(sheet.columns)}", "name the column holding the "
                               "count matrix's sample names 'sample'")]
-    sheet = sheet.apply(lambda col: col.str.strip()).replace("", pd.NA)
-    if sheet.empty:
-        return None, [Problem(rel, "", "has no sample rows", "add one row per sample")]
     problems = []
     if sheet[SAMPLE_COLUMN].isna().any():
         rows = [str(i + 2) for i in sheet.index[sheet[SAMPLE_COLUMN].isna()]]

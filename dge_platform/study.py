@@ -50,6 +50,23 @@ class Contrast(BaseModel):
         return reference
 
 
+class CellQcSettings(BaseModel):
+    """Single-cell QC thresholds (``qc:`` in study.yaml). Cells are judged per capture by
+    median absolute deviations (MADs); absolute limits apply in addition when given."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    nmads: Annotated[float, Field(gt=0)] = 5.0
+    mito_nmads: Annotated[float, Field(gt=0)] = 3.0
+    min_counts: Annotated[int, Field(ge=0)] | None = None
+    max_counts: Annotated[int, Field(gt=0)] | None = None
+    min_genes: Annotated[int, Field(ge=0)] | None = None
+    max_genes: Annotated[int, Field(gt=0)] | None = None
+    max_pct_mito: Annotated[float, Field(gt=0, le=100)] | None = None
+    doublets: bool = True
+    doublet_threshold: Annotated[float, Field(gt=0, lt=1)] | None = None
+
+
 class StudyConfig(BaseModel):
     """The parsed ``study.yaml`` of one study (see README, "Study format")."""
 
@@ -73,6 +90,14 @@ class StudyConfig(BaseModel):
     lfc_threshold: Annotated[float, Field(ge=0)] = 0.0
     batch: str | None = None
     replicate_of: str | None = None
+    cells: str | None = None
+    donor: str | None = None
+    cell_type: str | None = None
+    capture: str | None = None
+    markers: dict[Label, Annotated[list[Label], Field(min_length=1)]] = {}
+    qc: CellQcSettings = CellQcSettings()
+    min_cells_per_pseudobulk: Annotated[int, Field(ge=1)] = 10
+    clustering_resolution: Annotated[float, Field(gt=0)] = 1.0
     gene_sets: list[str] = []
     gsea_permutations: Annotated[int, Field(ge=100, le=100_000)] = 1000
     enrichment_min_lfc: Annotated[float, Field(ge=0)] | None = None
@@ -81,6 +106,15 @@ class StudyConfig(BaseModel):
     def deg_min_lfc(self) -> float:
         """|shrunken log2FC| a DEG must exceed to enter ORA (default: ``lfc_threshold``)."""
         return self.lfc_threshold if self.enrichment_min_lfc is None else self.enrichment_min_lfc
+
+    @property
+    def pseudobulk_keys(self) -> list[str]:
+        """Single-cell: the cell metadata columns defining a biological sample (donor, the
+        design's variables, the batch); pseudobulks sum cells per sample and cell type."""
+        from dge_platform.design import design_variables
+
+        variables = design_variables(self.design)[0] if self.design else []
+        return list(dict.fromkeys([v for v in [self.donor, *variables, self.batch] if v]))
 
     @property
     def sheet_file(self) -> str | None:

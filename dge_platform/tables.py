@@ -71,11 +71,13 @@ TABLES: dict[str, TableSpec] = {spec.name: spec for spec in [
               "testing.", (
                   ("study_id", "VARCHAR"), ("gene_id", "VARCHAR"), ("sample", "VARCHAR"),
                   ("batch_corrected_vst", "DOUBLE"))),
-    TableSpec("gene_dispersions", "DESeq2 dispersion estimates per gene.", (
+    TableSpec("gene_dispersions", "DESeq2 dispersion estimates per gene (single-cell: per "
+              "cell type).", (
         ("study_id", "VARCHAR"), ("gene_id", "VARCHAR"), ("base_mean", "DOUBLE"),
         ("dispersion_gene_est", "DOUBLE"), ("dispersion_trend", "DOUBLE"),
-        ("dispersion", "DOUBLE"), ("dispersion_outlier", "BOOLEAN"))),
-    TableSpec("deg_results", "Differential expression: one row per contrast and gene. padj "
+        ("dispersion", "DOUBLE"), ("dispersion_outlier", "BOOLEAN"), ("cell_type", "VARCHAR"))),
+    TableSpec("deg_results", "Differential expression: one row per contrast and gene "
+              "(single-cell: per contrast, cell type and gene, tested on pseudobulks). padj "
               "is null where DESeq2 filtered the gene (independent filtering, Cook's "
               "outliers, all-zero counts).", (
                   ("study_id", "VARCHAR"), ("contrast", "VARCHAR"), ("gene_id", "VARCHAR"),
@@ -83,7 +85,7 @@ TABLES: dict[str, TableSpec] = {spec.name: spec for spec in [
                   ("log2_fold_change", "DOUBLE"), ("lfc_se", "DOUBLE"), ("stat", "DOUBLE"),
                   ("pvalue", "DOUBLE"), ("padj", "DOUBLE"),
                   ("log2_fold_change_shrunk", "DOUBLE"), ("significant", "BOOLEAN"),
-                  ("compound", "VARCHAR"), ("dose", "DOUBLE"))),
+                  ("compound", "VARCHAR"), ("dose", "DOUBLE"), ("cell_type", "VARCHAR"))),
     TableSpec("sample_qc", "Per analysed sample: PCA scores, mean distance to the other "
               "samples, and likely-outlier flags with the reason.", (
                   ("study_id", "VARCHAR"), ("sample", "VARCHAR"), ("pc1", "DOUBLE"),
@@ -121,6 +123,42 @@ TABLES: dict[str, TableSpec] = {spec.name: spec for spec in [
                   ("dose", "DOUBLE"), ("cluster", "BIGINT"), ("rank", "BIGINT"),
                   ("neighbor_contrast", "VARCHAR"), ("neighbor_compound", "VARCHAR"),
                   ("neighbor_dose", "DOUBLE"), ("correlation", "DOUBLE"))),
+    TableSpec("cell_qc", "Single-cell: one row per cell with its counts, genes detected, "
+              "mitochondrial percentage, scrublet doublet score, pass/fail and the reasons "
+              "(per-capture MAD outliers, absolute limits, doublets).", (
+                  ("study_id", "VARCHAR"), ("cell_id", "VARCHAR"), ("sample", "VARCHAR"),
+                  ("donor", "VARCHAR"), ("capture", "VARCHAR"), ("total_counts", "BIGINT"),
+                  ("n_genes", "BIGINT"), ("pct_mito", "DOUBLE"), ("doublet_score", "DOUBLE"),
+                  ("predicted_doublet", "BOOLEAN"), ("passed", "BOOLEAN"),
+                  ("reason", "VARCHAR"))),
+    TableSpec("cell_types", "Single-cell: one row per QC-passed cell with its Leiden cluster "
+              "(on the Harmony-integrated embedding), cell type (given in the input, or from "
+              "study.yaml markers) and UMAP coordinates.", (
+                  ("study_id", "VARCHAR"), ("cell_id", "VARCHAR"), ("sample", "VARCHAR"),
+                  ("cluster", "VARCHAR"), ("cell_type", "VARCHAR"),
+                  ("cell_type_source", "VARCHAR"), ("umap_1", "DOUBLE"),
+                  ("umap_2", "DOUBLE"))),
+    TableSpec("pseudobulk_samples", "Single-cell: one row per cell type x biological sample "
+              "(donor x condition): cells summed, and whether the pseudobulk was kept for "
+              "testing (dropped below min_cells_per_pseudobulk, with the reason).", (
+                  ("study_id", "VARCHAR"), ("pseudobulk_sample", "VARCHAR"),
+                  ("cell_type", "VARCHAR"), ("donor", "VARCHAR"), ("condition", "VARCHAR"),
+                  ("sample", "VARCHAR"), ("n_cells", "BIGINT"), ("total_counts", "BIGINT"),
+                  ("kept", "BOOLEAN"), ("reason", "VARCHAR"))),
+    TableSpec("pseudobulk_counts", "Single-cell: raw counts of QC-passed cells summed per kept "
+              "pseudobulk sample and gene (long form).", (
+                  ("study_id", "VARCHAR"), ("pseudobulk_sample", "VARCHAR"),
+                  ("cell_type", "VARCHAR"), ("donor", "VARCHAR"), ("condition", "VARCHAR"),
+                  ("gene_id", "VARCHAR"), ("count", "BIGINT"))),
+    TableSpec("marker_genes", "Single-cell, EXPLORATORY: per cell type, top genes of a per-cell "
+              "Wilcoxon test against all other cells. Cells are not independent replicates, "
+              "so these p-values are far too small for inference; use deg_results "
+              "(pseudobulk DESeq2) for that.", (
+                  ("study_id", "VARCHAR"), ("cell_type", "VARCHAR"), ("rank", "BIGINT"),
+                  ("gene_id", "VARCHAR"), ("gene_symbol", "VARCHAR"), ("score", "DOUBLE"),
+                  ("log2_fold_change", "DOUBLE"), ("pvalue", "DOUBLE"), ("padj", "DOUBLE"),
+                  ("pct_in_group", "DOUBLE"), ("pct_other_groups", "DOUBLE"),
+                  ("method", "VARCHAR"), ("exploratory", "BOOLEAN"))),
     TableSpec("enrichment", "Per contrast (and cell type where present), collection and term: "
               "over-representation of up- and down-regulated DEGs (hypergeometric against the "
               "tested genes; score = odds ratio, genes = overlap) and GSEA prerank on the Wald "

@@ -10,6 +10,16 @@ from typing import Annotated, Any
 import pandas as pd
 from pydantic import TypeAdapter
 
+from dge_platform.cell_checks import (
+    PER_CELL_WARNING,
+    SAMPLE,
+    cell_count_problems,
+    cell_metadata_problems,
+    cell_samples,
+    donor_problems,
+    sample_sheet,
+)
+from dge_platform.cell_readers import read_cells
 from dge_platform.count_checks import check_counts
 from dge_platform.count_readers import read_counts
 from dge_platform.gene_sets import GmtError, read_gmt
@@ -25,6 +35,7 @@ from dge_platform.plate_map import (
     single_well_conditions,
 )
 from dge_platform.problems import Problem, StudyInputError
+from dge_platform.pseudobulk import sum_counts
 from dge_platform.replicates import collapse_sheet, technical_replicate_problems
 from dge_platform.sample_sheet import read_sample_sheet
 from dge_platform.study import (
@@ -49,15 +60,20 @@ class ValidatedStudy:
     study_dir
         The study folder.
     counts
-        Raw integer counts, genes x samples, columns in sample-sheet order.
+        Raw integer counts, genes x samples, columns in sample-sheet order. Single-cell:
+        the cells' counts summed per biological sample.
     samples
         Sample sheet (text values), indexed by sample, same order as ``counts``.
+        Single-cell: one row per biological sample (donor x design variables x batch).
     gene_symbols
         Gene symbol by gene id where the input carries them, else None.
     files
         Every input file, study.yaml first.
     warnings
         Non-fatal observations to show the user.
+    cells
+        Single-cell: the cells x genes raw counts (sparse AnnData) with cell metadata and
+        each cell's biological ``sample`` in ``obs``; else None.
     """
 
     config: StudyConfig
@@ -67,6 +83,7 @@ class ValidatedStudy:
     gene_symbols: pd.Series | None
     files: list[Path]
     warnings: list[Problem] = field(default_factory=list)
+    cells: Any = None
 
     @property
     def input_hash(self) -> str:
@@ -127,7 +144,7 @@ def validate_study(study_dir: Path, expected_id: str | None = None) -> Validatio
     if checker.screen_design is not None:
         config = config.model_copy(update=checker.screen_design)
     study = ValidatedStudy(config, study_dir, checker.counts, checker.sheet,
-                           checker.gene_symbols, checker.files, checker.warnings)
+                           checker.gene_symbols, checker.files, checker.warnings, checker.cells)
     return ValidationReport(study, [], checker.warnings)
 
 
@@ -149,6 +166,13 @@ def kind_problems(raw: dict[str, Any]) -> list[Problem]:
                                     "samples, not both", "keep plate_map"))
         return problems
     problems = [missing(key) for key in ("design", "contrasts") if raw.get(key) is None]
+    if raw.get("kind") == "singlecell" and raw.get("donor") is None:
+        problems.append(missing("donor", "name the cell metadata column identifying each "
+                                f"cell's donor (biological replicate): {PER_CELL_WARNING}"))
+    if raw.get("kind") != "singlecell":
+        problems += [Problem(STUDY_FILE, key, f"only used by kind: singlecell (this study is "
+                             f"{raw.get('kind')!r})", "remove it") for key in SINGLECELL_KEYS
+                     if raw.get(key) is not None]
     if raw.get("contrasts") == []:
         problems.append(Problem(STUDY_FILE, "contrasts", "no contrast listed",
                                 "list at least one comparison"))
@@ -156,6 +180,10 @@ def kind_problems(raw: dict[str, Any]) -> list[Problem]:
                          f"{raw.get('kind')!r})", "remove it") for key in ("plate_map", "control")
                  if raw.get(key) is not None]
     return problems
+
+
+SINGLECELL_KEYS = ("cells", "donor", "cell_type", "capture", "markers", "qc",
+                   "min_cells_per_pseudobulk", "clustering_resolution")
 
 
 def _valid_fields(raw: dict[str, Any], problems: list[Problem]) -> dict[str, Any]:
@@ -189,8 +217,17 @@ class _Checker:
         self.sheet_key = "plate_map" if values.get("plate_map") else "samples"
         self.sheet_file = str(values.get(self.sheet_key) or self.counts_file)
         self.screen_design: dict[str, Any] | None = None
+        self.cells = None
 
     def run(self) -> None:
+        if self.v.get("kind") == "singlecell":
+            self._read_cells()
+            self._read_gene_sets()
+            if self.sheet is not None:
+                self._check_design(self.sheet, self.v.get("design"),
+                                   self.v.get("contrasts") or [], self.v.get("batch"),
+                                   min_replicates=1, donor=self.v.get("donor"))
+            return
         self._read_counts()
         self._read_sheet()
         self._read_gene_sets()
@@ -217,6 +254,46 @@ class _Checker:
                                          allow_empty_samples=self.v.get("kind") == "screen")
         self.problems += problems
         self.counts = checked
+
+    def _read_cells(self) -> None:
+        """Single-cell: read the cells, check counts and metadata, derive the biological
+        samples (donor x design variables x batch) and their summed counts."""
+        if "counts" not in self.v:
+            return
+        config = StudyConfig.model_construct(**self.v)
+        cells, files, problems = read_cells(config, self.dir)
+        self.files += files
+        self.problems += problems
+        if cells is None:
+            return
+        self.problems += cell_count_problems(cells, self.counts_file,
+                                             round_counts=self.v["round_counts"])
+        dropped = cells.uns.pop("cells_without_metadata", 0)
+        if dropped:
+            self.warnings.append(Problem(str(config.cells), "", f"{dropped} cell(s) of "
+                                         f"{self.counts_file} have no row and are left out",
+                                         "add rows for them if they should be analysed"))
+        if not config.donor or self.problems:
+            return
+        self.sheet_file = config.cells or self.counts_file
+        variables = design_variables(config.design)[0] if config.design else []
+        problems = cell_metadata_problems(cells.obs, config, self.sheet_file, variables)
+        self.problems += problems
+        if problems:
+            return
+        if self.v["round_counts"]:
+            cells.X.data = cells.X.data.round()
+        keys = config.pseudobulk_keys
+        samples = cell_samples(cells.obs, keys)
+        if SAMPLE in cells.obs.columns and SAMPLE not in keys and SAMPLE != config.capture:
+            cells.obs = cells.obs.rename(columns={SAMPLE: f"input_{SAMPLE}"})
+        cells.obs[SAMPLE] = samples
+        self.sheet = sample_sheet(cells.obs, samples, keys)
+        self.counts = sum_counts(cells, samples)
+        self.cells = cells
+        if "gene_symbol" in cells.var.columns:
+            self.gene_symbols = cells.var["gene_symbol"].astype("string")
+        self.problems += donor_problems(self.sheet, config, self.sheet_file)
 
     def _read_sheet(self) -> None:
         key = self.sheet_key
@@ -316,9 +393,11 @@ class _Checker:
                            min_replicates=1)
 
     def _check_design(self, sheet: pd.DataFrame, design: str | None, contrasts: list,
-                      batch: str | None, min_replicates: int = MIN_REPLICATES) -> None:
+                      batch: str | None, min_replicates: int = MIN_REPLICATES,
+                      donor: str | None = None) -> None:
         """Design columns, contrasts, replicates and rank; screens pass their tested wells
-        and derived design, contrasts and batch."""
+        and derived design, contrasts and batch; single-cell studies their donor column
+        (a factor) and samples (donors are counted separately)."""
         if design is None:
             return
         variables, problems = design_variables(design)
@@ -349,9 +428,9 @@ class _Checker:
                 return
             sheet = collapse_sheet(sheet, self.v["replicate_of"])
         self._check_replicates(contrasts, sheet, min_replicates)
-        frame = study_design_frame(sheet, design, contrasts, batch)
+        frame = study_design_frame(sheet, design, contrasts, batch, donor)
         self.problems += rank_problems(design, frame)
-        self._warn(variables, frame, {c.factor for c in contrasts} | {batch}, batch)
+        self._warn(variables, frame, {c.factor for c in contrasts} | {batch, donor}, batch)
 
     def _check_contrasts(self, contrasts: list, design: str, variables: list[str],
                          present: list[str], sheet: pd.DataFrame) -> None:

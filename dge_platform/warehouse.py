@@ -1,7 +1,8 @@
 """Parquet warehouse: one file per table and study, written atomically.
 
 Layout: ``<warehouse>/<table>/study_id=<id>/data.parquet`` (hive partitioning, zstd).
-``study_id`` lives in the path only; DuckDB adds it as a column when reading.
+``study_id`` lives in the path only; DuckDB adds it as a column when reading. Cell-level data
+stays AnnData: ``<warehouse>/<asset>/study_id=<id>/cells.h5ad``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +21,7 @@ import pyarrow.parquet as pq
 
 PARTITION_KEY = "study_id"
 DATA_FILE = "data.parquet"
+H5AD_FILE = "cells.h5ad"
 STALE_TEMP_SECONDS = 3600
 
 
@@ -53,29 +57,41 @@ class Warehouse:
         _remove_stale_temps(path.parent)
         data = frame.drop(columns=[PARTITION_KEY], errors="ignore")
         arrow = pa.Table.from_pandas(data, preserve_index=False)
-        tmp = path.parent / f".{DATA_FILE}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-        try:
-            with tmp.open("wb") as fh:
-                pq.write_table(arrow, fh, compression="zstd")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with _atomic(path) as tmp, tmp.open("wb") as fh:
+            pq.write_table(arrow, fh, compression="zstd")
+            fh.flush()
+            os.fsync(fh.fileno())
         return WrittenTable(path, arrow.num_rows, path.stat().st_size)
 
     def write_file(self, folder: str, study_id: str, name: str, data: bytes) -> Path:
         """Write a non-table artifact (plot, report) atomically under
         ``<warehouse>/<folder>/study_id=<id>/<name>``."""
         path = self.table_dir(folder) / f"{PARTITION_KEY}={study_id}" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-        try:
+        with _atomic(path) as tmp:
             tmp.write_bytes(data)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         return path
+
+    def write_h5ad(self, name: str, study_id: str, adata) -> Path:
+        """Replace a study's AnnData under ``<warehouse>/<name>/`` atomically (lzf: fast to
+        write and read, about half the size of uncompressed)."""
+        path = self.table_dir(name) / f"{PARTITION_KEY}={study_id}" / H5AD_FILE
+        with _atomic(path) as tmp:
+            adata.write_h5ad(tmp, compression="lzf")
+        return path
+
+    def read_h5ad(self, name: str, study_id: str):
+        """A study's AnnData written by :meth:`write_h5ad`."""
+        import anndata as ad
+
+        path = self.table_dir(name) / f"{PARTITION_KEY}={study_id}" / H5AD_FILE
+        if not path.exists():
+            raise FileNotFoundError(f"'{name}' has no cells for study '{study_id}' ({path}); "
+                                    "materialize it first")
+        return ad.read_h5ad(path)
+
+    def remove_h5ad(self, name: str, study_id: str) -> None:
+        """Drop a study's AnnData (the study no longer has cells of this kind)."""
+        (self.table_dir(name) / f"{PARTITION_KEY}={study_id}" / H5AD_FILE).unlink(missing_ok=True)
 
     def replace_files(self, folder: str, study_id: str, files: dict[str, bytes]) -> list[Path]:
         """Write a study's full set of artifacts in ``folder`` and drop any older ones (e.g.
@@ -102,6 +118,18 @@ class Warehouse:
     def has_data(self, table: str) -> bool:
         """True when at least one study has a partition of ``table``."""
         return any(self.table_dir(table).glob(f"{PARTITION_KEY}=*/{DATA_FILE}"))
+
+
+@contextmanager
+def _atomic(path: Path) -> Iterator[Path]:
+    """A hidden temporary path beside ``path``, renamed over it when the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _remove_stale_temps(folder: Path) -> None:

@@ -110,7 +110,7 @@ def test_checks_of_a_batch_cover_every_study(batch_home):
 def test_every_asset_has_the_multi_run_backfill_policy():
     graph = defs.resolve_asset_graph()
     keys = [k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable]
-    assert len(keys) == 18
+    assert len(keys) == 25  # ingest 5, bulk 8, screen 5, enrichment 1, single-cell 6
     for key in keys:
         policy = graph.get(key).backfill_policy
         assert policy == dg.BackfillPolicy.multi_run(MAX_STUDIES_PER_RUN), key

@@ -10,7 +10,8 @@ step and merges what the bodies yield:
   IO manager writes each study's partition. Dagster records a materialization of every
   partition in the step for each yielded output, so a study that produces no table for an
   output (another kind, no batch column) gets an empty table with the table's columns: its
-  materialization is then true, and the catalog view simply has no rows for it.
+  materialization is then true, and the catalog view simply has no rows for it. A cell-level
+  (h5ad) output gets None, which removes any file the study had.
 - **metadata**: a study's output metadata (and its row count and schema) goes on that study's
   materialization event only.
 - **asset checks**: Dagster records one evaluation per check and step, without a partition,
@@ -156,10 +157,12 @@ def _merged_outputs(context: dg.AssetExecutionContext,
         frames = {}
         for study_id, result in results.items():
             output = result.outputs.get(name)
-            frame = output.value if output else TABLES[key.path[-1]].empty()
+            table = TABLES.get(key.path[-1])
+            # A cell-level (h5ad) output is None for a study without cells.
+            frame = output.value if output else (table.empty() if table else None)
             frames[study_id] = frame
-            context.add_asset_metadata({**_table_metadata(frame), **(output.metadata if output
-                                                                     else {})},
+            context.add_asset_metadata({**(_table_metadata(frame) if table else {}),
+                                        **(output.metadata if output else {})},
                                        asset_key=key, partition_key=study_id)
         yield dg.Output(frames, name)
 

@@ -6,6 +6,7 @@ Studies of another kind yield nothing and get empty tables.
 """
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import partial
 
 import dagster as dg
@@ -13,6 +14,7 @@ import pandas as pd
 
 from dge_platform.batch_correction import remove_batch_effect
 from dge_platform.bulk_de import analysis_samples, fit_deseq2, result_problems, sample_summary
+from dge_platform.deseq_engine import DeseqResult
 from dge_platform.design import study_design_frame, treatment_matrix
 from dge_platform.defs.batch import (
     BACKFILL_POLICY,
@@ -26,9 +28,15 @@ from dge_platform.defs.resources import DeseqResource, DgeHomeResource
 from dge_platform import plots
 from dge_platform.plate_map import analysis_wells, condition_table
 from dge_platform.problems import format_problems
+from dge_platform.pseudobulk import Pseudobulk, fit_cell_types
 from dge_platform.qc import flag_outliers, pca, sample_distances
 from dge_platform.replicates import collapse_sheet
-from dge_platform.report import build_report, build_screen_report, deg_summary
+from dge_platform.report import (
+    build_report,
+    build_screen_report,
+    build_singlecell_report,
+    deg_summary,
+)
 from dge_platform.study import StudyConfig
 from dge_platform.study_tables import sheet_from_samples_table, to_long, to_wide
 from dge_platform.tables import TABLES
@@ -36,7 +44,9 @@ from dge_platform.warehouse import Warehouse
 
 GROUP = "bulk"
 CODE_VERSION = "bulk-1"
-DE_KINDS = ("bulk", "screen")
+DE_KINDS = ("bulk", "screen", "singlecell")
+SAMPLE_LEVEL_KINDS = ("bulk", "screen")
+"""Kinds whose DESeq2 samples are the study's own samples (single-cell tests pseudobulks)."""
 REPORT_FILE = "report.html"
 
 
@@ -54,7 +64,8 @@ def _out(table: str) -> dg.AssetOut:
     outs={name: _out(name) for name in ("size_factors", "normalized_counts", "vst",
                                         "gene_dispersions", "deg_results")},
     ins={"raw_counts": dg.AssetIn(), "samples": dg.AssetIn(), "studies": dg.AssetIn(),
-         "genes": dg.AssetIn(), "well_qc": dg.AssetIn()},
+         "genes": dg.AssetIn(), "well_qc": dg.AssetIn(), "pseudobulk_counts": dg.AssetIn(),
+         "pseudobulk_samples": dg.AssetIn()},
     check_specs=[
         dg.AssetCheckSpec("size_factors_valid", asset="size_factors", blocking=True,
                           description="Every size factor is positive and finite."),
@@ -70,65 +81,130 @@ def _out(table: str) -> dg.AssetOut:
     "first; for screens the wells that passed well_qc), then every contrast: Wald test "
     "(lfc_threshold as the alternative hypothesis), "
     "Cook's outlier handling, independent filtering, BH padj and shrunken log2 fold changes. "
-    "Batch enters the design; corrected counts are never tested. Also the blind VST.",
+    "Batch enters the design; corrected counts are never tested. Also the blind VST. "
+    "Single-cell studies: one fit per cell type over its pseudobulks, each contrast tested "
+    "where at least 2 donors per group remain (the others are listed under 'untested').",
 )
 def deseq2(context: dg.AssetExecutionContext, deseq: DeseqResource, raw_counts: StudyTables,
            samples: StudyTables, studies: StudyTables, genes: StudyTables,
-           well_qc: StudyTables):
+           well_qc: StudyTables, pseudobulk_counts: StudyTables,
+           pseudobulk_samples: StudyTables):
     yield from run_per_study(context, partial(_deseq2, context, deseq), raw_counts=raw_counts,
-                             samples=samples, studies=studies, genes=genes, well_qc=well_qc)
+                             samples=samples, studies=studies, genes=genes, well_qc=well_qc,
+                             pseudobulk_counts=pseudobulk_counts,
+                             pseudobulk_samples=pseudobulk_samples)
+
+
+@dataclass
+class _Fit:
+    """One DESeq2 fit of a study (single-cell: of one cell type) and what it tested."""
+
+    fit: DeseqResult
+    contrasts: list
+    counts: pd.DataFrame
+    sheet: pd.DataFrame
+    cell_type: str | None = None
 
 
 def _deseq2(context: dg.AssetExecutionContext, deseq: DeseqResource, study_id: str,
             raw_counts: pd.DataFrame, samples: pd.DataFrame, studies: pd.DataFrame,
-            genes: pd.DataFrame, well_qc: pd.DataFrame) -> Iterator[StudyEvent]:
+            genes: pd.DataFrame, well_qc: pd.DataFrame, pseudobulk_counts: pd.DataFrame,
+            pseudobulk_samples: pd.DataFrame) -> Iterator[StudyEvent]:
     config = study_config(studies)
     if config.kind not in DE_KINDS:
         context.log.info(f"{study_id}: study kind '{config.kind}': bulk DE assets skipped")
         return
-    symbols = genes.set_index("gene_id")["gene_symbol"]
-    counts = to_wide(raw_counts, "count").astype("int64")
     sheet = sheet_from_samples_table(samples)
-    contrasts, untested = config.contrasts, {}
-    if config.kind == "screen":
-        counts, sheet, untested = _screen_wells(counts, sheet,
-                                                well_qc.set_index("sample")["passed"], config)
-        contrasts = [c for c in contrasts if c.name not in untested]
-        for name, reason in untested.items():
-            context.log.warning(f"{study_id}: {name} not tested: {reason}")
-    counts, sheet = analysis_samples(counts, sheet, config.replicate_of)
-    frame = study_design_frame(sheet, config.design, contrasts, config.batch)
-    fit = fit_deseq2(counts, frame, config.design, contrasts, alpha=config.alpha,
-                     lfc_threshold=config.lfc_threshold, n_cpus=deseq.cpus())
-    summary = sample_summary(counts, fit.size_factors, sheet)
-    results = fit.results.assign(gene_symbol=symbols.reindex(fit.results["gene_id"]).to_numpy(),
-                                 significant=lambda t: (t["padj"] < config.alpha).fillna(False))
-    results = _with_conditions(results, sheet if config.kind == "screen" else None)
+    if config.kind == "singlecell":
+        fits, untested = _cell_type_fits(pseudobulk_counts, pseudobulk_samples, sheet, config,
+                                         deseq.cpus())
+    else:
+        fits, untested = _study_fit(to_wide(raw_counts, "count").astype("int64"), sheet,
+                                    well_qc, config, deseq.cpus())
+    for name, reason in untested.items():
+        context.log.warning(f"{study_id}: {name} not tested: {reason}")
+    symbols = genes.set_index("gene_id")["gene_symbol"]
+    results = pd.concat([f.fit.results.assign(cell_type=f.cell_type) for f in fits],
+                        ignore_index=True)
+    results = results.assign(gene_symbol=symbols.reindex(results["gene_id"]).to_numpy(),
+                             significant=(results["padj"] < config.alpha).fillna(False))
+    results = _with_conditions(results, fits[0].sheet if config.kind == "screen" else None)
     results = results[TABLES["deg_results"].stored_columns]
-    collapsed = int(raw_counts["sample"].nunique() - counts.shape[1])
+    summary = pd.concat([sample_summary(f.counts, f.fit.size_factors, f.sheet) for f in fits],
+                        ignore_index=True)
+    collapsed = int(raw_counts["sample"].nunique() - fits[0].counts.shape[1]) \
+        if config.kind in SAMPLE_LEVEL_KINDS else 0
     yield dg.Output(summary, "size_factors", metadata={
-        "method": fit.size_factor_method,
+        "method": ", ".join(sorted({f.fit.size_factor_method for f in fits})),
         "technical_replicates_collapsed": collapsed,
-        "preview": dg.MetadataValue.md(summary.to_markdown(index=False))})
-    yield dg.Output(to_long(fit.normalized_counts, "normalized_count"), "normalized_counts")
-    yield dg.Output(to_long(fit.vst, "vst"), "vst")
-    yield dg.Output(fit.dispersions, "gene_dispersions", metadata={
-        "dispersion_outliers": int(fit.dispersions["dispersion_outlier"].sum())})
-    counts_by_contrast = deg_summary(results, config.alpha)
+        "preview": dg.MetadataValue.md(summary.head(50).to_markdown(index=False))})
+    yield dg.Output(pd.concat([to_long(f.fit.normalized_counts, "normalized_count")
+                               for f in fits], ignore_index=True), "normalized_counts")
+    yield dg.Output(pd.concat([to_long(f.fit.vst, "vst") for f in fits], ignore_index=True),
+                    "vst")
+    dispersions = pd.concat([f.fit.dispersions.assign(cell_type=f.cell_type) for f in fits],
+                            ignore_index=True)[TABLES["gene_dispersions"].stored_columns]
+    yield dg.Output(dispersions, "gene_dispersions", metadata={
+        "dispersion_outliers": int(dispersions["dispersion_outlier"].sum())})
+    by = ("contrast", "cell_type") if config.kind == "singlecell" else ("contrast",)
+    counts_by_contrast = deg_summary(results, config.alpha, by)
+    label = counts_by_contrast[list(by)].astype(str).agg("/".join, axis=1)
     yield dg.Output(results, "deg_results", metadata={
         "untested": dg.MetadataValue.json(untested),
         "deg_summary": dg.MetadataValue.md(counts_by_contrast.to_markdown(index=False)),
-        **{f"deg_up/{r.contrast}": r.up for r in counts_by_contrast.itertuples()},
-        **{f"deg_down/{r.contrast}": r.down for r in counts_by_contrast.itertuples()},
+        **{f"deg_up/{key}": int(n) for key, n in zip(label, counts_by_contrast["up"])},
+        **{f"deg_down/{key}": int(n) for key, n in zip(label, counts_by_contrast["down"])},
     })
     bad = summary.loc[~((summary["size_factor"] > 0) & summary["size_factor"].abs().lt(float("inf"))),
                       "sample"].tolist()
     yield dg.AssetCheckResult(check_name="size_factors_valid", asset_key="size_factors",
                               passed=not bad, metadata={"bad_samples": dg.MetadataValue.json(bad)})
-    problems = result_problems(results, contrasts, counts.shape[0])
+    problems = [f"{f.cell_type}: {p}" if f.cell_type else p for f in fits
+                for p in result_problems(results[results["cell_type"].isna() if f.cell_type is None
+                                                 else results["cell_type"] == f.cell_type],
+                                         f.contrasts, f.counts.shape[0])]
     yield dg.AssetCheckResult(check_name="deg_results_valid", asset_key="deg_results",
                               passed=not problems,
                               metadata={"problems": dg.MetadataValue.json(problems)})
+
+
+def _study_fit(counts: pd.DataFrame, sheet: pd.DataFrame, well_qc: pd.DataFrame,
+               config: StudyConfig, n_cpus: int) -> tuple[list[_Fit], dict[str, str]]:
+    """The one fit of a bulk study or screen (screens: wells that passed well QC)."""
+    contrasts, untested = config.contrasts, {}
+    if config.kind == "screen":
+        counts, sheet, untested = _screen_wells(counts, sheet,
+                                                well_qc.set_index("sample")["passed"], config)
+        contrasts = [c for c in contrasts if c.name not in untested]
+    counts, sheet = analysis_samples(counts, sheet, config.replicate_of)
+    frame = study_design_frame(sheet, config.design, contrasts, config.batch)
+    fit = fit_deseq2(counts, frame, config.design, contrasts, alpha=config.alpha,
+                     lfc_threshold=config.lfc_threshold, n_cpus=n_cpus)
+    return [_Fit(fit, contrasts, counts, sheet)], untested
+
+
+def _cell_type_fits(pseudobulk_counts: pd.DataFrame, pseudobulk_samples: pd.DataFrame,
+                    sheet: pd.DataFrame, config: StudyConfig,
+                    n_cpus: int) -> tuple[list[_Fit], dict[str, str]]:
+    """A single-cell study's fits: one per cell type over its kept pseudobulks, whose
+    design values are those of their biological sample."""
+    kept = pseudobulk_samples[pseudobulk_samples["kept"]].set_index("pseudobulk_sample")
+    pb_sheet = sheet.loc[kept["sample"].astype(str)].set_index(kept.index)
+    pb_sheet["cell_type"] = kept["cell_type"].astype(str)
+    counts = to_wide(pseudobulk_counts.rename(columns={"pseudobulk_sample": "sample"}), "count")
+    pb = Pseudobulk(counts.astype("int64")[pb_sheet.index], pb_sheet, "cell_type")
+    fits, untested = fit_cell_types(pb, config.design, config.contrasts, donor_key=config.donor,
+                                    batch=config.batch, alpha=config.alpha,
+                                    lfc_threshold=config.lfc_threshold, n_cpus=n_cpus)
+    if not fits:
+        raise dg.Failure(description=f"study '{config.id}': no cell type has enough donors "
+                         "for any contrast: " + "; ".join(f"{k}: {v}" for k, v in untested.items()))
+    out = []
+    for cell_type, (fit, tested) in fits.items():
+        counts, cell_sheet = analysis_samples(pb.counts[fit.size_factors.index],
+                                              pb_sheet.loc[fit.size_factors.index], None)
+        out.append(_Fit(fit, tested, counts, cell_sheet, cell_type))
+    return out, untested
 
 
 def _screen_wells(counts: pd.DataFrame, sheet: pd.DataFrame, passed: pd.Series,
@@ -169,7 +245,7 @@ def batch_corrected(context: dg.AssetExecutionContext, vst: StudyTables, samples
 def _batch_corrected(context: dg.AssetExecutionContext, study_id: str, vst: pd.DataFrame,
                      samples: pd.DataFrame, studies: pd.DataFrame) -> Iterator[StudyEvent]:
     config = study_config(studies)
-    if not config.batch or config.kind not in DE_KINDS:
+    if not config.batch or config.kind not in SAMPLE_LEVEL_KINDS:
         context.log.info(f"{study_id}: no batch column in study.yaml: nothing to correct")
         return
     corrected = _without_batch(to_wide(vst, "vst"), _analysis_sheet(samples, config), config)
@@ -257,28 +333,50 @@ def _sample_qc(context: dg.AssetExecutionContext, study_id: str, vst: pd.DataFra
     "warehouse/reports/study_id=<id>/report.html. Bulk: design, QC, DEG summary and top "
     "genes per contrast, enrichment, every plot. Screens: well QC and plate heatmaps, "
     "activity calls, potency, compound similarity, top genes of the most active conditions. "
-    "Other kinds record the reason in the metadata instead.",
+    "Single-cell: cell QC, UMAPs, pseudobulks, DEGs, volcano plots and enrichment per cell "
+    "type, exploratory markers.",
 )
 def study_report(context: dg.AssetExecutionContext, dge_home: DgeHomeResource,
                  deg_results: StudyTables, enrichment: StudyTables, sample_qc: StudyTables,
                  samples: StudyTables, studies: StudyTables, well_qc: StudyTables,
                  compound_activity: StudyTables, compound_potency: StudyTables,
-                 compound_similarity: StudyTables):
+                 compound_similarity: StudyTables, cell_qc: StudyTables,
+                 pseudobulk_samples: StudyTables, marker_genes: StudyTables):
     warehouse = Warehouse(dge_home.home().warehouse)
-    yield from run_per_study(context, partial(_study_report, warehouse), warehouse=warehouse,
-                             deg_results=deg_results, enrichment=enrichment,
-                             sample_qc=sample_qc, samples=samples, studies=studies,
-                             well_qc=well_qc, compound_activity=compound_activity,
+    yield from run_per_study(context, partial(_study_report, context, warehouse),
+                             warehouse=warehouse, deg_results=deg_results,
+                             enrichment=enrichment, sample_qc=sample_qc, samples=samples,
+                             studies=studies, well_qc=well_qc,
+                             compound_activity=compound_activity,
                              compound_potency=compound_potency,
-                             compound_similarity=compound_similarity)
+                             compound_similarity=compound_similarity, cell_qc=cell_qc,
+                             pseudobulk_samples=pseudobulk_samples, marker_genes=marker_genes)
 
 
-def _study_report(warehouse: Warehouse, study_id: str, deg_results: pd.DataFrame,
-                  enrichment: pd.DataFrame, sample_qc: pd.DataFrame, samples: pd.DataFrame,
-                  studies: pd.DataFrame, well_qc: pd.DataFrame,
-                  compound_activity: pd.DataFrame, compound_potency: pd.DataFrame,
-                  compound_similarity: pd.DataFrame) -> Iterator[StudyEvent]:
+def _study_report(context: dg.AssetExecutionContext, warehouse: Warehouse, study_id: str,
+                  deg_results: pd.DataFrame, enrichment: pd.DataFrame,
+                  sample_qc: pd.DataFrame, samples: pd.DataFrame, studies: pd.DataFrame,
+                  well_qc: pd.DataFrame, compound_activity: pd.DataFrame,
+                  compound_potency: pd.DataFrame, compound_similarity: pd.DataFrame,
+                  cell_qc: pd.DataFrame, pseudobulk_samples: pd.DataFrame,
+                  marker_genes: pd.DataFrame) -> Iterator[StudyEvent]:
     config = study_config(studies)
+    if config.kind == "singlecell":
+        figures = {p.stem: p.read_bytes() for folder in ("cell_qc_plots", "sc_plots")
+                   for p in warehouse.files(folder, study_id) if p.suffix == ".png"}
+        for (contrast, cell_type), rows in deg_results.groupby(["contrast", "cell_type"]):
+            figures[f"volcano_{contrast}_{cell_type}"] = plots.volcano_plot(
+                rows, config.alpha, config.lfc_threshold, f"{contrast}: {cell_type}")
+        study = {"id": config.id, "title": config.title or config.id,
+                 "organism": config.organism, "design": config.design, "donor": config.donor,
+                 "batch": config.batch, "alpha": config.alpha}
+        untested = _deseq2_untested(context, study_id)
+        html = build_singlecell_report(study=study, cell_qc=cell_qc,
+                                       pseudobulks=pseudobulk_samples, results=deg_results,
+                                       enrichment=enrichment, markers=marker_genes,
+                                       plots=figures, untested=untested).encode()
+        yield from _report_files(warehouse, study_id, html)
+        return
     if config.kind == "screen":
         figures = {p.stem: p.read_bytes() for folder in ("screen_plots", "similarity_plots")
                    for p in warehouse.files(folder, study_id) if p.suffix == ".png"}
@@ -291,13 +389,6 @@ def _study_report(warehouse: Warehouse, study_id: str, deg_results: pd.DataFrame
                                    results=deg_results, plots=figures).encode()
         yield from _report_files(warehouse, study_id, html)
         return
-    if config.kind != "bulk":
-        # Every partition of the step is recorded as materialized: say why there is no report
-        # (and drop a stale one from when the study had another kind).
-        yield StudyFiles("reports", {})
-        yield dg.MaterializeResult(metadata={
-            "skipped": f"no report for study kind '{config.kind}' (bulk studies and screens only)"})
-        return
     figures = {p.stem: p.read_bytes() for folder in ("qc_plots", "enrichment_plots")
                for p in warehouse.files(folder, study_id) if p.suffix == ".png"}
     study = {"id": config.id, "title": config.title or config.id, "kind": config.kind,
@@ -306,6 +397,18 @@ def _study_report(warehouse: Warehouse, study_id: str, deg_results: pd.DataFrame
     html = build_report(study=study, samples=samples, sample_qc=sample_qc.set_index("sample"),
                         results=deg_results, enrichment=enrichment, plots=figures).encode()
     yield from _report_files(warehouse, study_id, html)
+
+
+def _deseq2_untested(context: dg.AssetExecutionContext, study_id: str) -> dict[str, str]:
+    """The 'untested' metadata of the study's latest deg_results materialization."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("deg_results"), asset_partitions=[study_id]),
+        limit=1).records
+    if not records:
+        return {}
+    materialization = records[0].asset_materialization
+    value = materialization.metadata.get("untested") if materialization else None
+    return dict(value.value) if value is not None else {}
 
 
 def _report_files(warehouse: Warehouse, study_id: str, html: bytes) -> Iterator[StudyEvent]:

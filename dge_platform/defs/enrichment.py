@@ -1,5 +1,6 @@
 """Enrichment asset: ORA and GSEA prerank of every contrast against offline collections."""
 
+import re
 from collections.abc import Iterator
 from functools import partial
 
@@ -23,6 +24,11 @@ from dge_platform.gene_sets import load_collections
 from dge_platform.home import DgeHome
 from dge_platform.tables import TABLES
 from dge_platform.warehouse import Warehouse
+
+
+def _file_safe(name: str) -> str:
+    """A plot file stem from a contrast / cell type label (spaces, '+' and '/' replaced)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
 @dg.asset(
@@ -65,20 +71,26 @@ def _enrichment(context: dg.AssetExecutionContext, home: DgeHome, study_id: str,
         return
     tables, figures = [], {}
     active = set(compound_activity.loc[compound_activity["active"].astype(bool), "contrast"])
-    for contrast in config.contrasts:
-        full = config.kind != "screen" or contrast.name in active
-        rows = deg_results[deg_results["contrast"] == contrast.name]
+    # One ranking per contrast, and per cell type in single-cell studies.
+    groups = deg_results.assign(cell_type=deg_results["cell_type"].astype(object)) \
+        .groupby(["contrast", "cell_type"], dropna=False, sort=True)
+    for (contrast, cell_type), rows in groups:
+        full = config.kind != "screen" or contrast in active
         table = enrich_contrast(rows, collections, alpha=config.alpha,
                                 lfc_threshold=config.deg_min_lfc,
                                 permutations=config.gsea_permutations, seed=0, gsea=full)
-        tables.append(table.assign(contrast=contrast.name, cell_type=None))
+        cell_type = None if pd.isna(cell_type) else str(cell_type)
+        tables.append(table.assign(contrast=contrast, cell_type=cell_type))
         if full:
-            figures[f"enrichment_{contrast.name}"] = plots.enrichment_dotplot(
-                table, f"Top terms: {contrast.name}")
+            label = contrast if cell_type is None else f"{contrast}_{cell_type}"
+            figures[f"enrichment_{_file_safe(label)}"] = plots.enrichment_dotplot(
+                table, f"Top terms: {contrast}" + (f" in {cell_type}" if cell_type else ""))
     columns = TABLES["enrichment"].stored_columns
-    result = pd.concat(tables, ignore_index=True)[columns]
+    result = pd.concat(tables, ignore_index=True)[columns] if tables \
+        else TABLES["enrichment"].empty()
     yield StudyFiles("enrichment_plots", {f"{name}.png": png for name, png in figures.items()})
-    significant = result[result["padj"] < 0.05].groupby(["contrast", "method"]).size()
+    significant = result[result["padj"] < 0.05].groupby(["contrast", "cell_type", "method"],
+                                                       dropna=False).size()
     yield dg.Output(result, metadata={
         "collections": ", ".join(name for name, _, _ in collections),
         "significant_terms": dg.MetadataValue.md(significant.rename("n").reset_index()

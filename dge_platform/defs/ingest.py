@@ -39,7 +39,12 @@ def _out(table: str) -> dg.AssetOut:
 
 
 @dg.multi_asset(
-    outs={name: _out(name) for name in ("studies", "samples", "genes", "raw_counts")},
+    outs={**{name: _out(name) for name in ("studies", "samples", "genes", "raw_counts")},
+          "cell_counts": dg.AssetOut(
+              io_manager_key="h5ad_io", kinds={"h5ad"}, code_version="ingest-1",
+              description="Single-cell: the study's cells x genes raw counts (sparse) with "
+              "the validated cell metadata and each cell's biological sample, as h5ad in "
+              "warehouse/cell_counts/. Other kinds have none.")},
     deps=[study_inputs],
     check_specs=[dg.AssetCheckSpec(
         "raw_counts_complete", asset="raw_counts", blocking=True,
@@ -50,7 +55,8 @@ def _out(table: str) -> dg.AssetOut:
     group_name=GROUP,
     description="Validates the study (every check of 'dge validate'); on any problem the run "
     "fails before writing, naming the study, so the previous tables of every study in the "
-    "step stay intact.",
+    "step stay intact. Single-cell studies: raw_counts and samples hold the cells summed per "
+    "biological sample; the cells themselves go to cell_counts (h5ad).",
 )
 def ingest_study(context: dg.AssetExecutionContext, dge_home: DgeHomeResource):
     home = dge_home.home()
@@ -84,6 +90,10 @@ def _ingest(context: dg.AssetExecutionContext, home: DgeHome,
     yield dg.Output(genes, "genes", metadata={
         "n_with_symbol": int(genes["gene_symbol"].notna().sum()),
         "fraction_with_symbol": round(float(genes["gene_symbol"].notna().mean()), 4)})
+    if study.cells is not None:
+        yield dg.Output(study.cells, "cell_counts", metadata={
+            "n_cells": study.cells.n_obs, "n_genes": study.cells.n_vars,
+            "nonzero_values": int(study.cells.X.nnz)})
     yield dg.Output(to_long(study.counts, "count"), "raw_counts", metadata={
         "n_genes": study.counts.shape[0], "n_samples": study.counts.shape[1],
         "total_counts": int(study.counts.to_numpy().sum())})

@@ -59,6 +59,41 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         return {study_id: warehouse.read(table, study_id) for study_id in keys}
 
 
+class H5adIOManager(dg.ConfigurableIOManager):
+    """Stores cell-level assets as one AnnData (h5ad) per study partition, atomically.
+
+    Outputs are ``{study_id: AnnData | None}``; None (a study without cells, e.g. bulk)
+    removes that study's file. Inputs load like the warehouse IO manager's.
+    """
+
+    dge_home: dg.ResourceDependency[DgeHomeResource]
+
+    def handle_output(self, context: dg.OutputContext, obj: Mapping[str, object]) -> None:
+        name = context.asset_key.path[-1]
+        warehouse = Warehouse(self.dge_home.home().warehouse)
+        for study_id, adata in obj.items():
+            if adata is None:
+                warehouse.remove_h5ad(name, study_id)
+            else:
+                warehouse.write_h5ad(name, study_id, adata)
+        context.add_output_metadata({"path": dg.MetadataValue.path(
+            str(warehouse.table_dir(name)))})
+
+    def load_input(self, context: dg.InputContext):
+        warehouse = Warehouse(self.dge_home.home().warehouse)
+        name, keys = context.asset_key.path[-1], context.asset_partition_keys
+        studies = {study_id: _h5ad_or_none(warehouse, name, study_id) for study_id in keys}
+        return studies[keys[0]] if len(keys) == 1 else studies
+
+
+def _h5ad_or_none(warehouse: Warehouse, name: str, study_id: str):
+    """A study's AnnData, or None for a study that has none (another kind)."""
+    try:
+        return warehouse.read_h5ad(name, study_id)
+    except FileNotFoundError:
+        return None
+
+
 class DeseqResource(dg.ConfigurableResource):
     """PyDESeq2 settings shared by every fit; ``n_cpus=0`` means one per core (at most 4)."""
 
