@@ -22,6 +22,8 @@ from dge_platform.defs.batch import (
     StudyFiles,
     StudyTables,
     run_per_study,
+    table_asset,
+    table_out,
 )
 from dge_platform.defs.partitions import study_partitions
 from dge_platform.defs.resources import DeseqResource, DgeHomeResource
@@ -55,13 +57,8 @@ def study_config(studies: pd.DataFrame) -> StudyConfig:
     return StudyConfig.model_validate_json(studies["config"].iloc[0])
 
 
-def _out(table: str) -> dg.AssetOut:
-    return dg.AssetOut(io_manager_key="warehouse_io", description=TABLES[table].description,
-                       kinds={"parquet"}, code_version=CODE_VERSION)
-
-
 @dg.multi_asset(
-    outs={name: _out(name) for name in ("size_factors", "normalized_counts", "vst",
+    outs={name: table_out(name, CODE_VERSION) for name in ("size_factors", "normalized_counts", "vst",
                                         "gene_dispersions", "deg_results")},
     ins={"raw_counts": dg.AssetIn(), "samples": dg.AssetIn(), "studies": dg.AssetIn(),
          "genes": dg.AssetIn(), "well_qc": dg.AssetIn(), "pseudobulk_counts": dg.AssetIn(),
@@ -227,15 +224,8 @@ def _with_conditions(results: pd.DataFrame, sheet: pd.DataFrame | None) -> pd.Da
                           dose=table["dose"].reindex(results["contrast"]).to_numpy())
 
 
-def _table_asset(table: str, note: str, **kwargs):
-    """A per-study asset stored as the warehouse table of the same name."""
-    return dg.asset(name=table, io_manager_key="warehouse_io", partitions_def=study_partitions,
-                    backfill_policy=BACKFILL_POLICY, group_name=GROUP, kinds={"parquet"},
-                    code_version=CODE_VERSION, description=f"{TABLES[table].description} {note}",
-                    **kwargs)
-
-
-@_table_asset("batch_corrected", "Empty unless the study names a batch column.")
+@table_asset("batch_corrected", group=GROUP, code_version=CODE_VERSION,
+             note="Empty unless the study names a batch column.")
 def batch_corrected(context: dg.AssetExecutionContext, vst: StudyTables, samples: StudyTables,
                     studies: StudyTables):
     yield from run_per_study(context, partial(_batch_corrected, context), vst=vst,
@@ -269,7 +259,7 @@ def _without_batch(expression: pd.DataFrame, sheet: pd.DataFrame,
                                treatment_matrix(frame, config.batch))
 
 
-@_table_asset("sample_qc", "Also writes the QC plots (PNG) to "
+@table_asset("sample_qc", group=GROUP, code_version=CODE_VERSION, note="Also writes the QC plots (PNG) to "
               "warehouse/qc_plots/study_id=<id>/. Bulk studies only (screens have well_qc).")
 def sample_qc(context: dg.AssetExecutionContext, dge_home: DgeHomeResource, vst: StudyTables,
               size_factors: StudyTables, deg_results: StudyTables,

@@ -5,7 +5,7 @@ from functools import partial
 
 import dagster as dg
 
-from dge_platform.defs.batch import BACKFILL_POLICY, run_per_study
+from dge_platform.defs.batch import BACKFILL_POLICY, run_per_study, table_out
 from dge_platform.defs.partitions import study_partitions
 from dge_platform.defs.resources import DgeHomeResource
 from dge_platform.home import DgeHome
@@ -17,11 +17,11 @@ from dge_platform.study_tables import (
     samples_table,
     study_row,
 )
-from dge_platform.tables import TABLES
 from dge_platform.validation import hash_files, load_study
 from dge_platform.warehouse import Warehouse
 
 GROUP = "ingest"
+CODE_VERSION = "ingest-1"
 
 study_inputs = dg.AssetSpec(
     "study_inputs",
@@ -33,15 +33,10 @@ study_inputs = dg.AssetSpec(
 )
 
 
-def _out(table: str) -> dg.AssetOut:
-    return dg.AssetOut(io_manager_key="warehouse_io", description=TABLES[table].description,
-                       kinds={"parquet"}, code_version="ingest-1")
-
-
 @dg.multi_asset(
-    outs={**{name: _out(name) for name in ("studies", "samples", "genes", "raw_counts")},
+    outs={**{name: table_out(name, CODE_VERSION) for name in ("studies", "samples", "genes", "raw_counts")},
           "cell_counts": dg.AssetOut(
-              io_manager_key="h5ad_io", kinds={"h5ad"}, code_version="ingest-1",
+              io_manager_key="h5ad_io", kinds={"h5ad"}, code_version=CODE_VERSION,
               description="Single-cell: the study's cells x genes raw counts (sparse) with "
               "the validated cell metadata and each cell's biological sample, as h5ad in "
               "warehouse/cell_counts/. Other kinds have none.")},

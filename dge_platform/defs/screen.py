@@ -22,14 +22,13 @@ from dge_platform.compound_activity import (
 from dge_platform.compound_similarity import compound_similarity as similarity_of
 from dge_platform.compound_similarity import conditions, informative_genes, signature_matrix
 from dge_platform.defs.batch import (
-    BACKFILL_POLICY,
     StudyEvent,
     StudyFiles,
     StudyTables,
     run_per_study,
+    table_asset,
 )
 from dge_platform.defs.bulk import study_config
-from dge_platform.defs.partitions import study_partitions
 from dge_platform.defs.resources import DgeHomeResource
 from dge_platform.dose_response import compound_potency as potency_of
 from dge_platform.dose_response import fit_dose_response
@@ -46,11 +45,7 @@ SCREEN_PLOTS, SIMILARITY_PLOTS = "screen_plots", "similarity_plots"
 
 
 def _screen_asset(table: str, note: str = "", **kwargs):
-    return dg.asset(name=table, io_manager_key="warehouse_io", partitions_def=study_partitions,
-                    backfill_policy=BACKFILL_POLICY, group_name=GROUP, kinds={"parquet"},
-                    code_version=CODE_VERSION,
-                    description=f"{TABLES[table].description} {note}".strip(), **kwargs)
-
+    return table_asset(table, group=GROUP, code_version=CODE_VERSION, note=note, **kwargs)
 
 
 def _skip(context: dg.AssetExecutionContext, study_id: str, kind: str) -> bool:

@@ -21,6 +21,8 @@ from dge_platform.defs.batch import (
     StudyFiles,
     StudyTables,
     run_per_study,
+    table_asset,
+    table_out,
 )
 from dge_platform.defs.bulk import study_config
 from dge_platform.defs.partitions import study_partitions
@@ -38,11 +40,6 @@ CELL_TYPE = "cell_type"
 SEED = 0
 
 
-def _table_out(table: str) -> dg.AssetOut:
-    return dg.AssetOut(io_manager_key="warehouse_io", description=TABLES[table].description,
-                       kinds={"parquet"}, code_version=CODE_VERSION)
-
-
 def _skip(context: dg.AssetExecutionContext, study_id: str, config: StudyConfig) -> bool:
     if config.kind == "singlecell":
         return False
@@ -55,17 +52,10 @@ def _capture(config: StudyConfig) -> str:
     return config.capture or SAMPLE
 
 
-@dg.asset(
-    io_manager_key="warehouse_io",
-    partitions_def=study_partitions,
-    backfill_policy=BACKFILL_POLICY,
-    group_name=GROUP,
-    kinds={"parquet"},
-    code_version=CODE_VERSION,
-    description=TABLES["cell_qc"].description + " Thresholds come from study.yaml 'qc:' "
-    "(default: 5 MADs on log counts and log genes, 3 MADs on mitochondrial %, scrublet "
-    "doublets per capture). Distribution plots go to warehouse/cell_qc_plots/.",
-)
+@table_asset("cell_qc", group=GROUP, code_version=CODE_VERSION, note="Thresholds come from "
+             "study.yaml 'qc:' (default: 5 MADs on log counts and log genes, 3 MADs on "
+             "mitochondrial %, scrublet doublets per capture). Distribution plots go to "
+             "warehouse/cell_qc_plots/.")
 def cell_qc(context: dg.AssetExecutionContext, dge_home: DgeHomeResource,
             cell_counts: StudyTables, studies: StudyTables):
     yield from run_per_study(context, partial(_cell_qc, context),
@@ -112,7 +102,7 @@ def _cell_qc(context: dg.AssetExecutionContext, study_id: str, cell_counts,
               "highly variable genes, PCA, Harmony integration over the study's batch (or "
               "donor), neighbours, UMAP before and after integration, Leiden clusters and cell "
               "type labels, as h5ad in warehouse/sc_processed/."),
-          "cell_types": _table_out("cell_types")},
+          "cell_types": table_out("cell_types", CODE_VERSION)},
     partitions_def=study_partitions,
     backfill_policy=BACKFILL_POLICY,
     group_name=GROUP,
@@ -182,8 +172,8 @@ def _umaps(embedded, config: StudyConfig) -> dict[str, bytes]:
 
 
 @dg.multi_asset(
-    outs={"pseudobulk_counts": _table_out("pseudobulk_counts"),
-          "pseudobulk_samples": _table_out("pseudobulk_samples")},
+    outs={"pseudobulk_counts": table_out("pseudobulk_counts", CODE_VERSION),
+          "pseudobulk_samples": table_out("pseudobulk_samples", CODE_VERSION)},
     partitions_def=study_partitions,
     backfill_policy=BACKFILL_POLICY,
     group_name=GROUP,
@@ -236,15 +226,7 @@ def _pseudobulks(context: dg.AssetExecutionContext, study_id: str, cell_counts,
         "per_cell_type": dg.MetadataValue.md(per_type.to_markdown())})
 
 
-@dg.asset(
-    io_manager_key="warehouse_io",
-    partitions_def=study_partitions,
-    backfill_policy=BACKFILL_POLICY,
-    group_name=GROUP,
-    kinds={"parquet"},
-    code_version=CODE_VERSION,
-    description=TABLES["marker_genes"].description,
-)
+@table_asset("marker_genes", group=GROUP, code_version=CODE_VERSION)
 def marker_genes(context: dg.AssetExecutionContext, sc_processed: StudyTables,
                  studies: StudyTables):
     yield from run_per_study(context, partial(_marker_genes, context),
