@@ -16,6 +16,7 @@ variable-genes matrix is made dense for scaling (100,000 x 2,000 float32 = 0.8 G
 
 from __future__ import annotations
 
+import time
 import warnings
 
 import anndata
@@ -86,7 +87,12 @@ def _scaled_pca(log_x, hvg: np.ndarray, n_pcs: int, seed: int
 
     dense = log_x[:, hvg].toarray()  # cells x n_hvg float32: the only dense matrix
     dense -= dense.mean(axis=0, dtype=np.float64).astype(np.float32)
-    std = dense.std(axis=0, ddof=1, dtype=np.float64).astype(np.float32)
+    # Column variances in row blocks: numpy's std would hold a float64 copy of it all.
+    sum_sq = np.zeros(dense.shape[1])
+    for start in range(0, dense.shape[0], 8192):
+        block = dense[start:start + 8192].astype(np.float64)
+        sum_sq += np.einsum("ij,ij->j", block, block)
+    std = np.sqrt(sum_sq / max(dense.shape[0] - 1, 1)).astype(np.float32)
     std[~(std > 0)] = 1.0
     dense /= std
     np.clip(dense, None, MAX_SCALED, out=dense)
@@ -147,7 +153,9 @@ def embed_cells(adata, *, integrate_key: str | None, n_hvg: int = 2000, n_pcs: i
       ``X_pca_harmony``; the same array without integration);
     * ``obs["leiden"]``: categorical clusters "0", "1", ... on the kNN graph
       (15 exact neighbours) of ``X_pca_harmony``, kept in ``obsp``/``uns["neighbors"]``;
-    * ``uns["embedding"]``: parameters as used (integrated or not, n_pcs, hvg flavour...).
+    * ``uns["embedding"]``: parameters as used (integrated or not, n_pcs, hvg flavour...)
+      and ``seconds`` per step. The first call in a process also pays ~10-20 s of numba
+      compilation inside umap-learn (neighbour connectivities and UMAP).
     """
     import scanpy as sc
 
@@ -158,16 +166,27 @@ def embed_cells(adata, *, integrate_key: str | None, n_hvg: int = 2000, n_pcs: i
     if n_cells < 3 or n_genes < 2:
         raise ValueError(f"need at least 3 cells and 2 genes to embed, got {n_cells} x "
                          f"{n_genes}")
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[step] = round(now - clock, 2)
+        clock = now
+
     counts = sparse.csr_matrix(adata.X)
     log_x = log_normalize(counts)
     out = anndata.AnnData(X=log_x, obs=adata.obs.copy(), var=adata.var.copy())
     out.uns["log1p"] = {"base": None}
+    lap("normalize")
 
     levels = adata.obs[integrate_key].nunique(dropna=True) if integrate_key else 0
     integrate = integrate_key is not None and levels >= 2
     hvg, flavor = _highly_variable(counts, log_x, adata.obs, adata.var_names, n_hvg,
                                    integrate_key if integrate else None)
     out.var["highly_variable"] = hvg
+    lap("hvg")
 
     n_pcs_used = int(max(1, min(n_pcs, n_cells - 1, int(hvg.sum()) - 1)))
     scores, loadings, ratio = _scaled_pca(log_x, hvg, n_pcs_used, seed)
@@ -176,8 +195,10 @@ def embed_cells(adata, *, integrate_key: str | None, n_hvg: int = 2000, n_pcs: i
     pcs[hvg] = loadings
     out.varm["PCs"] = pcs
     out.uns["pca"] = {"variance_ratio": ratio}
+    lap("scale_pca")
     out.obsm["X_pca_harmony"] = (_harmony(scores, adata.obs, integrate_key, seed)
                                  if integrate else scores.copy())
+    lap("harmony")
 
     n_neighbors = int(min(N_NEIGHBORS, n_cells - 1))
     with warnings.catch_warnings():
@@ -186,25 +207,30 @@ def embed_cells(adata, *, integrate_key: str | None, n_hvg: int = 2000, n_pcs: i
             sc.pp.neighbors(out, n_neighbors=n_neighbors, use_rep="X_pca",
                             transformer="sklearn", random_state=seed,
                             key_added="neighbors_unintegrated")
+            lap("neighbors_unintegrated")
             sc.tl.umap(out, neighbors_key="neighbors_unintegrated", random_state=seed)
             out.obsm["X_umap_unintegrated"] = out.obsm.pop("X_umap")
             del out.uns["neighbors_unintegrated"]
             for key in ("neighbors_unintegrated_distances",
                         "neighbors_unintegrated_connectivities"):
                 del out.obsp[key]
+            lap("umap_unintegrated")
         sc.pp.neighbors(out, n_neighbors=n_neighbors, use_rep="X_pca_harmony",
                         transformer="sklearn", random_state=seed)
+        lap("neighbors")
         sc.tl.umap(out, random_state=seed)
         if not integrate:
             out.obsm["X_umap_unintegrated"] = out.obsm["X_umap"].copy()
+        lap("umap")
         sc.tl.leiden(out, resolution=resolution, flavor="igraph", n_iterations=2,
                      directed=False, random_state=seed, key_added="leiden")
+        lap("leiden")
     out.uns.pop("umap", None)
     out.uns["embedding"] = {
         "integrate_key": integrate_key or "", "integrated": bool(integrate),
         "n_hvg": int(hvg.sum()), "hvg_flavor": flavor, "n_pcs": n_pcs_used,
         "n_neighbors": n_neighbors, "resolution": float(resolution), "seed": int(seed),
-        "target_sum": TARGET_SUM,
+        "target_sum": TARGET_SUM, "seconds": seconds,
     }
     return out
 
