@@ -31,7 +31,7 @@ Expected counts of gene g in cell c of cell type t, donor d, condition k::
   gamma-Poisson; all the others exactly, without ever touching their zeros, as a compound
   Poisson: clusters proposed at rate ``mu_cg`` by thinning, kept with probability
   ``log(1 + x)/x`` (``x = mu/r``, ``r = 1/phi``), each of log-series size. Cost scales with
-  UMIs, not cells x genes: 100,000 cells x 20,000 genes take ~30-60 s and ~2 GB.
+  UMIs, not cells x genes: 100,000 cells x 20,000 genes take ~20-35 s and ~1.4 GB peak.
 - Doublets (``doublet_rate > 0``): that fraction of each capture's cells is replaced by the
   sum of itself and another random cell of the same capture; metadata stay those of the
   first cell and ``true_doublet`` is True.
