@@ -186,3 +186,11 @@ def test_run_summary_lists_degs_per_cell_type(catalog):
     line = next(l for l in catalog.splitlines()
                 if l.strip().startswith("kang2018_pbmc") and "CD14+ Monocytes" in l)
     assert "stim_vs_ctrl" in line
+    report = Path(next(l for l in catalog.splitlines()
+                       if l.startswith("Report kang2018_pbmc:")).split(": ", 1)[1])
+    html = report.read_text()
+    qc = sql("select count(*) n, count(*) filter (where passed) passed from cell_qc "
+             "where study_id = 'kang2018_pbmc'").iloc[0]
+    assert "single-cell report" in html
+    assert f"Cell QC ({qc['passed']:,} of {qc['n']:,} cells passed)" in html
+    assert html.count("<h3>stim_vs_ctrl: ") == 5 and "Marker genes (exploratory)" in html
