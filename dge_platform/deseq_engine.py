@@ -15,14 +15,15 @@ The steps follow PyDESeq2 0.5.4 (``DeseqDataSet.deseq2``, ``DeseqStats.summary``
 trend, prior variance, MAP dispersions, IRLS with the same initialisation, clamping and
 stopping rule, Cook's distances, outlier replacement and refit, Wald tests (optionally
 against ``|LFC| > threshold``), Cook's filtering, independent filtering and BH; apeGLM-style
-shrinkage and the blind VST. 1-D optimisations (dispersions) are solved to high precision
-by bracketing and regula falsi on the gradient instead of per-gene L-BFGS-B.
+shrinkage and the blind VST. Gene-wise and MAP dispersions are R's instead (DESeq2 1.38's
+``fitDisp`` line search, vectorized, with its grid refit and means floored at 0.5): with few
+residual degrees of freedom the prior variance hinges on where that search stops.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -55,7 +56,18 @@ BETA_TOL = 1e-8
 MAX_BETA = 30.0
 MAX_IRLS_ITER = 250
 MIN_REPLICATES = 7
-LBFGSB_PGTOL = 1e-5
+# DESeq2's dispersion line search (fitDisp): it stops once an accepted step gains less than
+# DISP_TOL in log posterior, or after DISP_MAX_ITER steps; steps start at DISP_KAPPA0 times
+# the derivative, are accepted if they gain DISP_ARMIJO times the linear prediction, and
+# keep log alpha within DISP_LOG_ALPHA_RANGE.
+DISP_TOL = 1e-6
+DISP_MAX_ITER = 100
+DISP_KAPPA0 = 1.0
+DISP_ARMIJO = 1e-4
+DISP_LOG_ALPHA_RANGE = (-30.0, 10.0)
+# DESeq2's fitDispGrid: this many equally spaced log dispersions over [min_disp, max_disp],
+# then as many from one coarse step below the best to one above it.
+DISP_GRID_POINTS = 20
 SHRINK_NO_SHRINK_SCALE = 15.0
 # Shrinkage Newton steps use the exact Hessian while its curvature along the LFC is at least
 # this fraction of the convex part's (see _posterior_newton).
@@ -434,7 +446,7 @@ def log_dispersion_gradient(log_alpha: np.ndarray, counts: np.ndarray, mu: np.nd
                             design: GroupBlockDesign, prior_mean: np.ndarray | None = None,
                             prior_var: float | None = None) -> np.ndarray:
     """Gradient in ``log alpha`` of the Cox-Reid adjusted NB likelihood (negative), plus a
-    normal prior on ``log alpha`` when given: PyDESeq2's ``fit_alpha_mle`` objective."""
+    normal prior on ``log alpha`` when given: minus DESeq2's ``dlog_posterior``."""
     alpha = np.exp(log_alpha)[:, None]
     inv = 1.0 / alpha
     score = (digamma(inv) - digamma(counts + inv) + np.log1p(mu * alpha)
@@ -448,96 +460,176 @@ def log_dispersion_gradient(log_alpha: np.ndarray, counts: np.ndarray, mu: np.nd
     return grad
 
 
-def minimize_by_gradient(gradient: Callable[[np.ndarray, np.ndarray], np.ndarray],
-                         x0: np.ndarray, lower: float, upper: float, xtol: float = 1e-8,
-                         pgtol: float = LBFGSB_PGTOL, max_iter: int = 100) -> np.ndarray:
-    """Local minima of many 1-D functions from their gradients, within bounds.
-
-    Mimics where scipy's L-BFGS-B (PyDESeq2's optimiser) stops: at the first point going
-    downhill where the gradient is at most ``pgtol`` in absolute value (its stopping
-    rule), which matters where the function flattens out instead of having a minimum
-    (dispersions heading for the floor: the gradient in log alpha scales with alpha).
-    A start already within ``pgtol`` is kept. From other starts, steps downhill with
-    doubling steps until ``g - sign(g0) pgtol`` changes sign (or a bound is reached, which
-    is then the solution), then narrows the bracket by regula falsi with the Illinois
-    modification.
+def log_dispersion_posterior(log_alpha: np.ndarray, counts: np.ndarray, mu: np.ndarray,
+                             design: GroupBlockDesign, prior_mean: np.ndarray | None = None,
+                             prior_var: float | None = None) -> np.ndarray:
+    """Cox-Reid adjusted NB log likelihood of log dispersions, plus a normal log prior on
+    ``log alpha`` when given: DESeq2's ``log_posterior`` (up to a constant per gene).
 
     Parameters
     ----------
-    gradient
-        ``gradient(x, idx)``: derivatives at ``x`` for the functions ``idx``.
-    x0
-        Starting points (clipped into the bounds).
+    log_alpha
+        ``(G, m)``: ``m`` log dispersions per gene.
+    counts, mu
+        Counts and fitted means, ``(G, n)``.
+    prior_mean
+        Prior mean of ``log alpha`` per gene, ``(G,)``, or None for no prior.
+    prior_var
+        Prior variance of ``log alpha``.
+
+    Returns
+    -------
+    The objective at every ``log_alpha``, ``(G, m)``.
     """
-    x = np.clip(x0, lower, upper)
-    g = gradient(x, np.arange(len(x)))
-    shift = np.sign(g) * pgtol
-    g = np.where(np.abs(g) <= pgtol, 0.0, g - shift)
+    out = np.empty(log_alpha.shape)
+    for rows in _chunks(len(counts), counts.shape[1]):  # cache-sized pieces of the arrays
+        y, m = counts[rows], mu[rows]
+        for t in range(log_alpha.shape[1]):
+            alpha = np.exp(log_alpha[rows, t])
+            inv = (1.0 / alpha)[:, None]
+            loglik = ((gammaln(y + inv) - y * np.log(m + inv)
+                       - inv * np.log1p(m * alpha[:, None])).sum(axis=1)
+                      - y.shape[1] * gammaln(inv[:, 0]))
+            blocks = normal_blocks(m / (1.0 + m * alpha[:, None]), design)
+            log_det = np.log(blocks.d).sum(axis=1)
+            if design.n_block:
+                log_det -= np.linalg.slogdet(blocks.s_inv)[1]
+            out[rows, t] = loglik - 0.5 * log_det
+    if prior_mean is not None:
+        out -= 0.5 * (log_alpha - prior_mean[:, None]) ** 2 / prior_var
+    return out
 
-    def shifted(xs: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        return gradient(xs, idx) - shift[idx]
 
-    direction = -np.sign(g)
-    a, ga = x.copy(), g.copy()
-    b, gb = x.copy(), g.copy()
-    step = np.ones_like(x)
-    expanding = np.flatnonzero(gb != 0)
-    while len(expanding):
-        trial = np.clip(a[expanding] + direction[expanding] * step[expanding], lower, upper)
-        gt = shifted(trial, expanding)
-        crossed = np.sign(gt) != np.sign(ga[expanding])
-        at_bound = (trial <= lower) | (trial >= upper)
-        b[expanding], gb[expanding] = trial, gt
-        moved = expanding[~crossed]
-        x[moved] = trial[~crossed]  # the bound, if that is where the search stops
-        a[moved], ga[moved] = trial[~crossed], gt[~crossed]
-        step[moved] *= 2
-        expanding = expanding[~crossed & ~at_bound]
-    active = np.flatnonzero((np.sign(ga) != np.sign(gb)) & (gb != 0))
-    x[gb == 0] = b[gb == 0]
-    for _ in range(max_iter):
+@dataclass
+class LineSearch:
+    """Where DESeq2's dispersion line search stops, per gene.
+
+    Attributes
+    ----------
+    log_alpha
+        The last accepted point.
+    iterations
+        Steps tried, accepted or not (at most ``DISP_MAX_ITER``).
+    initial, final
+        Log posterior at the start and at the end (DESeq2's ``initial_lp`` and
+        ``last_lp``; the latter at the previous point when the search stopped below
+        ``min_log_alpha``).
+    """
+
+    log_alpha: np.ndarray
+    iterations: np.ndarray
+    initial: np.ndarray
+    final: np.ndarray
+
+
+def line_search_dispersions(counts: np.ndarray, mu: np.ndarray, design: GroupBlockDesign,
+                            log_alpha: np.ndarray, *, min_log_alpha: float,
+                            prior_mean: np.ndarray | None = None,
+                            prior_var: float | None = None) -> LineSearch:
+    """DESeq2's ``fitDisp`` for all genes at once: gradient ascent of
+    :func:`log_dispersion_posterior` in ``log alpha`` with Armijo backtracking.
+
+    A step of ``kappa`` times the derivative (cut to stay within ``DISP_LOG_ALPHA_RANGE``)
+    is accepted if it gains at least ``DISP_ARMIJO * kappa * derivative^2``, else ``kappa``
+    is halved; after an accepted step ``kappa`` grows by 10 % up to ``DISP_KAPPA0``, and
+    is halved every fifth one. A gene stops when an accepted step gains less than
+    ``DISP_TOL``, lands below ``min_log_alpha``, or after ``DISP_MAX_ITER`` steps tried.
+
+    Where the likelihood is flat (few residual degrees of freedom, or heading for the
+    floor) this stops well short of the optimum, and the prior variance simulated from
+    the gene-wise estimates follows suit; so the search is reproduced, not just its aim.
+    """
+    has_prior = prior_mean is not None
+
+    def value(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return log_dispersion_posterior(x[:, None], counts[rows], mu[rows], design,
+                                        prior_mean[rows] if has_prior else None,
+                                        prior_var)[:, 0]
+
+    def slope(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return -log_dispersion_gradient(x, counts[rows], mu[rows], design,
+                                        prior_mean[rows] if has_prior else None, prior_var)
+
+    active = np.arange(len(counts))
+    x = np.array(log_alpha, dtype=float)
+    lp, dlp = value(x, active), slope(x, active)
+    initial = lp.copy()
+    kappa = np.full(len(x), DISP_KAPPA0)
+    iterations, accepted = np.zeros(len(x), dtype=int), np.zeros(len(x), dtype=int)
+    low, high = DISP_LOG_ALPHA_RANGE
+    for _ in range(DISP_MAX_ITER):
         if not len(active):
             break
-        aa, fa, bb, fb = a[active], ga[active], b[active], gb[active]
-        c = bb - fb * (bb - aa) / (fb - fa)
-        bad = ~np.isfinite(c) | (c <= np.minimum(aa, bb)) | (c >= np.maximum(aa, bb))
-        c[bad] = 0.5 * (aa + bb)[bad]
-        fc = shifted(c, active)
-        flip = np.sign(fc) != np.sign(fb)
-        a[active] = np.where(flip, bb, aa)
-        ga[active] = np.where(flip, fb, 0.5 * fa)
-        b[active], gb[active] = c, fc
-        x[active] = c
-        done = (np.abs(c - a[active]) < xtol) | (fc == 0)
-        active = active[~done]
-    return x
+        iterations[active] += 1
+        a, d, k = x[active], dlp[active], kappa[active]
+        proposal = a + k * d
+        with np.errstate(divide="ignore", invalid="ignore"):  # d = 0 proposes a itself
+            k = np.where(proposal < low, (low - a) / d,
+                         np.where(proposal > high, (high - a) / d, k))
+            trial = a + k * d
+            new_lp = value(trial, active)
+            ok = new_lp >= lp[active] + k * DISP_ARMIJO * d * d  # NaN: rejected
+        kappa[active] = np.where(ok, k, k / 2)
+        rows, new_lp = active[ok], new_lp[ok]
+        accepted[rows] += 1
+        x[rows] = trial[ok]
+        converged = new_lp - lp[rows] < DISP_TOL
+        below = ~converged & (x[rows] < min_log_alpha)
+        lp[rows[~below]] = new_lp[~below]
+        going = rows[~converged & ~below]
+        dlp[going] = slope(x[going], going)
+        kappa[going] = np.minimum(kappa[going] * 1.1, DISP_KAPPA0)
+        kappa[going[accepted[going] % 5 == 0]] /= 2
+        stopped = np.zeros(len(x), dtype=bool)
+        stopped[rows[converged | below]] = True
+        active = active[~stopped[active]]
+    return LineSearch(x, iterations, initial, lp)
+
+
+def grid_dispersions(counts: np.ndarray, mu: np.ndarray, design: GroupBlockDesign,
+                     lower: float, upper: float, prior_mean: np.ndarray | None = None,
+                     prior_var: float | None = None) -> np.ndarray:
+    """DESeq2's ``fitDispGrid``: the log dispersion maximizing
+    :func:`log_dispersion_posterior` among ``DISP_GRID_POINTS`` equally spaced points on
+    ``[lower, upper]``, refined by as many from one coarse step below the best to one above
+    it (not clipped to the bounds; DESeq2 clips the dispersion)."""
+    coarse = np.linspace(lower, upper, DISP_GRID_POINTS)
+    values = log_dispersion_posterior(np.broadcast_to(coarse, (len(counts), len(coarse))),
+                                      counts, mu, design, prior_mean, prior_var)
+    delta = coarse[1] - coarse[0]
+    fine = coarse[values.argmax(axis=1), None] + np.linspace(-delta, delta, DISP_GRID_POINTS)
+    values = log_dispersion_posterior(fine, counts, mu, design, prior_mean, prior_var)
+    return fine[np.arange(len(fine)), values.argmax(axis=1)]
 
 
 def fit_dispersions(counts: np.ndarray, mu: np.ndarray, design: GroupBlockDesign,
-                    start: np.ndarray, *, prior_var: float | None = None,
-                    min_disp: float = MIN_DISP, max_disp: float) -> np.ndarray:
-    """Cox-Reid adjusted dispersion MLE per gene (MAP when ``prior_var`` is given, with a
-    normal prior on ``log alpha`` centred on ``log start``), clipped to the bounds.
+                    start: np.ndarray, *, prior_mean: np.ndarray | None = None,
+                    prior_var: float | None = None, min_disp: float = MIN_DISP,
+                    max_disp: float) -> np.ndarray:
+    """Cox-Reid adjusted dispersions as R's DESeq2 estimates them: the MLE
+    (``estimateDispersionsGeneEst``) or, with a normal prior on ``log alpha`` (mean
+    ``prior_mean``, variance ``prior_var``), the MAP (``estimateDispersionsMAP``).
 
-    A start at the floor stays there: in log alpha the objective is flat there to
-    rounding error (its gradient scales with alpha), and PyDESeq2's L-BFGS-B stops at
-    once in nearly all such cases.
+    :func:`line_search_dispersions` from ``start``. Genes whose search does not converge
+    (``DISP_MAX_ITER`` steps; for the MLE also a single one, if above ``10 min_disp``) are
+    refitted by :func:`grid_dispersions`, which where the likelihood has several modes
+    finds the highest. An MLE search gaining less than a millionth of the log likelihood
+    keeps the start. Clipped to ``[min_disp, max_disp]``.
     """
-    lower, upper = np.log(min_disp), np.log(max_disp)
-    log_start = np.log(start)
-    x0 = np.clip(log_start, lower, upper)
-    prior_mean = log_start if prior_var is not None else None  # the trend, even off bounds
-    free = np.flatnonzero(x0 > lower)
-
-    def gradient(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        rows = free[idx]
-        return log_dispersion_gradient(x, counts[rows], mu[rows], design,
-                                       None if prior_mean is None else prior_mean[rows],
-                                       prior_var)
-
-    log_alpha = x0.copy()
-    log_alpha[free] = minimize_by_gradient(gradient, x0[free], lower, upper)
-    return np.clip(np.exp(log_alpha), min_disp, max_disp)
+    search = line_search_dispersions(counts, mu, design, np.log(start),
+                                     min_log_alpha=np.log(min_disp / 10),
+                                     prior_mean=prior_mean, prior_var=prior_var)
+    alpha = np.minimum(np.exp(search.log_alpha), max_disp)
+    refit = search.iterations >= DISP_MAX_ITER
+    if prior_mean is None:
+        no_gain = search.final < search.initial + np.abs(search.initial) / 1e6
+        alpha[no_gain] = start[no_gain]
+        refit = (refit | (search.iterations == 1)) & (alpha > 10 * min_disp)
+    if refit.any():
+        alpha[refit] = np.exp(grid_dispersions(
+            counts[refit], mu[refit], design, np.log(min_disp), np.log(max_disp),
+            None if prior_mean is None else prior_mean[refit], prior_var))
+    return np.clip(alpha, min_disp, max_disp)
 
 
 def genewise_dispersions(counts: np.ndarray, size_factors: np.ndarray,
@@ -547,7 +639,10 @@ def genewise_dispersions(counts: np.ndarray, size_factors: np.ndarray,
 
     Starts from the smaller of the rough (linear model) and moments estimates; means from
     a linear model when there are as many distinct design rows as coefficients, else from
-    IRLS with the starting dispersions, as PyDESeq2.
+    IRLS with the starting dispersions. The means are floored at ``MIN_MU`` as in R's
+    ``estimateDispersionsGeneEst`` (PyDESeq2 leaves IRLS means unclamped): with few
+    residual degrees of freedom, near-zero means of zero counts change which mode of the
+    likelihood is the highest.
     """
     normed = (counts / size_factors).T
     start = np.clip(np.minimum(fit_rough_dispersions(normed, design.matrix),
@@ -556,7 +651,7 @@ def genewise_dispersions(counts: np.ndarray, size_factors: np.ndarray,
     if len(np.unique(design.matrix, axis=0)) == design.n_params:
         mu = linear_mu(counts, size_factors, design)
     else:
-        mu = fit_glm(counts, size_factors, design, start).mu  # not clamped, as PyDESeq2
+        mu = np.maximum(fit_glm(counts, size_factors, design, start).mu, MIN_MU)
     return fit_dispersions(counts, mu, design, start, max_disp=max_disp,
                            min_disp=min_disp), mu
 
@@ -621,7 +716,10 @@ def fit_model(counts: np.ndarray, size_factors: np.ndarray, design: GroupBlockDe
         above = genewise >= 100 * min_disp
         residuals = np.log(genewise[above]) - np.log(fitted[above])
         prior = DispersionPrior(*dispersion_prior(residuals, design.n_samples - design.n_params))
-    map_disp = fit_dispersions(counts, mu_hat, design, fitted, prior_var=prior.variance,
+    # DESeq2 starts the MAP search from the gene-wise estimate unless below a tenth of the trend.
+    map_disp = fit_dispersions(counts, mu_hat, design,
+                               np.where(genewise > 0.1 * fitted, genewise, fitted),
+                               prior_mean=np.log(fitted), prior_var=prior.variance,
                                max_disp=max_disp, min_disp=min_disp)
     outlier = np.log(genewise) > np.log(fitted) + 2 * np.sqrt(prior.squared_logres)
     dispersions = np.where(outlier, genewise, map_disp)
@@ -1124,11 +1222,18 @@ def fit_dataset(counts: np.ndarray, design: GroupBlockDesign, *,
     cooks_out = np.zeros(n_genes, dtype=bool)
     cooks_out[non_zero] = cooks_outliers(nz_counts, cooks[non_zero], screened[non_zero], design)
     with np.errstate(invalid="ignore"):
-        weights = mu / (1 + mu * disp[:, None])
+        weights = wald_weights(mu, disp)
     tested = non_zero & ~zeroed
     blocks = normal_blocks(weights[tested], design)
     return FittedDataset(design, method, sf, base_mean, genewise, fitted, disp, outlier, groups,
                          block, _expand_blocks(blocks, tested), cooks_out, zeroed, non_zero)
+
+
+def wald_weights(mu: np.ndarray, dispersions: np.ndarray) -> np.ndarray:
+    """GLM weights ``mu / (1 + mu * alpha)`` of the Wald standard errors, ``(G, n)``, with
+    the means floored at ``MIN_MU`` as R's ``nbinomWaldTest`` does."""
+    floored = np.maximum(mu, MIN_MU)
+    return floored / (1 + floored * dispersions[:, None])
 
 
 def _expand_blocks(blocks: NormalBlocks, rows: np.ndarray) -> NormalBlocks:
@@ -1281,7 +1386,7 @@ def two_group_test(counts: pd.DataFrame | np.ndarray, size_factors: np.ndarray,
     use = (y > 0).any(axis=1) & np.isfinite(dispersions)
     lfc, se = np.full(len(y), np.nan), np.full(len(y), np.nan)
     glm = fit_glm(y[use], sf, design, dispersions[use])
-    weights = glm.mu / (1 + glm.mu * dispersions[use, None])
+    weights = wald_weights(glm.mu, dispersions[use])
     lfc[use] = glm.groups[:, 1] - glm.groups[:, 0]
     se[use] = np.sqrt(contrast_variance(normal_blocks(weights, design), 1, 0))
     stat, pvalue = wald_test(lfc, se, lfc_threshold)

@@ -43,18 +43,21 @@ def rel_diff(a, b) -> np.ndarray:
 
 def assert_agree(ours, ref, *, min_jaccard: float = 0.98, shrunk_within: float | None = 0.995,
                  filtered_mismatch: float = 0.05) -> None:
-    """Engine results match PyDESeq2's: size factors exactly, dispersions and statistics
-    to optimizer precision (a few genes whose optimum PyDESeq2's L-BFGS-B misses aside)."""
+    """Engine results match PyDESeq2's: size factors exactly, dispersions where both
+    optimizers converge, statistics closely."""
     np.testing.assert_allclose(ours.size_factors, ref.size_factors, rtol=1e-10)
-    # Gene-wise estimates starting at the floor are where PyDESeq2's L-BFGS-B stops on
-    # rounding noise; the few that differ move the trend fitted on them by < 1 %, and with
-    # 1-3 residual df the simulated prior variance (a grid argmin) by a little more.
-    for col, tol in (("dispersion_gene_est", 1e-4), ("dispersion_trend", 0.01),
-                     ("dispersion", 0.03)):
+    # The engine estimates dispersions as R's DESeq2 does (fitDisp's line search, which
+    # stops once a step gains < 1e-6 log likelihood, and means floored at 0.5), PyDESeq2 by
+    # L-BFGS-B: most genes agree to 1e-4, but where the likelihood is flat the two stop up
+    # to ~20 % apart (2 % of genes), which moves the trend fitted on them by a few %.
+    # Agreement with R itself is asserted in test_bulk_de, test_screen_vs_r and
+    # test_dispersion_prior.
+    for col, median, q98 in (("dispersion_gene_est", 1e-3, 0.3), ("dispersion_trend", 0.05, 0.15),
+                             ("dispersion", 0.05, 0.5)):
         diff = rel_diff(ours.dispersions[col], ref.dispersions[col])
-        assert np.median(diff) < tol and np.quantile(diff, 0.98) < 3 * tol + 0.02, col
+        assert np.median(diff) < median and np.quantile(diff, 0.98) < q98, col
     assert (ours.dispersions["dispersion_outlier"] != ref.dispersions["dispersion_outlier"]) \
-        .mean() < 0.002
+        .mean() < 0.01
     for name in ref.results["contrast"].unique():
         a = ours.results[ours.results["contrast"] == name].set_index("gene_id")
         b = ref.results[ref.results["contrast"] == name].set_index("gene_id")
@@ -64,7 +67,8 @@ def assert_agree(ours, ref, *, min_jaccard: float = 0.98, shrunk_within: float |
         tested = a["log2_fold_change"].notna()
         assert np.corrcoef(a.loc[tested, "log2_fold_change"],
                            b.loc[tested, "log2_fold_change"])[0, 1] >= 0.999
-        assert np.median(rel_diff(a["pvalue"], b["pvalue"])) < 0.01
+        # The engine floors means at 0.5 in the Wald weights as R does; PyDESeq2 does not.
+        assert np.median(rel_diff(a["pvalue"], b["pvalue"])) < 0.02
         assert (a["pvalue"].isna() != b["pvalue"].isna()).mean() < 0.002
         # Independent filtering picks one of 50 mean cut-offs; where the number of
         # rejections is flat in the cut-off, a nearby one may be picked.
@@ -96,15 +100,18 @@ def test_bundled_designs_agree(name, n_genes):
     counts, frame, cfg = bundled(name, n_genes)
     ours, ref = both_engines(counts, frame, cfg.design, cfg.contrasts, alpha=cfg.alpha)
     assert_agree(ours, ref)
+    # The blind VST's trend is fitted on gene-wise estimates too (see assert_agree): its
+    # asymptote moves by ~1 % on airway, shifting the whole log2 scale by ~0.014.
     diff = np.abs(ours.vst.to_numpy() - ref.vst.to_numpy())
-    assert np.median(diff) < 0.01 and diff.max() < 0.05
+    assert np.median(diff) < 0.02 and diff.max() < 0.05
 
 
 def test_lfc_threshold_agrees():
     counts, frame, cfg = bundled("pasilla", 2000)
     ours, ref = both_engines(counts, frame, cfg.design, cfg.contrasts, lfc_threshold=0.5,
                              shrink=False)
-    assert_agree(ours, ref, shrunk_within=None)
+    # Few rejections against |LFC| > 0.5: the filtering cut-off moves with the dispersions.
+    assert_agree(ours, ref, shrunk_within=None, filtered_mismatch=0.1)
 
 
 def test_continuous_covariate_and_non_base_reference_agree():

@@ -61,4 +61,5 @@ def test_fold_changes_and_calls_agree_with_r(screen_results):
     assert r_per_contrast.median() >= 0.999 and r_per_contrast.min() >= 0.99
     ours, theirs = merged["padj"] < 0.05, merged["padj_r"] < 0.05
     jaccard = (ours & theirs).sum() / (ours | theirs).sum()
+    print(f"\nscreen: DEGs R {theirs.sum()} ours {ours.sum()}; Jaccard {jaccard:.4f}")
     assert theirs.sum() > 500 and jaccard >= 0.95

@@ -115,7 +115,9 @@ def test_pseudobulk_de_agrees_with_r_deseq2(catalog):
 def test_kang_pseudobulk_de_on_the_same_matrix_agrees_with_r():
     """The R fixture's Kang pseudobulks (all cells) through the platform's pseudobulk DE.
     Two donors leave one residual degree of freedom, where R estimates the dispersion prior
-    by simulation: fold changes must match R, and the DEG sets of the monocytes largely."""
+    by simulation (replayed exactly): fold changes and DEG sets must match R. In B cells R's
+    parametric dispersion trend fails and R switches to a locfit trend, which the platform
+    does not have (it falls back to the mean, as PyDESeq2): fold changes only there."""
     from dge_platform.pseudobulk import Pseudobulk, pseudobulk_de
     from dge_platform.study import Contrast
 
@@ -130,6 +132,10 @@ def test_kang_pseudobulk_de_on_the_same_matrix_agrees_with_r():
         expressed = rows[rows["base_mean_r"] >= 10].dropna(subset=["log2_fold_change_r"])
         corr = np.corrcoef(expressed["log2_fold_change"], expressed["log2_fold_change_r"])[0, 1]
         assert corr >= 0.99, (cell_type, corr)
+        if cell_type != "B cells":
+            ours_calls = set(rows.loc[rows["padj"] < 0.05, "gene_id"])
+            r_calls = set(rows.loc[rows["padj_r"] < 0.05, "gene_id"])
+            assert len(ours_calls & r_calls) / len(ours_calls | r_calls) >= 0.95, cell_type
 
 
 def test_interferon_stimulated_genes_top_stimulated_monocytes(catalog):
