@@ -38,6 +38,9 @@ def _view_sql(spec: TableSpec, warehouse: Warehouse) -> str:
     if not warehouse.has_data(spec.name):
         cols = ", ".join(f"CAST(NULL AS {typ}) AS {name}" for name, typ in spec.columns)
         return f"CREATE VIEW {spec.name} AS SELECT {cols} WHERE false"
+    if not spec.per_study:
+        path = warehouse.partition_path(spec.name, None).resolve()
+        return f"CREATE VIEW {spec.name} AS SELECT * FROM read_parquet('{path}')"
     pattern = str(warehouse.table_dir(spec.name).resolve() / f"{PARTITION_KEY}=*" / DATA_FILE)
     return (f"CREATE VIEW {spec.name} AS SELECT {PARTITION_KEY}, * EXCLUDE ({PARTITION_KEY}) "
             f"FROM read_parquet('{pattern}', hive_partitioning = true, union_by_name = true, "

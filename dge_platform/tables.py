@@ -18,16 +18,20 @@ _PANDAS_DTYPES = {"VARCHAR": "string", "DOUBLE": "float64", "BIGINT": "int64",
 
 @dataclass(frozen=True)
 class TableSpec:
-    """A catalog table: name, description and guaranteed columns (name, DuckDB type)."""
+    """A catalog table: name, description and guaranteed columns (name, DuckDB type).
+
+    ``per_study`` tables are partitioned by study; the others (cross-study results) are one
+    file computed over every study."""
 
     name: str
     description: str
     columns: tuple[tuple[str, str], ...]
+    per_study: bool = True
 
     @property
     def stored_columns(self) -> list[str]:
         """The guaranteed columns a study's file holds (``study_id`` is its partition path)."""
-        return [name for name, _ in self.columns if name != "study_id"]
+        return [name for name, _ in self.columns if name != "study_id" or not self.per_study]
 
     def empty(self) -> pd.DataFrame:
         """An empty frame with the stored columns and their types."""

@@ -43,11 +43,16 @@ class Warehouse:
     def table_dir(self, table: str) -> Path:
         return self.root / table
 
-    def partition_path(self, table: str, study_id: str) -> Path:
+    def partition_path(self, table: str, study_id: str | None) -> Path:
+        """Where a study's partition of ``table`` lives; ``None``: the file of a
+        cross-study table."""
+        if study_id is None:
+            return self.table_dir(table) / DATA_FILE
         return self.table_dir(table) / f"{PARTITION_KEY}={study_id}" / DATA_FILE
 
-    def write(self, table: str, study_id: str, frame: pd.DataFrame) -> WrittenTable:
-        """Replace one study's partition of ``table`` with ``frame``, atomically.
+    def write(self, table: str, study_id: str | None, frame: pd.DataFrame) -> WrittenTable:
+        """Replace one study's partition of ``table`` (``None``: the whole cross-study
+        table) with ``frame``, atomically.
 
         The data goes to a hidden temporary file in the same folder, is flushed to disk and
         renamed over the old file, so readers see either the old or the new partition.
@@ -116,8 +121,10 @@ class Warehouse:
         return pq.read_table(path).to_pandas()
 
     def has_data(self, table: str) -> bool:
-        """True when at least one study has a partition of ``table``."""
-        return any(self.table_dir(table).glob(f"{PARTITION_KEY}=*/{DATA_FILE}"))
+        """True when at least one study has a partition of ``table``, or the cross-study
+        table has been written."""
+        return (self.table_dir(table) / DATA_FILE).exists() or \
+            any(self.table_dir(table).glob(f"{PARTITION_KEY}=*/{DATA_FILE}"))
 
 
 @contextmanager

@@ -33,15 +33,22 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
     def _table(self, context: dg.OutputContext | dg.InputContext) -> str:
         return context.asset_key.path[-1]
 
-    def handle_output(self, context: dg.OutputContext, obj: Mapping[str, pd.DataFrame]) -> None:
-        """Write every study's partition of the output."""
-        table, keys = self._table(context), set(context.asset_partition_keys)
+    def handle_output(self, context: dg.OutputContext,
+                      obj: Mapping[str, pd.DataFrame] | pd.DataFrame) -> None:
+        """Write every study's partition of the output (a cross-study table: its file)."""
+        table, home = self._table(context), self.dge_home.home()
+        if not context.has_asset_partitions:
+            written = Warehouse(home.warehouse).write(table, None, obj)
+            refresh_catalog(home)
+            context.add_output_metadata({"path": dg.MetadataValue.path(str(written.path)),
+                                         "dagster/row_count": written.rows})
+            return
+        keys = set(context.asset_partition_keys)
         if set(obj) != keys:
             # Dagster records a materialization for every partition of the step: writing
             # fewer would mark a study materialized without its table.
             raise ValueError(f"output '{table}' holds studies {sorted(obj)}, but the step "
                              f"materializes {sorted(keys)}")
-        home = self.dge_home.home()
         warehouse = Warehouse(home.warehouse)
         for study_id, frame in obj.items():
             warehouse.write(table, study_id, frame)
