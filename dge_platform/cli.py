@@ -1,4 +1,4 @@
-"""The ``dge`` command: validate, add, run, status, sql and ui."""
+"""The ``dge`` command: validate, add, run, status, sql, export and ui."""
 
 from __future__ import annotations
 
@@ -214,6 +214,129 @@ def sql(ctx: click.Context, sql: str, fmt: str, output: Path | None) -> None:
         click.echo(f"wrote {len(result)} row(s) to {output}")
     else:
         click.echo(text, nl=False)
+
+
+@main.command("export")
+@click.argument("study_id")
+@click.option("--contrast", help="Export only this contrast (default: every contrast).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "xlsx", "parquet"]), required=True,
+              help="xlsx: an 'about' sheet, then one sheet per contrast (single-cell: per "
+                   "contrast x cell type); csv/parquet: one long table.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="File to write (default: <study>_deg_results[_<contrast>].<format> in the "
+                   "current directory).")
+@click.pass_context
+def export(ctx: click.Context, study_id: str, contrast: str | None, fmt: str,
+           output: Path | None) -> None:
+    """Export a study's DEG results (deg_results) as biologists share them."""
+    from dge_platform.catalog import CatalogQueryError, query
+    from dge_platform.export import build_export, default_output_name, write_export
+    from dge_platform.registry import study_folders
+    from dge_platform.study import is_valid_study_id
+
+    def fail(message: str) -> None:
+        click.echo(f"error: {message}", err=True)
+        sys.exit(1)
+
+    home = _home(ctx)
+    registered = [p.name for p in study_folders(home)]
+    try:
+        studies = query(home, "select * from studies order by study_id")
+        known = studies[studies["study_id"] == study_id] if is_valid_study_id(study_id) \
+            else studies.iloc[:0]
+        if known.empty and study_id not in registered:
+            listed = sorted(set(registered) | set(studies["study_id"]))
+            fail(f"no study '{study_id}' under {home.root}; "
+                 + (f"studies: {', '.join(listed)}" if listed
+                    else "register a study folder with 'dge add DIR'"))
+        # study_id matches the study id pattern here, so it is safe to quote.
+        contrasts = query(home, "select distinct contrast from deg_results where study_id = "
+                                f"'{study_id}' order by 1")["contrast"].tolist()
+        if known.empty or not contrasts:
+            fail(f"no DEG results yet for study '{study_id}'; run 'dge run {study_id}' first")
+        if contrast is not None and contrast not in contrasts:
+            shown = ", ".join(contrasts[:30]) + (f", ... ({len(contrasts)} in all)"
+                                                 if len(contrasts) > 30 else "")
+            fail(f"study '{study_id}' has no contrast '{contrast}'; available: {shown}")
+        where = f"study_id = '{study_id}'"
+        if contrast is not None:
+            where += " and contrast = '" + contrast.replace("'", "''") + "'"
+        results = query(home, f"select * from deg_results where {where}")
+    except CatalogQueryError as err:
+        fail(str(err))
+    study = known.iloc[0].to_dict()
+    path = output or Path.cwd() / default_output_name(study_id, fmt, contrast)
+    if not path.parent.is_dir():
+        fail(f"cannot write {path}: folder {path.parent} does not exist")
+    exported = build_export(results, study, contrast)
+    write_export(exported, fmt, path)
+    sheets = exported.sheets
+    n_contrasts = len({s.contrast for s in sheets})
+    cell_types = {s.cell_type for s in sheets if s.cell_type is not None}
+    tested = f"{n_contrasts} contrast(s)" + (f" x {len(cell_types)} cell type(s)"
+                                             if cell_types else "")
+    layout = (f"'about' sheet + {len(sheets)} sheet(s) ({tested})" if fmt == "xlsx"
+              else f"{tested} in one table")
+    click.echo(f"wrote {path}")
+    click.echo(f"{study_id}: {layout}; {len(exported.long):,} rows; "
+               f"{exported.n_up + exported.n_down:,} DEGs at padj < {study['alpha']:g} "
+               f"({exported.n_up:,} up, {exported.n_down:,} down)")
+
+
+def _gene_list(text: str | None) -> list[str]:
+    """Genes given as a comma/space separated list, or ``@file`` with one gene per line."""
+    if not text:
+        return []
+    if text.startswith("@"):
+        text = Path(text[1:]).read_text()
+    return [g for g in text.replace(",", " ").split() if g]
+
+
+@main.command("signature-search")
+@click.option("--up", "up_genes", help="Up-regulated query genes: 'A,B,C' or @file.")
+@click.option("--down", "down_genes", help="Down-regulated query genes: 'A,B,C' or @file.")
+@click.option("--study", "study_id", help="Use a catalog signature as the query: its study...")
+@click.option("--contrast", help="...its contrast...")
+@click.option("--cell-type", help="...and, for single-cell studies, its cell type.")
+@click.option("--top", default=20, show_default=True, help="Rows to print.")
+@click.option("--permutations", default=1000, show_default=True,
+              help="Random gene sets per null distribution (p-values).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.pass_context
+def signature_search(ctx: click.Context, up_genes: str | None, down_genes: str | None,
+                     study_id: str | None, contrast: str | None, cell_type: str | None,
+                     top: int, permutations: int, fmt: str) -> None:
+    """Rank every contrast in the catalog by its connectivity to a gene signature (CMap-style
+    KS score: positive = same direction, negative = reversed)."""
+    from dge_platform.catalog import query
+    from dge_platform.signature_search import connectivity_scores, query_from_contrast
+
+    if bool(study_id) != bool(contrast) or (study_id and (up_genes or down_genes)):
+        click.echo("error: give --up/--down genes, or --study and --contrast (not both)",
+                   err=True)
+        sys.exit(1)
+    results = query(_home(ctx), "select study_id, contrast, cell_type, gene_id, gene_symbol, "
+                                "stat, significant from deg_results")
+    try:
+        if study_id:
+            up, down = query_from_contrast(results, study_id, contrast, cell_type)
+        else:
+            up, down = _gene_list(up_genes), _gene_list(down_genes)
+            if not up and not down:
+                raise ValueError("no query genes: give --up and/or --down")
+        ranked = connectivity_scores(up, down, results, permutations=permutations)
+    except (ValueError, OSError) as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(1)
+    shown = ranked.head(top)
+    if fmt == "csv":
+        click.echo(shown.to_csv(index=False), nl=False)
+    elif fmt == "json":
+        click.echo(shown.to_json(orient="records"))
+    else:
+        click.echo(f"query: {len(up)} up, {len(down)} down genes; {len(ranked)} signatures")
+        with pd.option_context("display.width", 200):
+            click.echo(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
 
 @main.command()

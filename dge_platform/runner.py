@@ -18,6 +18,8 @@ from dge_platform.defs.automation import last_ingested_hash, outdated_assets
 from dge_platform.defs.batch import batch_label, batch_target, study_batches
 from dge_platform.defs.partitions import study_partitions
 
+CROSS_STUDY = "cross-study"
+"""The label of the run refreshing the cross-study tables after the studies' runs."""
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
@@ -45,10 +47,14 @@ def run_studies(instance: dg.DagsterInstance, study_ids: Sequence[str],
                 echo: Callable[[str], None] = print) -> list[RunOutcome]:
     """Materialize every asset of the studies in this process, printing progress: one run per
     batch of up to ``MAX_STUDIES_PER_RUN`` studies that are contiguous partitions (new
-    studies become partitions in the given order, so a first run of all is one range)."""
+    studies become partitions in the given order, so a first run of all is one range), then
+    one run refreshing the cross-study tables when any study succeeded."""
     instance.add_dynamic_partitions(study_partitions.name, list(study_ids))
     order = instance.get_dynamic_partitions(study_partitions.name)
-    return [_run_batch(instance, batch, echo) for batch in study_batches(order, study_ids)]
+    outcomes = [_run_batch(instance, batch, echo) for batch in study_batches(order, study_ids)]
+    if any(o.success for o in outcomes):
+        outcomes.append(_run(instance, "cross_study_job", [CROSS_STUDY], None, {}, echo))
+    return outcomes
 
 
 def run_study(instance: dg.DagsterInstance, study_id: str,
@@ -59,10 +65,16 @@ def run_study(instance: dg.DagsterInstance, study_id: str,
 
 def _run_batch(instance: dg.DagsterInstance, batch: list[str],
                echo: Callable[[str], None]) -> RunOutcome:
+    partition_key, tags = batch_target(batch)
+    return _run(instance, "study_job", batch, partition_key, tags, echo)
+
+
+def _run(instance: dg.DagsterInstance, job_name: str, batch: list[str],
+         partition_key: str | None, tags: dict[str, str],
+         echo: Callable[[str], None]) -> RunOutcome:
     from dge_platform.definitions import defs
 
-    job = defs.resolve_job_def("study_job")
-    partition_key, tags = batch_target(batch)
+    job = defs.resolve_job_def(job_name)
     run_id = str(uuid.uuid4())
     start = time.monotonic()
     done = threading.Event()

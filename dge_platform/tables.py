@@ -163,6 +163,22 @@ TABLES: dict[str, TableSpec] = {spec.name: spec for spec in [
                   ("log2_fold_change", "DOUBLE"), ("pvalue", "DOUBLE"), ("padj", "DOUBLE"),
                   ("pct_in_group", "DOUBLE"), ("pct_other_groups", "DOUBLE"),
                   ("method", "VARCHAR"), ("exploratory", "BOOLEAN"))),
+    TableSpec("gene_recurrence", "Across studies: per gene (matched on upper-case symbol, else "
+              "the Ensembl id without version), in how many studies and contrasts it was "
+              "tested and significantly up or down (each study's alpha), with its median "
+              "log2 fold change.", (
+                  ("gene_key", "VARCHAR"), ("gene_symbol", "VARCHAR"), ("n_studies", "BIGINT"),
+                  ("n_contrasts", "BIGINT"), ("n_up", "BIGINT"), ("n_down", "BIGINT"),
+                  ("n_studies_up", "BIGINT"), ("n_studies_down", "BIGINT"),
+                  ("fraction_up", "DOUBLE"), ("fraction_down", "DOUBLE"),
+                  ("median_log2_fold_change", "DOUBLE")), per_study=False),
+    TableSpec("contrast_similarity", "Across studies: per signature (study, contrast, cell "
+              "type), its nearest signatures by Pearson r of Wald statistics over the "
+              "well-expressed genes both tested (at least 100).", (
+                  ("study_id", "VARCHAR"), ("contrast", "VARCHAR"), ("cell_type", "VARCHAR"),
+                  ("rank", "BIGINT"), ("neighbor_study_id", "VARCHAR"),
+                  ("neighbor_contrast", "VARCHAR"), ("neighbor_cell_type", "VARCHAR"),
+                  ("correlation", "DOUBLE"), ("n_shared_genes", "BIGINT")), per_study=False),
     TableSpec("enrichment", "Per contrast (and cell type where present), collection and term: "
               "over-representation of up- and down-regulated DEGs (hypergeometric against the "
               "tested genes; score = odds ratio, genes = overlap) and GSEA prerank on the Wald "

@@ -60,7 +60,9 @@ class Warehouse:
         path = self.partition_path(table, study_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_temps(path.parent)
-        data = frame.drop(columns=[PARTITION_KEY], errors="ignore")
+        # A study's partition holds its id in the path only; cross-study rows keep theirs.
+        data = frame if study_id is None else frame.drop(columns=[PARTITION_KEY],
+                                                         errors="ignore")
         arrow = pa.Table.from_pandas(data, preserve_index=False)
         with _atomic(path) as tmp, tmp.open("wb") as fh:
             pq.write_table(arrow, fh, compression="zstd")

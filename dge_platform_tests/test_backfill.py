@@ -56,9 +56,11 @@ def _table(home, table: str, study_id: str) -> pd.DataFrame:
 
 def test_one_run_materializes_every_study(batch_home):
     home, instance, outcomes = batch_home
-    assert [(o.study_ids, o.success) for o in outcomes] == [(STUDIES, True)], outcomes[0].error
-    runs = instance.get_runs()
-    assert len(runs) == 1
+    assert [(o.study_ids, o.success) for o in outcomes] == [(STUDIES, True),
+                                                           (["cross-study"], True)], \
+        outcomes[0].error
+    runs = instance.get_runs(dg.RunsFilter(job_name="study_job"))
+    assert len(runs) == 1 and len(instance.get_runs()) == 2  # + the cross-study refresh
     assert (runs[0].tags[RANGE_START_TAG], runs[0].tags[RANGE_END_TAG]) == ("bulk_a", "screen_c")
 
     degs = query(home, "select study_id, count(*) n from deg_results group by 1 order by 1")
@@ -109,8 +111,12 @@ def test_checks_of_a_batch_cover_every_study(batch_home):
 
 def test_every_asset_has_the_multi_run_backfill_policy():
     graph = defs.resolve_asset_graph()
-    keys = [k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable]
+    keys = [k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable
+            and graph.get(k).partitions_def is not None]
     assert len(keys) == 25  # ingest 5, bulk 8, screen 5, enrichment 1, single-cell 6
+    cross_study = [k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable
+                   and graph.get(k).partitions_def is None]
+    assert sorted(k.path[-1] for k in cross_study) == ["contrast_similarity", "gene_recurrence"]
     for key in keys:
         policy = graph.get(key).backfill_policy
         assert policy == dg.BackfillPolicy.multi_run(MAX_STUDIES_PER_RUN), key
@@ -132,7 +138,8 @@ def test_daemon_splits_a_backfill_into_batches():
     with instance_for_test(overrides={"run_launcher": launcher}) as instance:
         instance.add_dynamic_partitions("studies", keys)
         graph = defs.resolve_asset_graph()
-        selection = [k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable]
+        selection = [k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable
+                     and graph.get(k).partitions_def is not None]
         instance.add_backfill(PartitionBackfill.from_asset_partitions(
             backfill_id="all_studies", asset_graph=graph, partition_names=keys,
             asset_selection=selection, backfill_timestamp=time.time(), tags={},

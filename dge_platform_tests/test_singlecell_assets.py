@@ -5,6 +5,7 @@ marker-based annotation, exploratory markers and the catalog tables."""
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
@@ -200,3 +201,33 @@ def test_run_summary_lists_degs_per_cell_type(catalog):
     assert "single-cell report" in html
     assert f"Cell QC ({qc['passed']:,} of {qc['n']:,} cells passed)" in html
     assert html.count("<h3>stim_vs_ctrl: ") == 5 and "Marker genes (exploratory)" in html
+
+
+def test_cross_study_tables_are_refreshed_after_the_run(catalog):
+    """`dge run` refreshes the cross-study tables once after the studies' runs."""
+    assert "cross-study: ok" in catalog
+    isg15 = sql("select * from gene_recurrence where gene_key = 'ISG15'").iloc[0]
+    # Kang: up in all 5 cell types; the simulated study has no ISG15.
+    assert (isg15["n_studies"], isg15["n_contrasts"], isg15["n_up"]) == (1, 5, 5)
+    top = sql("select cell_type, neighbor_cell_type, correlation from contrast_similarity "
+              "where study_id = 'kang2018_pbmc' and rank = 1").set_index("cell_type")
+    # The two monocyte types respond most alike to IFN-beta.
+    assert top.loc["CD14+ Monocytes", "neighbor_cell_type"] == "FCGR3A+ Monocytes"
+    assert top.loc["CD14+ Monocytes", "correlation"] > 0.8
+
+
+def test_signature_search_ranks_the_interferon_response_first(catalog):
+    query = ["--up", "ISG15,IFIT1,IFIT3,MX1,IFI6,OAS1,ISG20,LY6E", "--down", "IL1B,VCAN"]
+    result = dge("signature-search", *query, "--permutations", "200", "--format", "json")
+    assert result.exit_code == 0, result.output
+    ranked = pd.read_json(io.StringIO(result.output))
+    top = ranked.head(2)
+    assert set(top["cell_type"]) == {"CD14+ Monocytes", "FCGR3A+ Monocytes"}
+    assert (top["score"] > 0.9).all() and (top["fdr"] < 0.05).all()
+    self_query = dge("signature-search", "--study", "kang2018_pbmc", "--contrast",
+                     "stim_vs_ctrl", "--cell-type", "CD14+ Monocytes", "--permutations", "200",
+                     "--format", "json")
+    first = pd.read_json(io.StringIO(self_query.output)).iloc[0]
+    assert first["cell_type"] == "CD14+ Monocytes" and first["score"] > 0.9
+    missing = dge("signature-search", "--study", "kang2018_pbmc", "--contrast", "stim_vs_ctrl")
+    assert missing.exit_code == 1 and "choose one of" in missing.output

@@ -23,7 +23,8 @@ REPROCESS_CRON_ENV = "DGE_REPROCESS_CRON"
 
 study_job = dg.define_asset_job(
     "study_job",
-    selection=dg.AssetSelection.all(),
+    # Cross-study tables refresh once after the studies (their own job and automation).
+    selection=dg.AssetSelection.all() - dg.AssetSelection.groups("cross_study"),
     description="Materialize every asset of one study partition, or of a batch of studies "
     "(a partition key range: one step per asset covers every study of the batch).",
 )
