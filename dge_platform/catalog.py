@@ -103,6 +103,14 @@ def connect(home: DgeHome) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def open_catalog(root: str | os.PathLike | None = None) -> duckdb.DuckDBPyConnection:
+    """The notebook entry point: a read-only connection (see :func:`connect`) to the catalog
+    under ``root`` (default: ``$DGE_HOME``, else the repository's ``data/``)."""
+    from dge_platform.home import resolve_home
+
+    return connect(resolve_home(root))
+
+
 def query(home: DgeHome, sql: str) -> pd.DataFrame:
     """Run read-only SQL against the catalog and return the last statement's result.
 

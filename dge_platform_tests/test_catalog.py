@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from dge_platform.catalog import CatalogQueryError, connect, query, refresh_catalog
+from dge_platform.catalog import CatalogQueryError, query, refresh_catalog
 from dge_platform.tables import TABLES
 from dge_platform.warehouse import Warehouse
 
@@ -98,8 +98,10 @@ def test_sql_is_read_only_and_confined_to_the_warehouse(home, tmp_path, sql, exp
 
 
 def test_notebook_connection_cannot_unlock_settings(home):
+    from dge_platform.catalog import open_catalog
+
     refresh_catalog(home)
-    con = connect(home)
+    con = open_catalog(home.root)
     with pytest.raises(Exception, match="configuration has been locked"):
         con.execute("SET enable_external_access = true")
     with pytest.raises(Exception, match="read-only"):
