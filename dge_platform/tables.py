@@ -21,12 +21,14 @@ class TableSpec:
     """A catalog table: name, description and guaranteed columns (name, DuckDB type).
 
     ``per_study`` tables are partitioned by study; the others (cross-study results) are one
-    file computed over every study."""
+    file computed over every study. ``sort_by``: columns each file is sorted by (nulls last),
+    so that filters on them skip row groups through their min/max statistics."""
 
     name: str
     description: str
     columns: tuple[tuple[str, str], ...]
     per_study: bool = True
+    sort_by: tuple[str, ...] = ()
 
     @property
     def stored_columns(self) -> list[str]:
@@ -89,7 +91,10 @@ TABLES: dict[str, TableSpec] = {spec.name: spec for spec in [
                   ("log2_fold_change", "DOUBLE"), ("lfc_se", "DOUBLE"), ("stat", "DOUBLE"),
                   ("pvalue", "DOUBLE"), ("padj", "DOUBLE"),
                   ("log2_fold_change_shrunk", "DOUBLE"), ("significant", "BOOLEAN"),
-                  ("compound", "VARCHAR"), ("dose", "DOUBLE"), ("cell_type", "VARCHAR"))),
+                  ("compound", "VARCHAR"), ("dose", "DOUBLE"), ("cell_type", "VARCHAR")),
+              # Gene lookups across studies are the common query; a study's top genes per
+              # contrast reads one file either way.
+              sort_by=("gene_symbol", "gene_id", "contrast", "cell_type")),
     TableSpec("sample_qc", "Per analysed sample: PCA scores, mean distance to the other "
               "samples, and likely-outlier flags with the reason.", (
                   ("study_id", "VARCHAR"), ("sample", "VARCHAR"), ("pc1", "DOUBLE"),

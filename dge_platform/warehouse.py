@@ -1,6 +1,7 @@
 """Parquet warehouse: one file per table and study, written atomically.
 
-Layout: ``<warehouse>/<table>/study_id=<id>/data.parquet`` (hive partitioning, zstd).
+Layout: ``<warehouse>/<table>/study_id=<id>/data.parquet`` (hive partitioning, zstd, rows
+sorted by the table's ``sort_by`` columns, row groups of ``ROW_GROUP_ROWS``).
 ``study_id`` lives in the path only; DuckDB adds it as a column when reading. Cell-level data
 stays AnnData: ``<warehouse>/<asset>/study_id=<id>/cells.h5ad``.
 """
@@ -19,10 +20,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dge_platform.tables import TABLES
+
 PARTITION_KEY = "study_id"
 DATA_FILE = "data.parquet"
 H5AD_FILE = "cells.h5ad"
 STALE_TEMP_SECONDS = 3600
+# Rows per Parquet row group: DuckDB's own row group size. DuckDB scans a file's row groups in
+# parallel and skips those whose min/max statistics exclude a filter, so a study's million
+# deg_results rows in ~8 groups sorted by gene beat one 1-Mi-row group (pyarrow's default).
+ROW_GROUP_ROWS = 122_880
 
 
 @dataclass(frozen=True)
@@ -63,9 +70,9 @@ class Warehouse:
         # A study's partition holds its id in the path only; cross-study rows keep theirs.
         data = frame if study_id is None else frame.drop(columns=[PARTITION_KEY],
                                                          errors="ignore")
-        arrow = pa.Table.from_pandas(data, preserve_index=False)
+        arrow = _sorted(table, pa.Table.from_pandas(data, preserve_index=False))
         with _atomic(path) as tmp, tmp.open("wb") as fh:
-            pq.write_table(arrow, fh, compression="zstd")
+            pq.write_table(arrow, fh, compression="zstd", row_group_size=ROW_GROUP_ROWS)
             fh.flush()
             os.fsync(fh.fileno())
         return WrittenTable(path, arrow.num_rows, path.stat().st_size)
@@ -127,6 +134,15 @@ class Warehouse:
         table has been written."""
         return (self.table_dir(table) / DATA_FILE).exists() or \
             any(self.table_dir(table).glob(f"{PARTITION_KEY}=*/{DATA_FILE}"))
+
+
+def _sorted(table: str, arrow: pa.Table) -> pa.Table:
+    """``arrow`` sorted by the table's ``sort_by`` columns that it has (nulls last, arrow's
+    default)."""
+    spec = TABLES.get(table)
+    keys = [(c, "ascending") for c in (spec.sort_by if spec else ())
+            if c in arrow.column_names and not pa.types.is_null(arrow.schema.field(c).type)]
+    return arrow.sort_by(keys) if keys and arrow.num_rows else arrow
 
 
 @contextmanager
