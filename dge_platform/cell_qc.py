@@ -363,6 +363,14 @@ def _join_reasons(flags: pd.DataFrame) -> pd.Series:
     return pd.Series([text[c] for c in codes], index=flags.index, dtype=object)
 
 
+def failed_by_reason(table: pd.DataFrame) -> pd.Series:
+    """Cells flagged per reason over the whole table (a cell with several reasons counts
+    under each), reasons that flagged nothing left out."""
+    # The summary's last row totals every group.
+    counts = qc_summary(table, pd.Series("cells", index=table.index)).iloc[-1][list(QC_REASONS)]
+    return counts[counts > 0].astype(np.int64).rename("cells").rename_axis("reason")
+
+
 def qc_summary(table: pd.DataFrame, groups: pd.Series) -> pd.DataFrame:
     """Per group: cells, cells passing, fraction passing and cells flagged per reason.
 

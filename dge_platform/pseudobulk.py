@@ -98,6 +98,15 @@ def pseudobulk(adata, keys: Sequence[str], *, min_cells: int = 10) -> Pseudobulk
     return Pseudobulk(counts[samples.index[samples["kept"]]], samples, keys[0])
 
 
+def pseudobulk_summary(samples: pd.DataFrame) -> pd.DataFrame:
+    """Per cell type of a ``pseudobulk_samples`` table: pseudobulks kept and dropped, cells
+    summed and donors."""
+    kept = samples["kept"].astype(bool)
+    return samples.assign(dropped=~kept, kept=kept).groupby("cell_type").agg(
+        pseudobulks=("kept", "sum"), dropped=("dropped", "sum"), cells=("n_cells", "sum"),
+        donors=("donor", "nunique")).reset_index()
+
+
 def testable_contrasts(sheet: pd.DataFrame, contrasts: Sequence[Contrast], donor_key: str,
                        min_donors: int = MIN_DONORS) -> tuple[list[Contrast], dict[str, str]]:
     """The contrasts a cell type's pseudobulks can test (at least ``min_donors`` donors on

@@ -8,6 +8,9 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
+from dge_platform.cell_qc import failed_by_reason
+from dge_platform.pseudobulk import pseudobulk_summary
+
 STYLE = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;color:#222;max-width:1200px}
 h1{font-size:1.5em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
@@ -193,11 +196,8 @@ def build_singlecell_report(*, study: dict, cell_qc: pd.DataFrame,
     """
     esc = html.escape
     alpha = study["alpha"]
-    reasons = cell_qc["reason"].str.split(";").explode()
-    failed = reasons[reasons != ""].value_counts().rename_axis("reason").reset_index(name="cells")
-    per_type = pseudobulks.groupby("cell_type").agg(
-        pseudobulks=("kept", "sum"), dropped=("kept", lambda k: int((~k.astype(bool)).sum())),
-        cells=("n_cells", "sum"), donors=("donor", "nunique")).reset_index()
+    failed = failed_by_reason(cell_qc).reset_index()
+    per_type = pseudobulk_summary(pseudobulks)
     body = [
         f"<h1>{esc(study['title'])}</h1>", "<h2>Design</h2>",
         _table(pd.DataFrame([{k: study.get(k) for k in

@@ -50,3 +50,18 @@ def test_cell_types_without_two_donors_per_group_are_skipped_with_the_reason():
     assert skipped["B cells: stim_vs_ctrl"].startswith("condition=stim has 1 donor(s)")
     assert "at least 2 donors per group" in skipped["B cells: stim_vs_ctrl"]
     assert len(results) == 2 * cells.n_vars
+
+
+def test_summaries_count_per_cell_type_and_per_reason():
+    from dge_platform.cell_qc import failed_by_reason
+    from dge_platform.pseudobulk import pseudobulk_summary
+
+    samples = pd.DataFrame({"cell_type": ["A", "A", "B"], "kept": [True, False, True],
+                            "n_cells": [10, 3, 12], "donor": ["d1", "d2", "d1"]})
+    assert pseudobulk_summary(samples).to_dict("records") == [
+        {"cell_type": "A", "pseudobulks": 1, "dropped": 1, "cells": 13, "donors": 2},
+        {"cell_type": "B", "pseudobulks": 1, "dropped": 0, "cells": 12, "donors": 1}]
+    qc = pd.DataFrame({"reason": ["", "doublet", "low_counts;high_mito", "doublet"],
+                       "passed": [True, False, False, False], "total_counts": [9, 8, 1, 9],
+                       "n_genes": [5, 5, 1, 5], "pct_mito": [1.0, 1.0, 40.0, 1.0]})
+    assert failed_by_reason(qc).to_dict() == {"low_counts": 1, "high_mito": 1, "doublet": 2}

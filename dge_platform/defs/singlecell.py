@@ -14,7 +14,7 @@ import pandas as pd
 from dge_platform import plots
 from dge_platform.cell_checks import SAMPLE, cell_samples
 from dge_platform.cell_embedding import annotate_clusters, embed_cells
-from dge_platform.cell_qc import cell_qc as run_cell_qc, qc_summary
+from dge_platform.cell_qc import cell_qc as run_cell_qc, failed_by_reason, qc_summary
 from dge_platform.defs.batch import (
     BACKFILL_POLICY,
     StudyEvent,
@@ -28,7 +28,7 @@ from dge_platform.defs.bulk import study_config
 from dge_platform.defs.partitions import study_partitions
 from dge_platform.defs.resources import DgeHomeResource
 from dge_platform.marker_genes import marker_genes as rank_markers
-from dge_platform.pseudobulk import pseudobulk
+from dge_platform.pseudobulk import pseudobulk, pseudobulk_summary
 from dge_platform.study import StudyConfig
 from dge_platform.study_tables import to_long
 from dge_platform.tables import TABLES
@@ -84,12 +84,11 @@ def _cell_qc(context: dg.AssetExecutionContext, study_id: str, cell_counts,
     summary = qc_summary(result, capture)
     figure = plots.cell_qc_distributions(result, capture)
     yield StudyFiles("cell_qc_plots", {"cell_qc.png": figure})
-    reasons = result["reason"].str.split(";").explode()
     yield dg.Output(table.reset_index(drop=True), metadata={
         "n_cells": len(table), "n_passed": int(table["passed"].sum()),
         "fraction_passed": round(float(table["passed"].mean()), 4),
         "failed_by_reason": dg.MetadataValue.json(
-            reasons[reasons != ""].value_counts().to_dict()),
+            {k: int(v) for k, v in failed_by_reason(result).items()}),
         "per_capture": dg.MetadataValue.md(summary.to_markdown()),
         "qc_distributions": dg.MetadataValue.md(plots.markdown_image(figure, "cell QC")),
     })
@@ -218,12 +217,11 @@ def _pseudobulks(context: dg.AssetExecutionContext, study_id: str, cell_counts,
     yield dg.Output(long[TABLES["pseudobulk_counts"].stored_columns], "pseudobulk_counts",
                     metadata={"n_pseudobulks": result.counts.shape[1],
                               "n_genes": result.counts.shape[0]})
-    per_type = table.groupby(CELL_TYPE).agg(kept=("kept", "sum"), dropped=("kept", lambda k: (~k).sum()),
-                                           cells=("n_cells", "sum"))
+    per_type = pseudobulk_summary(table)
     yield dg.Output(table, "pseudobulk_samples", metadata={
         "n_kept": int(table["kept"].sum()), "n_dropped": len(dropped),
         "dropped": dg.MetadataValue.json(dropped.to_dict("records")),
-        "per_cell_type": dg.MetadataValue.md(per_type.to_markdown())})
+        "per_cell_type": dg.MetadataValue.md(per_type.to_markdown(index=False))})
 
 
 @table_asset("marker_genes", group=GROUP, code_version=CODE_VERSION)
