@@ -78,6 +78,20 @@ def cell_metadata_problems(obs: pd.DataFrame, config: StudyConfig, file: str,
     return problems
 
 
+def marker_problems(adata, config: StudyConfig) -> list[Problem]:
+    """Cell types of ``markers:`` none of whose genes are in the matrix (used only when no
+    cell type column is given: such a type could never be assigned)."""
+    from dge_platform.cell_embedding import marker_ids
+
+    if config.cell_type or not config.markers:
+        return []
+    found, missing = marker_ids(adata, config.markers)
+    return [Problem(STUDY_FILE, f"markers.{cell_type}", f"none of {', '.join(missing[cell_type])}"
+                    f" is a gene of {config.counts} (matched on gene_symbol or gene id, any "
+                    "case)", "list marker genes present in the matrix, or drop this cell type")
+            for cell_type, ids in found.items() if not ids]
+
+
 def cell_samples(obs: pd.DataFrame, keys: list[str]) -> pd.Series:
     """Each cell's biological sample: its values of ``keys`` (donor, design variables, batch)
     joined by ``_``."""

@@ -15,6 +15,7 @@ from dge_platform.cell_checks import (
     SAMPLE,
     cell_count_problems,
     cell_metadata_problems,
+    marker_problems,
     cell_samples,
     donor_problems,
     sample_sheet,
@@ -278,6 +279,7 @@ class _Checker:
         self.sheet_file = config.cells or self.counts_file
         variables = design_variables(config.design)[0] if config.design else []
         problems = cell_metadata_problems(cells.obs, config, self.sheet_file, variables)
+        problems += marker_problems(cells, config)
         self.problems += problems
         if problems:
             return

@@ -133,8 +133,13 @@ def test_cell_types_need_a_column_or_markers(tmp_path):
     text = _messages(validate_study(_kang_study(tmp_path / "sc", cell_type=None)))
     assert "study.yaml: cell_type: no cell type column and no markers" in text
     report = validate_study(_kang_study(tmp_path / "sc2", cell_type=None,
-                                        markers={"B cells": ["MS4A1", "CD79A"]}))
+                                        markers={"B cells": ["ms4a1", "CD79A"]}))
     assert not report.problems, _messages(report)
+    text = _messages(validate_study(_kang_study(tmp_path / "sc3", cell_type=None, markers={
+        "B cells": ["MS4A1"], "Platelets": ["PPBP_X", "PF4_X"]})))
+    assert text.endswith("study.yaml: markers.Platelets: none of PPBP_X, PF4_X is a gene of "
+                         "cells.h5ad (matched on gene_symbol or gene id, any case) -> list "
+                         "marker genes present in the matrix, or drop this cell type")
 
 
 def test_singlecell_keys_are_refused_elsewhere_and_qc_keys_checked(tmp_path):
