@@ -114,3 +114,20 @@ def write_screen(folder: Path, *, plates: int = 1, n_genes: int = 60, config: di
     base = {k: v for k, v in base.items() if v is not None}
     (folder / "study.yaml").write_text(yaml.safe_dump(base, sort_keys=False))
     return folder
+
+
+REPORT_PREFIX = "report: "
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the figures tests record with ``record_property("report: <what>", value)`` (case
+    counts of fuzzing, query and lock-error counts of concurrency runs), once at the end; works
+    under xdist, which forwards each test's recorded properties to the controller."""
+    lines = [f"{name[len(REPORT_PREFIX):]}: {value}"
+             for reports in terminalreporter.stats.values() for report in reports
+             for name, value in getattr(report, "user_properties", ())
+             if getattr(report, "when", None) == "call" and name.startswith(REPORT_PREFIX)]
+    if lines:
+        terminalreporter.section("figures")
+        for line in sorted(lines):
+            terminalreporter.write_line(line)
