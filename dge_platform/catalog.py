@@ -1,55 +1,210 @@
 """DuckDB catalog: SQL views over the Parquet warehouse, and read-only querying.
 
 The catalog file holds only views whose globs pick up every study's partition, so it is
-rebuilt only when a table gains its first data. It is rebuilt into a temporary file and
-renamed into place, so readers never meet a write lock. Queries run on a read-only
-connection that can read the warehouse and nothing else.
+rebuilt only when a table gains its first data (or the warehouse moves). It is rebuilt into a
+temporary file and renamed into place, so readers never meet a write lock. Queries run on a
+read-only connection that can read the warehouse and nothing else.
+
+A warehouse on S3 is read through DuckDB's httpfs extension, loaded from the file that the
+pip package ``duckdb-extension-httpfs`` ships (nothing is downloaded at run time), with the
+credentials and endpoint of the environment given to each connection as a temporary secret:
+it lives in that connection's memory, never in the catalog file.
 """
 
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from urllib.parse import urlsplit
 
 import duckdb
 import pandas as pd
 
 from dge_platform.home import DgeHome
 from dge_platform.tables import TABLES, TableSpec
-from dge_platform.warehouse import DATA_FILE, PARTITION_KEY, Warehouse
+from dge_platform.warehouse import DATA_FILE, PARTITION_KEY, S3Settings, Warehouse
 
-ALLOWED_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+ALLOWED_STATEMENTS = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
+"""What :func:`query` (``dge sql``) runs."""
+NOTEBOOK_STATEMENTS = ALLOWED_STATEMENTS | {duckdb.StatementType.SET}
+"""What :func:`connect` runs: also SET, for ``SET VARIABLE``; the locked configuration
+refuses every setting."""
+S3_SECRET = "dge_warehouse"
 
 
 class CatalogQueryError(Exception):
-    """A query was refused or failed; the message says why."""
+    """A query was refused or failed, or the catalog cannot reach the warehouse; the message
+    says why."""
+
+
+def httpfs_extension() -> Path:
+    """DuckDB's httpfs extension as shipped by the pip package ``duckdb-extension-httpfs``
+    for the installed DuckDB (the package's version must match DuckDB's).
+
+    Raises
+    ------
+    CatalogQueryError
+        When the package is missing or built for another DuckDB version.
+    """
+    wanted = f"pip install duckdb-extension-httpfs=={duckdb.__version__}"
+    try:
+        import duckdb_extension_httpfs
+    except ImportError:
+        raise CatalogQueryError("reading an s3:// warehouse needs DuckDB's httpfs extension "
+                                f"from the package duckdb-extension-httpfs: {wanted}") from None
+    path = (Path(duckdb_extension_httpfs.__file__).parent / "extensions"
+            / f"v{duckdb.__version__}" / "httpfs.duckdb_extension")
+    if not path.is_file():
+        raise CatalogQueryError(f"duckdb-extension-httpfs has no httpfs for DuckDB "
+                                f"{duckdb.__version__} ({path} is missing): {wanted}")
+    return path
+
+
+class CatalogConnection:
+    """A read-only connection to the catalog: SQL in, results out.
+
+    DuckDB confines file access to the warehouse, but cannot tell reading a file there from
+    writing one: a raw connection could ``COPY`` over a study's Parquet file. This one runs
+    only statements of the allowed types, and hands out results, not DuckDB relations or
+    cursors that could run other SQL. Refusals and failures raise :class:`CatalogQueryError`.
+
+    ``sql``/``query``/``execute`` run the statements (parameters go to the last one);
+    ``df()``, ``fetchall()``, ``fetchone()``, ``fetchmany()``, ``fetchnumpy()``, ``arrow()``,
+    ``pl()`` and ``description`` give the last result: ``con.sql("select ...").df()``.
+    """
+
+    _RESULTS = frozenset({"df", "fetchdf", "fetch_df", "fetchall", "fetchone", "fetchmany",
+                          "fetchnumpy", "arrow", "fetch_arrow_table", "pl", "description"})
+
+    def __init__(self, con: duckdb.DuckDBPyConnection,
+                 allowed: frozenset[duckdb.StatementType]):
+        self._con = con
+        self._allowed = allowed
+
+    def execute(self, sql: str, parameters: object = None) -> CatalogConnection:
+        with _query_errors():
+            statements = self._con.extract_statements(sql)
+        if not statements:
+            raise CatalogQueryError("no SQL statement given")
+        for stmt in statements:
+            if stmt.type not in self._allowed:
+                allowed = "" if duckdb.StatementType.SET not in self._allowed else " and SET"
+                raise CatalogQueryError(f"{stmt.type.name} statements are not allowed: the "
+                                        "catalog is read-only (only SELECT queries, including "
+                                        f"DESCRIBE, SHOW and EXPLAIN{allowed}, may run)")
+        for i, stmt in enumerate(statements, 1):
+            with _query_errors():
+                self._con.execute(stmt, parameters if i == len(statements) else None)
+        return self
+
+    sql = query = execute
+
+    def __getattr__(self, name: str):
+        if name not in self._RESULTS:
+            raise AttributeError(f"the read-only catalog connection has no '{name}': run SQL "
+                                 "with sql(), then fetch with df(), fetchall(), arrow() or pl()")
+        result = getattr(self._con, name)
+        if not callable(result):
+            return result
+
+        @functools.wraps(result)
+        def fetch(*args, **kwargs):
+            with _query_errors():
+                return result(*args, **kwargs)
+        return fetch
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> CatalogConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextmanager
+def _query_errors() -> Iterator[None]:
+    """DuckDB errors as :class:`CatalogQueryError`, a refused file access said as such."""
+    try:
+        yield
+    except duckdb.PermissionException as exc:
+        raise CatalogQueryError(f"refused: {str(exc).splitlines()[0]} (queries may read only "
+                                "the catalog's tables)") from None
+    except duckdb.Error as exc:
+        raise CatalogQueryError(f"SQL error: {str(exc).strip()}") from None
+
+
+def _sql_text(value: str | bool) -> str:
+    """A SQL literal: booleans bare, text single-quoted."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _state_path(home: DgeHome) -> Path:
     return home.catalog.with_suffix(".state.json")
 
 
-def _view_sql(spec: TableSpec, warehouse: Warehouse) -> str:
-    if not warehouse.has_data(spec.name):
+def _read_state(home: DgeHome) -> dict | None:
+    path = _state_path(home)
+    return json.loads(path.read_text()) if home.catalog.exists() and path.exists() else None
+
+
+def _view_sql(spec: TableSpec, warehouse: Warehouse, has_data: bool) -> str:
+    if not has_data:
         cols = ", ".join(f"CAST(NULL AS {typ}) AS {name}" for name, typ in spec.columns)
         return f"CREATE VIEW {spec.name} AS SELECT {cols} WHERE false"
     if not spec.per_study:
-        path = warehouse.partition_path(spec.name, None).resolve()
-        return f"CREATE VIEW {spec.name} AS SELECT * FROM read_parquet('{path}')"
-    pattern = str(warehouse.table_dir(spec.name).resolve() / f"{PARTITION_KEY}=*" / DATA_FILE)
+        path = _sql_text(str(warehouse.partition_path(spec.name, None)))
+        return f"CREATE VIEW {spec.name} AS SELECT * FROM read_parquet({path})"
+    pattern = _sql_text(str(warehouse.table_dir(spec.name) / f"{PARTITION_KEY}=*" / DATA_FILE))
     return (f"CREATE VIEW {spec.name} AS SELECT {PARTITION_KEY}, * EXCLUDE ({PARTITION_KEY}) "
-            f"FROM read_parquet('{pattern}', hive_partitioning = true, union_by_name = true, "
+            f"FROM read_parquet({pattern}, hive_partitioning = true, union_by_name = true, "
             f"hive_types = {{'{PARTITION_KEY}': VARCHAR}})")
 
 
-def _desired_state(home: DgeHome) -> dict[str, bool]:
-    warehouse = Warehouse(home.warehouse)
-    return {name: warehouse.has_data(name) for name in TABLES}
+def _open(database: Path, warehouse: Warehouse, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection that can read ``warehouse``: on S3, with httpfs loaded from its
+    pip package and the environment's S3 settings as a temporary secret scoped to the
+    warehouse. Extensions are never installed or auto-loaded, secrets never persisted."""
+    extension = httpfs_extension() if warehouse.on_s3 else None
+    con = duckdb.connect(str(database), read_only=read_only,
+                         config={"autoinstall_known_extensions": False,
+                                 "autoload_known_extensions": False,
+                                 "allow_persistent_secrets": False})
+    if extension is None:
+        return con
+    try:
+        con.execute(f"LOAD {_sql_text(str(extension))}")
+        con.execute(_s3_secret_sql(S3Settings.from_env(), warehouse.uri.rstrip("/") + "/"))
+    except duckdb.Error as exc:
+        con.close()
+        # Not DuckDB's message: it may quote the statement, which holds the secret key.
+        raise CatalogQueryError(f"cannot set up S3 access to the warehouse {warehouse.uri} "
+                                f"from the environment ({type(exc).__name__})") from None
+    return con
+
+
+def _s3_secret_sql(settings: S3Settings, scope: str) -> str:
+    """``CREATE TEMPORARY SECRET`` for ``settings``: a custom endpoint (MinIO, moto) is
+    addressed path-style, over TLS only when its URL says https."""
+    options: dict[str, str | bool | None] = {
+        "KEY_ID": settings.key_id, "SECRET": settings.secret,
+        "SESSION_TOKEN": settings.session_token, "REGION": settings.region or "us-east-1",
+        "SCOPE": scope}
+    if settings.endpoint:
+        url = urlsplit(settings.endpoint)
+        options |= {"ENDPOINT": url.netloc, "URL_STYLE": "path", "USE_SSL": url.scheme == "https"}
+    body = "".join(f", {key} {_sql_text(value)}" for key, value in options.items()
+                   if value is not None)
+    return f"CREATE TEMPORARY SECRET {S3_SECRET} (TYPE s3{body})"
 
 
 @contextmanager
@@ -64,46 +219,53 @@ def _catalog_lock(home: DgeHome) -> Iterator[None]:
 
 
 def refresh_catalog(home: DgeHome, *, force: bool = False) -> bool:
-    """Rebuild the catalog if a table gained or lost all its data; return True if rebuilt."""
+    """Rebuild the catalog if a table gained or lost all its data, or the warehouse moved;
+    return True if rebuilt."""
     with _catalog_lock(home):
-        state = _desired_state(home)
-        current = _state_path(home)
-        if not force and home.catalog.exists() and current.exists() \
-                and json.loads(current.read_text()) == state:
-            return False
         warehouse = Warehouse(home.warehouse)
+        written = warehouse.tables_with_data()
+        state = {"warehouse": warehouse.uri, "tables": {name: name in written for name in TABLES}}
+        if not force and _read_state(home) == state:
+            return False
         tmp = home.catalog.with_name(f".{home.catalog.name}.{uuid.uuid4().hex}.tmp")
         try:
-            con = duckdb.connect(str(tmp))
+            con = _open(tmp, warehouse, read_only=False)
             for spec in TABLES.values():
-                con.execute(_view_sql(spec, warehouse))
+                con.execute(_view_sql(spec, warehouse, state["tables"][spec.name]))
             con.close()
             os.replace(tmp, home.catalog)
         finally:
             tmp.unlink(missing_ok=True)
             tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
-        current.write_text(json.dumps(state))
+        _state_path(home).write_text(json.dumps(state))
         return True
 
 
-def connect(home: DgeHome) -> duckdb.DuckDBPyConnection:
+def connect(home: DgeHome) -> CatalogConnection:
     """A read-only connection to the catalog that can read the warehouse and nothing else.
 
     It cannot write files, attach databases, install or load extensions, or change these
-    settings. Use it from notebooks: ``connect(resolve_home()).sql("select ...").df()``.
+    settings: DuckDB may open files under the warehouse only (local folder or S3 prefix, plus
+    its own spill folder beside the catalog), with external access off and the configuration
+    locked; :class:`CatalogConnection` refuses statements that would write there. Use it from
+    notebooks: ``connect(resolve_home()).sql("select ...").df()``.
     """
-    if not home.catalog.exists():
+    return _connect(home, NOTEBOOK_STATEMENTS)
+
+
+def _connect(home: DgeHome, allowed: frozenset[duckdb.StatementType]) -> CatalogConnection:
+    warehouse = Warehouse(home.warehouse)
+    state = _read_state(home)
+    if state is None or state.get("warehouse") != warehouse.uri:
         refresh_catalog(home)
-    con = duckdb.connect(str(home.catalog), read_only=True,
-                         config={"autoinstall_known_extensions": False,
-                                 "autoload_known_extensions": False})
-    con.execute("SET allowed_directories = $dirs", {"dirs": [str(home.warehouse.resolve()) + "/"]})
+    con = _open(home.catalog, warehouse, read_only=True)
+    con.execute("SET allowed_directories = $dirs", {"dirs": [warehouse.uri.rstrip("/") + "/"]})
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
-    return con
+    return CatalogConnection(con, allowed)
 
 
-def open_catalog(root: str | os.PathLike | None = None) -> duckdb.DuckDBPyConnection:
+def open_catalog(root: str | os.PathLike | None = None) -> CatalogConnection:
     """The notebook entry point: a read-only connection (see :func:`connect`) to the catalog
     under ``root`` (default: ``$DGE_HOME``, else the repository's ``data/``)."""
     from dge_platform.home import resolve_home
@@ -120,29 +282,5 @@ def query(home: DgeHome, sql: str) -> pd.DataFrame:
         For statements other than SELECT/EXPLAIN (COPY, EXPORT, ATTACH, INSTALL, SET, ...),
         for access outside the warehouse, and for SQL errors.
     """
-    con = connect(home)
-    try:
-        try:
-            statements = con.extract_statements(sql)
-        except duckdb.Error as exc:
-            raise CatalogQueryError(f"SQL error: {exc}") from None
-        if not statements:
-            raise CatalogQueryError("no SQL statement given")
-        for stmt in statements:
-            if stmt.type not in ALLOWED_STATEMENTS:
-                kind = stmt.type.name
-                raise CatalogQueryError(f"{kind} statements are not allowed: the catalog is "
-                                        "read-only (only SELECT queries, including DESCRIBE, "
-                                        "SHOW and EXPLAIN, may run)")
-        result = None
-        for stmt in statements:
-            try:
-                result = con.execute(stmt).df()
-            except duckdb.PermissionException as exc:
-                raise CatalogQueryError(f"refused: {str(exc).splitlines()[0]} (queries may read "
-                                        "only the catalog's tables)") from None
-            except duckdb.Error as exc:
-                raise CatalogQueryError(f"SQL error: {str(exc).strip()}") from None
-        return result
-    finally:
-        con.close()
+    with _connect(home, ALLOWED_STATEMENTS) as con:
+        return con.execute(sql).df()

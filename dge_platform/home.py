@@ -1,4 +1,9 @@
-"""The data root (``DGE_HOME``): registered studies, Parquet warehouse, catalog, Dagster home."""
+"""The data root (``DGE_HOME``): registered studies, Parquet warehouse, catalog, Dagster home.
+
+The warehouse lives under the root unless ``DGE_WAREHOUSE`` names another place: a local
+folder or ``s3://bucket/prefix`` (see :mod:`dge_platform.warehouse`). Studies, the catalog
+and Dagster's storage stay local.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,20 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from dge_platform.warehouse import StoragePath, warehouse_root
+
 ENV_VAR = "DGE_HOME"
+WAREHOUSE_ENV_VAR = "DGE_WAREHOUSE"
 REPO_DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 @dataclass(frozen=True)
 class DgeHome:
-    """Locations under one data root."""
+    """Locations under one data root; ``warehouse_uri`` (empty: ``<root>/warehouse``) moves
+    the warehouse elsewhere."""
 
     root: Path
+    warehouse_uri: str = ""
 
     @property
     def studies(self) -> Path:
@@ -22,9 +32,10 @@ class DgeHome:
         return self.root / "studies"
 
     @property
-    def warehouse(self) -> Path:
-        """Parquet tables, hive-partitioned by study_id (the source of truth)."""
-        return self.root / "warehouse"
+    def warehouse(self) -> StoragePath:
+        """Parquet tables, hive-partitioned by study_id (the source of truth): a local
+        ``Path``, or a ``UPath`` for ``s3://``."""
+        return warehouse_root(self.warehouse_uri or self.root / "warehouse")
 
     @property
     def catalog(self) -> Path:
@@ -42,7 +53,8 @@ class DgeHome:
     def ensure(self) -> DgeHome:
         """Create the folders and a Dagster instance config if missing."""
         for path in (self.studies, self.warehouse, self.dagster_home):
-            path.mkdir(parents=True, exist_ok=True)
+            if isinstance(path, Path):  # an S3 warehouse has no folders to create
+                path.mkdir(parents=True, exist_ok=True)
         config = self.dagster_home / "dagster.yaml"
         if not config.exists():
             # Telemetry off: the platform runs where outbound network is not allowed.
@@ -50,7 +62,10 @@ class DgeHome:
         return self
 
 
-def resolve_home(root: str | os.PathLike | None = None) -> DgeHome:
-    """The data root: ``root`` if given, else ``$DGE_HOME``, else the repository's ``data/``."""
+def resolve_home(root: str | os.PathLike | None = None,
+                 warehouse: str | os.PathLike | None = None) -> DgeHome:
+    """The data root: ``root`` if given, else ``$DGE_HOME``, else the repository's ``data/``;
+    its warehouse: ``warehouse`` if given, else ``$DGE_WAREHOUSE``, else ``<root>/warehouse``."""
     chosen = root or os.environ.get(ENV_VAR) or REPO_DATA
-    return DgeHome(Path(chosen).expanduser().resolve())
+    location = warehouse or os.environ.get(WAREHOUSE_ENV_VAR) or ""
+    return DgeHome(Path(chosen).expanduser().resolve(), str(location))

@@ -4,14 +4,16 @@ read-only SQL surface."""
 from __future__ import annotations
 
 import os
+import time
+import uuid
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from dge_platform.catalog import CatalogQueryError, query, refresh_catalog
+from dge_platform.catalog import CatalogQueryError, connect, query, refresh_catalog
 from dge_platform.tables import TABLES
-from dge_platform.warehouse import Warehouse
+from dge_platform.warehouse import STALE_TEMP_SECONDS, Warehouse
 
 
 def counts_frame(n: int, offset: int = 0) -> pd.DataFrame:
@@ -107,3 +109,96 @@ def test_notebook_connection_cannot_unlock_settings(home):
     with pytest.raises(Exception, match="read-only"):
         con.execute("CREATE TABLE t AS SELECT 1")
     assert con.execute("select count(*) from studies").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("name,write", [
+    ("data.parquet", lambda wh: wh.write("raw_counts", "s1", counts_frame(1))),
+    ("report.html", lambda wh: wh.write_file("raw_counts", "s1", "report.html", b"<html/>")),
+    ("cells.h5ad", lambda wh: wh.write_h5ad("raw_counts", "s1", _cells())),
+])
+def test_every_atomic_write_clears_stale_temps_in_its_folder(home, name, write):
+    """Any write (table, plot or report, h5ad) removes the temps of dead writers in its folder
+    once older than STALE_TEMP_SECONDS, whatever file they were for; younger ones stay."""
+    wh = Warehouse(home.warehouse)
+    folder = wh.partition_path("raw_counts", "s1").parent
+    folder.mkdir(parents=True)
+    stale = [folder / f".{n}.123.{uuid.uuid4().hex}.tmp" for n in ("data.parquet", "plot.png",
+                                                                   "cells.h5ad")]
+    in_progress = folder / f".{name}.456.{uuid.uuid4().hex}.tmp"
+    for tmp in [*stale, in_progress]:
+        tmp.write_bytes(b"partial")
+    for tmp in stale:
+        old = time.time() - STALE_TEMP_SECONDS - 60
+        os.utime(tmp, (old, old))
+    write(wh)
+    assert sorted(os.listdir(folder)) == sorted([name, in_progress.name])
+
+
+def _cells():
+    import anndata as ad
+    import numpy as np
+
+    return ad.AnnData(np.ones((2, 2), dtype=np.float32))
+
+
+def run_on(surface: str, home, sql: str) -> pd.DataFrame:
+    """``sql`` through ``query`` (``dge sql``) or the notebook connection (``connect``)."""
+    if surface == "query":
+        return query(home, sql)
+    with connect(home) as con:
+        return con.sql(sql).df()
+
+
+# Refused through both surfaces, whatever the warehouse ({wh}: its location; {tmp}: a local
+# folder outside it holding outside.parquet). DuckDB itself would run the first two: its file
+# confinement lets the warehouse be written too, so the statement check stops them.
+REFUSED_BY_CONNECTION = [
+    ("COPY raw_counts TO '{wh}/raw_counts/study_id=s1/data.parquet' (FORMAT parquet)",
+     "COPY statements are not allowed"),
+    ("EXPORT DATABASE '{wh}/dump'", "EXPORT statements are not allowed"),
+    ("COPY (select 1) TO '{tmp}/x.csv'", "COPY statements are not allowed"),
+    ("ATTACH '{tmp}/other.duckdb' AS other", "ATTACH statements are not allowed"),
+    ("INSTALL httpfs", "LOAD statements are not allowed"),
+    ("LOAD httpfs", "LOAD statements are not allowed"),
+    ("select * from read_parquet('{tmp}/outside.parquet')", "refused: Permission Error"),
+    ("select * from read_csv('/etc/passwd')", "refused: Permission Error"),
+]
+
+
+@pytest.mark.parametrize("surface", ["query", "connect"])
+@pytest.mark.parametrize("statement,expect", REFUSED_BY_CONNECTION + [
+    ("select * from read_parquet('{wh}/../../outside.parquet')", "refused: Permission Error"),
+])
+def test_both_surfaces_are_read_only_and_confined_to_the_warehouse(home, tmp_path, surface,
+                                                                    statement, expect):
+    wh = Warehouse(home.warehouse)
+    wh.write("raw_counts", "s1", counts_frame(2))
+    counts_frame(1).to_parquet(tmp_path / "outside.parquet")
+    refresh_catalog(home)
+    before = sorted(p for p in home.root.rglob("*") if p.is_file())
+    with pytest.raises(CatalogQueryError, match=expect.replace("(", r"\(")):
+        run_on(surface, home, statement.format(wh=home.warehouse, tmp=tmp_path))
+    assert sorted(p for p in home.root.rglob("*") if p.is_file()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dge_home", "outside.parquet"]
+    assert wh.read("raw_counts", "s1")["count"].sum() == 1
+
+
+def test_notebook_connection_hands_out_results_only(home):
+    from dge_platform.catalog import open_catalog
+
+    Warehouse(home.warehouse).write("raw_counts", "s1", counts_frame(4))
+    refresh_catalog(home)
+    with open_catalog(home.root) as con:
+        assert con.execute("select count(*) from raw_counts where count >= $1", [2]).fetchone() \
+            == (2,)
+        con.sql("SET VARIABLE min_count = 3")
+        assert con.sql("select count(*) as n from raw_counts "
+                       "where count >= getvariable('min_count')").df()["n"].item() == 1
+        assert [d[0] for d in con.sql("select * from raw_counts").description] == \
+            ["study_id", "gene_id", "sample", "count"]
+        # No DuckDB relation or cursor: they could run any statement or write files.
+        for name in ("cursor", "duplicate", "to_parquet", "register_filesystem", "read_csv"):
+            with pytest.raises(AttributeError, match="read-only catalog connection"):
+                getattr(con, name)
+        with pytest.raises(CatalogQueryError, match="SQL error: Catalog Error"):
+            con.sql("select * from nonexistent_table")

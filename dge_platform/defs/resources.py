@@ -11,7 +11,12 @@ from dge_platform.warehouse import Warehouse
 
 
 class DgeHomeResource(dg.ConfigurableResource):
-    """The data root; empty ``root`` means ``$DGE_HOME`` or the repository's ``data/``."""
+    """The data root; empty ``root`` means ``$DGE_HOME`` or the repository's ``data/``.
+
+    The warehouse location is ``$DGE_WAREHOUSE`` (see :mod:`dge_platform.home`), not config:
+    ``dge sql`` and notebooks read the same variable, so every entry point sees one warehouse
+    (two would each rebuild the catalog for their own). S3 settings are environment too.
+    """
 
     root: str = ""
 
