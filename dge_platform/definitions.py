@@ -1,4 +1,19 @@
-"""The one Dagster ``Definitions`` of the platform (loaded by workspace.yaml and ``dge``)."""
+"""The one Dagster ``Definitions`` of the platform (loaded by workspace.yaml and ``dge``).
+
+The deployment picks, through the environment of every process that loads this module
+(code server, run worker, Celery worker, step pod), how steps execute and how many CPUs a
+heavy step uses:
+
+- ``DGE_EXECUTOR``: ``multiprocess`` (default: steps as processes of the run's host),
+  ``celery`` (steps as tasks on Celery workers; broker and result backend from
+  ``DGE_CELERY_BROKER`` and ``DGE_CELERY_BACKEND``, read when a run starts) or ``k8s`` (a pod
+  per step, ``dagster-k8s``'s ``k8s_job_executor``). Runs launched by ``dge run`` execute in
+  its own process whatever the choice.
+- ``DGE_N_CPUS``: the ``deseq`` resource's CPU budget per heavy step (default: one per core,
+  at most 4).
+"""
+
+import os
 
 import dagster as dg
 
@@ -27,6 +42,28 @@ from dge_platform.defs.resources import (
 )
 from dge_platform.defs.singlecell import cell_qc, marker_genes, pseudobulks, sc_processed
 
+EXECUTOR_ENV = "DGE_EXECUTOR"
+N_CPUS_ENV = "DGE_N_CPUS"
+
+
+def step_executor(choice: str) -> dg.ExecutorDefinition:
+    """The executor of every job for a ``DGE_EXECUTOR`` value (module doc)."""
+    if choice == "multiprocess":
+        return dg.multi_or_in_process_executor
+    if choice == "celery":
+        from dagster_celery import celery_executor
+
+        # The URLs may hold the broker's password: resolved from the environment at run start,
+        # never stored in the run's config.
+        return celery_executor.configured({"broker": {"env": "DGE_CELERY_BROKER"},
+                                           "backend": {"env": "DGE_CELERY_BACKEND"}})
+    if choice == "k8s":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor
+    raise ValueError(f"{EXECUTOR_ENV}={choice!r}: expected multiprocess, celery or k8s")
+
+
 dge_home = DgeHomeResource()
 
 defs = dg.Definitions(
@@ -37,7 +74,9 @@ defs = dg.Definitions(
     jobs=[study_job, cross_study_job],
     sensors=[study_sensor, cross_study_automation],
     schedules=[nightly_reprocess],
-    resources={"dge_home": dge_home, "deseq": DeseqResource(),
+    resources={"dge_home": dge_home,
+               "deseq": DeseqResource(n_cpus=int(os.environ.get(N_CPUS_ENV, "0"))),
                "warehouse_io": WarehouseIOManager(dge_home=dge_home),
                "h5ad_io": H5adIOManager(dge_home=dge_home)},
+    executor=step_executor(os.environ.get(EXECUTOR_ENV, "multiprocess")),
 )

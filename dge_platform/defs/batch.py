@@ -26,6 +26,7 @@ study keeps its previous tables; the studies' downstream steps do not run.
 
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,41 @@ BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=MAX_STUDIES
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
+HEAVY_POOL = "dge_heavy"
+"""Concurrency pool of the steps that fit models or hold a study's cells in memory. Its limit
+(``concurrency: pools:`` in dagster.yaml, or ``dagster instance concurrency set dge_heavy N``)
+caps how many of them run at once across all runs and workers; other steps are not limited."""
+HEAVY_STEP_RESOURCES = {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "16Gi"}}
+"""What a heavy step's pod asks for under ``k8s_job_executor``: the CPU request matches
+``DGE_N_CPUS=2`` (deploy/helm/values.yaml); memory fits a 100,000-cell study (5.6 GB peak)."""
+HEAVY_STEP = {"pool": HEAVY_POOL, "op_tags": {
+    "dagster-k8s/config": {"container_config": {"resources": HEAVY_STEP_RESOURCES}}}}
+"""Keyword arguments of a heavy asset's decorator: its pool and its pod resources."""
+
+
+@contextmanager
+def cpu_budget(n_cpus: int) -> Iterator[None]:
+    """Cap the threads a heavy step starts while the block runs.
+
+    Parameters
+    ----------
+    n_cpus
+        Threads allowed to BLAS and OpenMP pools and to numba parallel loops (GSEA); the
+        ``deseq`` resource's budget, which PyDESeq2's worker processes also take. Without
+        it each library starts one thread per host core, and concurrent steps on one host
+        (or a pod on a large node) oversubscribe it.
+    """
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    # numba.set_num_threads applies to the calling thread and cannot exceed its pool size.
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(n_cpus, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        with threadpool_limits(limits=n_cpus):
+            yield
+    finally:
+        numba.set_num_threads(before)
 
 
 @dataclass(frozen=True)

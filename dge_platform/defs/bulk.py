@@ -18,9 +18,11 @@ from dge_platform.deseq_engine import DeseqResult
 from dge_platform.design import study_design_frame, treatment_matrix
 from dge_platform.defs.batch import (
     BACKFILL_POLICY,
+    HEAVY_STEP,
     StudyEvent,
     StudyFiles,
     StudyTables,
+    cpu_budget,
     run_per_study,
     table_asset,
     table_out,
@@ -73,7 +75,7 @@ def study_config(studies: pd.DataFrame) -> StudyConfig:
     partitions_def=study_partitions,
     backfill_policy=BACKFILL_POLICY,
     group_name=GROUP,
-    pool="deseq2",
+    **HEAVY_STEP,
     description="One DESeq2 fit of the study's full design (technical replicates summed "
     "first; for screens the wells that passed well_qc), then every contrast: Wald test "
     "(lfc_threshold as the alternative hypothesis), "
@@ -86,10 +88,12 @@ def deseq2(context: dg.AssetExecutionContext, deseq: DeseqResource, raw_counts: 
            samples: StudyTables, studies: StudyTables, genes: StudyTables,
            well_qc: StudyTables, pseudobulk_counts: StudyTables,
            pseudobulk_samples: StudyTables):
-    yield from run_per_study(context, partial(_deseq2, context, deseq), raw_counts=raw_counts,
-                             samples=samples, studies=studies, genes=genes, well_qc=well_qc,
-                             pseudobulk_counts=pseudobulk_counts,
-                             pseudobulk_samples=pseudobulk_samples)
+    with cpu_budget(deseq.cpus()):
+        yield from run_per_study(context, partial(_deseq2, context, deseq),
+                                 raw_counts=raw_counts, samples=samples, studies=studies,
+                                 genes=genes, well_qc=well_qc,
+                                 pseudobulk_counts=pseudobulk_counts,
+                                 pseudobulk_samples=pseudobulk_samples)
 
 
 @dataclass

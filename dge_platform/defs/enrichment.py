@@ -10,14 +10,16 @@ import pandas as pd
 from dge_platform import plots
 from dge_platform.defs.batch import (
     BACKFILL_POLICY,
+    HEAVY_STEP,
     StudyEvent,
     StudyFiles,
     StudyTables,
+    cpu_budget,
     run_per_study,
 )
 from dge_platform.defs.bulk import DE_KINDS, study_config
 from dge_platform.defs.partitions import study_partitions
-from dge_platform.defs.resources import DgeHomeResource
+from dge_platform.defs.resources import DeseqResource, DgeHomeResource
 from dge_platform.enrichment import enrich_contrast
 from dge_platform.gene_annotation import id_type
 from dge_platform.gene_sets import load_collections
@@ -38,18 +40,21 @@ def _file_safe(name: str) -> str:
     group_name="enrichment",
     kinds={"parquet"},
     code_version="enrichment-1",
+    **HEAVY_STEP,
     description=TABLES["enrichment"].description + " Empty when no collection applies. "
     "Screens: ORA for every compound x dose, GSEA prerank and plots for active conditions "
     "only (an inactive condition's ranking is noise, and hundreds of GSEA runs per plate "
     "would dominate the run).",
 )
 def enrichment(context: dg.AssetExecutionContext, dge_home: DgeHomeResource,
-               deg_results: StudyTables, studies: StudyTables,
+               deseq: DeseqResource, deg_results: StudyTables, studies: StudyTables,
                compound_activity: StudyTables):
     home = dge_home.home()
-    yield from run_per_study(context, partial(_enrichment, context, home),
-                             warehouse=Warehouse(home.warehouse), deg_results=deg_results,
-                             studies=studies, compound_activity=compound_activity)
+    # GSEA's numba loops would otherwise start one thread per host core.
+    with cpu_budget(deseq.cpus()):
+        yield from run_per_study(context, partial(_enrichment, context, home),
+                                 warehouse=Warehouse(home.warehouse), deg_results=deg_results,
+                                 studies=studies, compound_activity=compound_activity)
 
 
 def _enrichment(context: dg.AssetExecutionContext, home: DgeHome, study_id: str,

@@ -107,11 +107,13 @@ def _h5ad_or_none(warehouse: Warehouse, name: str, study_id: str):
 
 
 class DeseqResource(dg.ConfigurableResource):
-    """PyDESeq2 settings shared by every fit; ``n_cpus=0`` means one per core (at most 4)."""
+    """CPU budget of a heavy step (PyDESeq2 workers, BLAS and numba threads); ``n_cpus=0``
+    means one per core this process may use (at most 4)."""
 
     n_cpus: int = 0
 
     def cpus(self) -> int:
         import os
 
-        return self.n_cpus or max(1, min(4, os.cpu_count() or 1))
+        # The affinity mask, not the host's core count: a container or taskset may allow fewer.
+        return self.n_cpus or max(1, min(4, len(os.sched_getaffinity(0))))

@@ -22,14 +22,16 @@ from dge_platform.compound_activity import (
 from dge_platform.compound_similarity import compound_similarity as similarity_of
 from dge_platform.compound_similarity import conditions, informative_genes, signature_matrix
 from dge_platform.defs.batch import (
+    HEAVY_STEP,
     StudyEvent,
     StudyFiles,
     StudyTables,
+    cpu_budget,
     run_per_study,
     table_asset,
 )
 from dge_platform.defs.bulk import study_config
-from dge_platform.defs.resources import DgeHomeResource
+from dge_platform.defs.resources import DeseqResource, DgeHomeResource
 from dge_platform.dose_response import compound_potency as potency_of
 from dge_platform.dose_response import fit_dose_response
 from dge_platform.plate_map import ROLE, condition_plates, condition_table
@@ -99,15 +101,16 @@ def _well_qc(context: dg.AssetExecutionContext, study_id: str, raw_counts: pd.Da
 
 @_screen_asset("compound_activity", "The null: per plate, 200 random splits of the usable "
                "control wells (pseudo-treatment of the median replicate count) tested like "
-               "real contrasts with the fit's dispersions.")
-def compound_activity(context: dg.AssetExecutionContext, raw_counts: StudyTables,
-                      samples: StudyTables, size_factors: StudyTables,
+               "real contrasts with the fit's dispersions.", **HEAVY_STEP)
+def compound_activity(context: dg.AssetExecutionContext, deseq: DeseqResource,
+                      raw_counts: StudyTables, samples: StudyTables, size_factors: StudyTables,
                       gene_dispersions: StudyTables, deg_results: StudyTables,
                       studies: StudyTables):
-    yield from run_per_study(context, partial(_compound_activity, context),
-                             raw_counts=raw_counts, samples=samples, size_factors=size_factors,
-                             gene_dispersions=gene_dispersions, deg_results=deg_results,
-                             studies=studies)
+    with cpu_budget(deseq.cpus()):
+        yield from run_per_study(context, partial(_compound_activity, context),
+                                 raw_counts=raw_counts, samples=samples,
+                                 size_factors=size_factors, gene_dispersions=gene_dispersions,
+                                 deg_results=deg_results, studies=studies)
 
 
 def _compound_activity(context: dg.AssetExecutionContext, study_id: str,
@@ -149,11 +152,14 @@ def _compound_activity(context: dg.AssetExecutionContext, study_id: str,
 
 @_screen_asset("dose_response", "Fitted on each compound's wells and its plates' controls "
                "(dose 0), on VST expression, for genes with padj < alpha at any dose of the "
-               "compound. Compounds with fewer than 3 doses are skipped.")
-def dose_response(context: dg.AssetExecutionContext, vst: StudyTables, samples: StudyTables,
-                  deg_results: StudyTables, genes: StudyTables, studies: StudyTables):
-    yield from run_per_study(context, partial(_dose_response, context), vst=vst, samples=samples,
-                             deg_results=deg_results, genes=genes, studies=studies)
+               "compound. Compounds with fewer than 3 doses are skipped.", **HEAVY_STEP)
+def dose_response(context: dg.AssetExecutionContext, deseq: DeseqResource, vst: StudyTables,
+                  samples: StudyTables, deg_results: StudyTables, genes: StudyTables,
+                  studies: StudyTables):
+    with cpu_budget(deseq.cpus()):
+        yield from run_per_study(context, partial(_dose_response, context), vst=vst,
+                                 samples=samples, deg_results=deg_results, genes=genes,
+                                 studies=studies)
 
 
 def _dose_response(context: dg.AssetExecutionContext, study_id: str, vst: pd.DataFrame,

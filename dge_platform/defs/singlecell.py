@@ -17,16 +17,18 @@ from dge_platform.cell_embedding import annotate_clusters, embed_cells
 from dge_platform.cell_qc import cell_qc as run_cell_qc, failed_by_reason, qc_summary
 from dge_platform.defs.batch import (
     BACKFILL_POLICY,
+    HEAVY_STEP,
     StudyEvent,
     StudyFiles,
     StudyTables,
+    cpu_budget,
     run_per_study,
     table_asset,
     table_out,
 )
 from dge_platform.defs.bulk import study_config
 from dge_platform.defs.partitions import study_partitions
-from dge_platform.defs.resources import DgeHomeResource
+from dge_platform.defs.resources import DeseqResource, DgeHomeResource
 from dge_platform.marker_genes import marker_genes as rank_markers
 from dge_platform.pseudobulk import pseudobulk, pseudobulk_summary
 from dge_platform.study import StudyConfig
@@ -55,12 +57,13 @@ def _capture(config: StudyConfig) -> str:
 @table_asset("cell_qc", group=GROUP, code_version=CODE_VERSION, note="Thresholds come from "
              "study.yaml 'qc:' (default: 5 MADs on log counts and log genes, 3 MADs on "
              "mitochondrial %, scrublet doublets per capture). Distribution plots go to "
-             "warehouse/cell_qc_plots/.")
+             "warehouse/cell_qc_plots/.", **HEAVY_STEP)
 def cell_qc(context: dg.AssetExecutionContext, dge_home: DgeHomeResource,
-            cell_counts: StudyTables, studies: StudyTables):
-    yield from run_per_study(context, partial(_cell_qc, context),
-                             warehouse=Warehouse(dge_home.home().warehouse),
-                             cell_counts=cell_counts, studies=studies)
+            deseq: DeseqResource, cell_counts: StudyTables, studies: StudyTables):
+    with cpu_budget(deseq.cpus()):
+        yield from run_per_study(context, partial(_cell_qc, context),
+                                 warehouse=Warehouse(dge_home.home().warehouse),
+                                 cell_counts=cell_counts, studies=studies)
 
 
 def _cell_qc(context: dg.AssetExecutionContext, study_id: str, cell_counts,
@@ -105,6 +108,7 @@ def _cell_qc(context: dg.AssetExecutionContext, study_id: str, cell_counts,
     partitions_def=study_partitions,
     backfill_policy=BACKFILL_POLICY,
     group_name=GROUP,
+    **HEAVY_STEP,
     description="Embeds and labels the QC-passed cells. Cell types come from the study's "
     "cell_type column, else each Leiden cluster gets the type whose study.yaml markers score "
     "highest (clusters without a positive marker score stay 'unassigned'). UMAPs coloured by "
@@ -112,10 +116,12 @@ def _cell_qc(context: dg.AssetExecutionContext, study_id: str, cell_counts,
     "and warehouse/sc_plots/.",
 )
 def sc_processed(context: dg.AssetExecutionContext, dge_home: DgeHomeResource,
-                 cell_counts: StudyTables, cell_qc: StudyTables, studies: StudyTables):
-    yield from run_per_study(context, partial(_sc_processed, context),
-                             warehouse=Warehouse(dge_home.home().warehouse),
-                             cell_counts=cell_counts, cell_qc=cell_qc, studies=studies)
+                 deseq: DeseqResource, cell_counts: StudyTables, cell_qc: StudyTables,
+                 studies: StudyTables):
+    with cpu_budget(deseq.cpus()):
+        yield from run_per_study(context, partial(_sc_processed, context),
+                                 warehouse=Warehouse(dge_home.home().warehouse),
+                                 cell_counts=cell_counts, cell_qc=cell_qc, studies=studies)
 
 
 def _sc_processed(context: dg.AssetExecutionContext, study_id: str, cell_counts,
@@ -224,11 +230,12 @@ def _pseudobulks(context: dg.AssetExecutionContext, study_id: str, cell_counts,
         "per_cell_type": dg.MetadataValue.md(per_type.to_markdown(index=False))})
 
 
-@table_asset("marker_genes", group=GROUP, code_version=CODE_VERSION)
-def marker_genes(context: dg.AssetExecutionContext, sc_processed: StudyTables,
-                 studies: StudyTables):
-    yield from run_per_study(context, partial(_marker_genes, context),
-                             sc_processed=sc_processed, studies=studies)
+@table_asset("marker_genes", group=GROUP, code_version=CODE_VERSION, **HEAVY_STEP)
+def marker_genes(context: dg.AssetExecutionContext, deseq: DeseqResource,
+                 sc_processed: StudyTables, studies: StudyTables):
+    with cpu_budget(deseq.cpus()):
+        yield from run_per_study(context, partial(_marker_genes, context),
+                                 sc_processed=sc_processed, studies=studies)
 
 
 def _marker_genes(context: dg.AssetExecutionContext, study_id: str, sc_processed,
