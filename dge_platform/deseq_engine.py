@@ -656,6 +656,28 @@ def genewise_dispersions(counts: np.ndarray, size_factors: np.ndarray,
                            min_disp=min_disp), mu
 
 
+def _spread_genes(genewise: np.ndarray, min_disp: float) -> np.ndarray:
+    """Genes whose gene-wise dispersion lies more than 2 orders of magnitude above the
+    minimum, which the trend is fitted to.
+
+    Raises
+    ------
+    ValueError
+        When there are none: no trend can be fitted (R's ``estimateDispersionsFit`` stops
+        too; before, the mean fallback averaged an empty set into an all-NaN result).
+    """
+    use = genewise > 100 * min_disp
+    if not use.any():
+        raise ValueError(
+            f"every gene's dispersion estimate is within 2 orders of magnitude of the minimum "
+            f"({min_disp:g}): the samples vary no more than Poisson noise, so no dispersion "
+            "trend can be fitted (R's DESeq2 stops here too). Technical replicates (one "
+            "library sequenced again) look like this: name each library's biological sample "
+            "with `replicate_of:` in study.yaml so they are summed; otherwise check that the "
+            "samples are independent biological replicates")
+    return use
+
+
 @dataclass(frozen=True)
 class DispersionTrend:
     """The dispersion-mean trend: ``a0 + a1 / mean``, or a constant when the parametric
@@ -667,7 +689,7 @@ class DispersionTrend:
     @classmethod
     def fit(cls, means: np.ndarray, genewise: np.ndarray,
             min_disp: float = MIN_DISP) -> DispersionTrend:
-        use = genewise > 100 * min_disp
+        use = _spread_genes(genewise, min_disp)
         coeffs = parametric_trend(means[use], genewise[use])
         if coeffs is not None:
             return cls((float(coeffs[0]), float(coeffs[1])))
@@ -1138,7 +1160,7 @@ def blind_vst(counts: np.ndarray, size_factors: np.ndarray, base_mean: np.ndarra
     genewise, _ = genewise_dispersions(counts[non_zero], size_factors,
                                        GroupBlockDesign.intercept_only(counts.shape[1]),
                                        max_disp=max_disp, min_disp=min_disp)
-    use = genewise > 100 * min_disp
+    use = _spread_genes(genewise, min_disp)
     coeffs = parametric_trend(base_mean[non_zero][use], genewise[use])
     if coeffs is None:
         warnings.warn("parametric VST trend did not converge; using the mean dispersion",

@@ -14,6 +14,7 @@ from dge_platform.bulk_de import fit_deseq2
 from dge_platform.deseq_engine import (
     DispersionTrend,
     GroupBlockDesign,
+    blind_vst,
     contrast_variance,
     fit_dataset,
     group_design,
@@ -331,3 +332,16 @@ def test_size_factor_auto_picks_ratio_unless_sparse():
     ref = fit_deseq2(sparse, frame, "~ condition", contrasts, shrink=False, engine="pydeseq2")
     assert ref.size_factor_method == "poscounts"
     np.testing.assert_allclose(ref.size_factors, fits["poscounts"].size_factors, rtol=1e-10)
+
+
+def test_poisson_only_counts_stop_with_the_technical_replicate_hint():
+    """Samples with no over-dispersion (here one library copied six times, as a technical
+    replicate is) leave every gene-wise dispersion at the floor: the trend and the VST
+    refuse, as R does, instead of averaging an empty set into NaN."""
+    rng = np.random.default_rng(1)
+    counts = np.repeat(rng.poisson(50, (12, 1)).astype(float) + 1, 6, axis=1)
+    size_factors = np.ones(6)
+    with pytest.raises(ValueError, match="no more than Poisson noise.*replicate_of"):
+        blind_vst(counts, size_factors, counts.mean(axis=1), max_disp=10.0)
+    with pytest.raises(ValueError, match="within 2 orders of magnitude of the minimum"):
+        DispersionTrend.fit(counts.mean(axis=1), np.full(12, 1e-8))
