@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from dge_platform.count_checks import EXAMPLES
+from dge_platform.count_checks import EXAMPLES, MAX_COUNT
 from dge_platform.problems import Problem
 from dge_platform.study import STUDY_FILE, StudyConfig
 
@@ -34,14 +34,21 @@ def cell_count_problems(adata, file: str, *, round_counts: bool = False) -> list
         if dup:
             problems.append(Problem(file, axis, f"{len(dup)} duplicate(s): "
                                     f"{', '.join(map(str, dup[:EXAMPLES]))}", "make them unique"))
-    values = sp.csr_matrix(adata.X).data
-    if not np.isfinite(values).all():
+    matrix = sp.csr_matrix(adata.X)
+    values = matrix.data
+    if matrix.dtype == bool:
+        problems.append(Problem(file, "values", "a boolean matrix, not counts",
+                                "supply raw UMI counts"))
+    elif not np.isfinite(values).all():
         problems.append(Problem(file, "values", "missing or infinite counts",
                                 "supply raw UMI counts"))
     elif (values < 0).any():
         problems.append(Problem(file, "values", "negative counts", "supply raw counts; "
                                 "normalized, scaled or log values cannot be summed into "
                                 "pseudobulks"))
+    elif (values > MAX_COUNT).any():
+        problems.append(Problem(file, "values", f"counts above {MAX_COUNT:,}",
+                                "supply raw UMI counts (these values cannot be)"))
     elif not round_counts and (np.abs(values - np.rint(values)) > 1e-6).any():
         problems.append(Problem(file, "values", "non-integer counts (normalized or log "
                                 "values?)", "supply raw integer counts, e.g. in X or a layer "

@@ -16,13 +16,21 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from dge_platform.count_readers import SYMBOL_COLUMNS
+from dge_platform.count_readers import SYMBOL_COLUMNS, damaged_matrix_problem
 from dge_platform.problems import Problem
 from dge_platform.sample_sheet import SAMPLE_COLUMN, read_sample_sheet, read_text_table
-from dge_platform.study import STUDY_FILE, StudyConfig, resolve_inside
+from dge_platform.study import STUDY_FILE, StudyConfig, study_path
 
 CELL_ID_COLUMNS = ("cell_id", "barcode", "cell")
 GENE_SYMBOL = "gene_symbol"
+TENX_V3 = ("barcodes.tsv.gz", "features.tsv.gz", "matrix.mtx.gz")
+TENX_V2 = ("barcodes.tsv", "genes.tsv", "matrix.mtx")
+
+
+def tenx_names(folder: Path) -> tuple[str, ...]:
+    """The files of a 10x matrix folder: Cell Ranger v3 (gzipped) names, else v2 names."""
+    names = {p.name for p in folder.iterdir()}
+    return TENX_V3 if {"features.tsv.gz", "matrix.mtx.gz"} & names else TENX_V2
 
 
 def cell_counts_format(config: StudyConfig, path: Path) -> str:
@@ -41,13 +49,17 @@ def read_cells(config: StudyConfig, study_dir: Path):
     ``var`` is indexed by gene id with a ``gene_symbol`` column where the input has symbols.
     Returns ``(adata, files read, problems)``.
     """
-    path = resolve_inside(study_dir, config.counts)
-    if path is None:
-        return None, [], [Problem(STUDY_FILE, "counts", f"path {config.counts!r} leads outside "
-                                  "the study folder", "put the counts inside the study folder")]
+    path, problem = study_path(study_dir, config.counts, "counts")
+    if problem:
+        return None, [], [problem]
     if not path.exists():
         return None, [], [Problem(STUDY_FILE, "counts", f"{config.counts!r} not found",
                                   "check the path; it is relative to the study folder")]
+    if path.is_dir():  # a 10x folder: its files may be symbolic links too
+        problems = [problem for name in tenx_names(path) if (problem := study_path(
+            study_dir, f"{config.counts}/{name}", "counts")[1])]
+        if problems:
+            return None, [], problems
     fmt = cell_counts_format(config, path)
     reader = {"h5ad": _read_h5ad, "10x_mtx": _read_10x_mtx, "10x_h5": _read_10x_h5}.get(fmt)
     if reader is None:
@@ -56,6 +68,9 @@ def read_cells(config: StudyConfig, study_dir: Path):
     adata, files, problems = reader(config, path)
     if adata is None:
         return None, files, problems
+    problem = damaged_matrix_problem(adata.X, config.counts)
+    if problem:
+        return None, files, [problem]
     adata.X = sp.csr_matrix(adata.X)
     adata.obs_names = adata.obs_names.astype(str)
     if config.cells:
@@ -75,7 +90,7 @@ def _read_h5ad(config: StudyConfig, path: Path):
     rel = config.counts
     try:
         adata = ad.read_h5ad(path)
-    except (OSError, KeyError, ValueError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - damaged files raise anything
         return None, [], [Problem(rel, "", f"not a readable h5ad file: {exc}", "write it with "
                                   "anndata's write_h5ad, cells as rows (obs), genes as columns")]
     if config.counts_layer:
@@ -98,20 +113,17 @@ def _read_h5ad(config: StudyConfig, path: Path):
 def _read_10x_mtx(config: StudyConfig, path: Path):
     import scanpy as sc
 
-    names = {p.name for p in path.iterdir()}
-    v3 = {"matrix.mtx.gz", "features.tsv.gz", "barcodes.tsv.gz"}
-    v2 = {"matrix.mtx", "genes.tsv", "barcodes.tsv"}
-    expected = v3 if "features.tsv.gz" in names or "matrix.mtx.gz" in names else v2
-    missing = sorted(expected - names)
+    expected = tenx_names(path)
+    missing = [name for name in expected if not (path / name).is_file()]
     if missing:
         return None, [], [Problem(config.counts, "", f"not a 10x matrix folder: missing "
                                   f"{', '.join(missing)}", "point counts: at Cell Ranger's "
                                   "filtered_feature_bc_matrix folder (matrix, features/genes, "
                                   "barcodes)")]
-    files = [path / n for n in sorted(expected)]
+    files = [path / n for n in expected]
     try:
         adata = sc.read_10x_mtx(path, var_names="gene_ids", gex_only=True, cache=False)
-    except (OSError, ValueError, IndexError, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001 - damaged files raise anything
         return None, files, [Problem(config.counts, "", f"cannot read the 10x matrix: {exc}",
                                      "pass Cell Ranger's output folder unchanged")]
     adata.var = adata.var.rename(columns={"gene_symbols": GENE_SYMBOL})
@@ -123,7 +135,7 @@ def _read_10x_h5(config: StudyConfig, path: Path):
 
     try:
         adata = sc.read_10x_h5(path, gex_only=True)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - damaged files raise anything
         return None, [path], [Problem(config.counts, "", f"not a readable 10x .h5 file: {exc}",
                                       "pass Cell Ranger's filtered_feature_bc_matrix.h5")]
     # Cell Ranger's .h5 is indexed by symbol (not unique); ids are the stable key.
@@ -135,11 +147,12 @@ def _read_10x_h5(config: StudyConfig, path: Path):
 
 def _sheet_path(config: StudyConfig, study_dir: Path, key: str):
     rel = getattr(config, key)
-    path = resolve_inside(study_dir, rel)
-    if path is None or not path.is_file():
-        why = "leads outside the study folder" if path is None else "not found"
-        return None, [Problem(STUDY_FILE, key, f"{rel!r} {why}", "give a CSV/TSV file inside "
-                              "the study folder")]
+    path, problem = study_path(study_dir, rel, key)
+    if problem:
+        return None, [problem]
+    if not path.is_file():
+        return None, [Problem(STUDY_FILE, key, f"{rel!r} not found", "give a CSV/TSV file "
+                              "inside the study folder")]
     return path, []
 
 

@@ -8,6 +8,9 @@ import pandas as pd
 from dge_platform.problems import Problem
 
 EXAMPLES = 3
+# Largest count accepted: R's DESeq2 stores counts as 32-bit integers, and the bound keeps
+# int64 sums over any realistic matrix exact (larger values are not read counts).
+MAX_COUNT = 2**31 - 1
 
 
 def _examples(items: list[str]) -> str:
@@ -42,9 +45,11 @@ def check_counts(counts: pd.DataFrame, file: str, *, round_counts: bool = False,
         return None, [Problem(file, "", f"has no {what}", "supply a genes x samples matrix "
                               "with the gene id in the first column")]
     ids = pd.Series(counts.index)
-    if ids.isna().any() or (ids.astype(str).str.strip() == "").any():
-        problems.append(Problem(file, "gene id column", "has empty gene ids",
-                                "give every row a gene id"))
+    empty = ids.isna() | (ids.astype(str).str.strip() == "")
+    if empty.any():
+        problems.append(Problem(file, "gene id column", f"{int(empty.sum())} row(s) with an "
+                                "empty or NA gene id", "give every row a gene id"))
+    ids = ids[~empty]
     dup = ids[ids.duplicated()].astype(str).unique().tolist()
     if dup:
         problems.append(Problem(file, "gene id column", f"{len(dup)} duplicate gene id(s): "
@@ -52,12 +57,16 @@ def check_counts(counts: pd.DataFrame, file: str, *, round_counts: bool = False,
                                 "duplicated rows before loading)"))
     numeric = {}
     for col in counts.columns:
-        values = pd.to_numeric(counts[col], errors="coerce")
-        bad = counts[col][values.isna() & counts[col].notna()]
+        column = counts[col]
+        # A column of True/False would pass as 1/0, but booleans are not counts.
+        values = (pd.Series(np.nan, index=column.index) if pd.api.types.is_bool_dtype(column)
+                  else pd.to_numeric(column, errors="coerce"))
+        bad = column[values.isna() & column.notna()]
         if len(bad):
-            problems.append(Problem(file, f"column {col!r}", f"non-numeric value {bad.iloc[0]!r}"
-                                    f" at gene {bad.index[0]}", "counts must be numbers; "
-                                    "move annotation columns out of the count matrix"))
+            problems.append(Problem(file, f"column {col!r}", f"non-numeric value "
+                                    f"{str(bad.iloc[0])!r} at gene {bad.index[0]}", "counts "
+                                    "must be numbers; move annotation columns out of the count "
+                                    "matrix"))
         numeric[col] = values
     if problems:
         return None, problems
@@ -90,6 +99,10 @@ def _value_problems(values: np.ndarray, counts: pd.DataFrame, file: str,
     if neg.any():
         problems.append(Problem(file, "values", f"negative counts: {where(neg)}",
                                 "supply raw counts; normalized or log values cannot be tested"))
+    huge = finite > MAX_COUNT
+    if huge.any():
+        problems.append(Problem(file, "values", f"counts above {MAX_COUNT:,}: {where(huge)}",
+                                "supply raw read counts (these values cannot be)"))
     frac = np.abs(finite - np.rint(finite)) > 1e-8
     if frac.any() and not round_counts:
         problems.append(Problem(file, "values", f"non-integer counts: {where(frac)}",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import gzip
 import io
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from dge_platform.problems import Problem
-from dge_platform.study import STUDY_FILE, StudyConfig, resolve_inside
+from dge_platform.study import STUDY_FILE, StudyConfig, study_glob, study_path
 
 SYMBOL_COLUMNS = ("gene_name", "gene_symbol", "symbol")
 FEATURECOUNTS_ANNOTATION = ["Chr", "Start", "End", "Strand", "Length"]
@@ -48,11 +49,37 @@ class CountInput:
     files: list[Path]
 
 
+# Leading bytes of inputs that are not (gzipped) UTF-8 text, named for the user.
+NOT_TEXT_MAGIC = {b"PK\x03\x04": "a zip archive", b"BZh": "bzip2-compressed",
+                  b"\xfd7zXZ\x00": "xz-compressed", b"\x28\xb5\x2f\xfd": "zstd-compressed",
+                  b"7z\xbc\xaf\x27\x1c": "a 7z archive", b"\x89HDF": "an HDF5 file",
+                  b"\xff\xfe": "UTF-16 text", b"\xfe\xff": "UTF-16 text"}
+SNIFF_BYTES = 1 << 16
+
+
+class NotTextError(ValueError):
+    """A table that is another compression, an archive or binary data rather than text."""
+
+
 def open_text(path: Path) -> io.TextIOBase:
-    """Open a text file, gunzipping by content (not by name)."""
+    """Open a text file, gunzipping by content (not by name).
+
+    Raises
+    ------
+    NotTextError
+        When the file starts like another format (zip, bzip2, xz, zstd, HDF5, UTF-16) or
+        its first 64 KiB (after gunzipping) hold a NUL byte, which text never does.
+    """
     with path.open("rb") as fh:
-        magic = fh.read(2)
-    if magic == b"\x1f\x8b":
+        head = fh.read(8)
+    gzipped = head[:2] == b"\x1f\x8b"
+    for magic, what in NOT_TEXT_MAGIC.items():
+        if head.startswith(magic):
+            raise NotTextError(f"it is {what}, not a plain or gzipped UTF-8 text table")
+    with (gzip.open(path, "rb") if gzipped else path.open("rb")) as fh:
+        if b"\0" in fh.read(SNIFF_BYTES):
+            raise NotTextError("it holds binary data (NUL bytes), not text")
+    if gzipped:
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
     return path.open("r", encoding="utf-8-sig", newline="")
 
@@ -103,12 +130,8 @@ def read_counts(config: StudyConfig, study_dir: Path) -> tuple[CountInput | None
         return _read_star(config, study_dir)
     if glob.has_magic(config.counts) and fmt == "matrix":
         return _read_matrices(config, study_dir)
-    path = resolve_inside(study_dir, config.counts)
-    if path is None:
-        return None, [Problem(STUDY_FILE, "counts", f"path {config.counts!r} leads outside "
-                              "the study folder", "put the file inside the study folder and "
-                              "give its path relative to it")]
-    problem = _check_file(path, config.counts, "counts")
+    path, problem = study_path(study_dir, config.counts, "counts")
+    problem = problem or _check_file(path, config.counts, "counts")
     if problem:
         return None, [problem]
     if fmt == "h5ad":
@@ -123,13 +146,21 @@ def read_counts(config: StudyConfig, study_dir: Path) -> tuple[CountInput | None
         return None, [not_text_problem(config.counts, exc)]
 
 
-TEXT_ERRORS = (UnicodeDecodeError, gzip.BadGzipFile, EOFError)
+# Raised while reading a file that is not (gzipped) UTF-8 text; EOFError and zlib.error come
+# from truncated or damaged gzip streams.
+TEXT_ERRORS = (UnicodeDecodeError, gzip.BadGzipFile, EOFError, zlib.error, NotTextError)
 
 
 def not_text_problem(rel: str, exc: Exception) -> Problem:
     """The problem for a file that is not (gzipped) UTF-8 text."""
-    return Problem(rel, "", f"cannot be parsed: not UTF-8 text ({type(exc).__name__})",
-                   "supply a plain or gzipped text table (TSV/CSV)")
+    if isinstance(exc, NotTextError):
+        what = str(exc)
+    elif isinstance(exc, UnicodeDecodeError):
+        what = "not UTF-8 text (UnicodeDecodeError)"
+    else:
+        what = f"damaged gzip data ({type(exc).__name__})"
+    return Problem(rel, "", f"cannot be parsed: {what}",
+                   "supply a plain or gzipped UTF-8 text table (TSV/CSV)")
 
 
 def _check_file(path: Path, rel: str, key: str) -> Problem | None:
@@ -148,6 +179,14 @@ def _check_file(path: Path, rel: str, key: str) -> Problem | None:
     return None
 
 
+def read_header(path: Path, sep: str) -> list[str]:
+    """The first row of a table as written (pandas renames repeated names to ``a.1`` and
+    empty ones to ``Unnamed: 2`` when it reads a header)."""
+    with open_text(path) as fh:
+        row = pd.read_csv(fh, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False)
+    return [str(v) for v in row.iloc[0]] if len(row) else []
+
+
 def header_duplicates(fields: list[str]) -> list[str]:
     """Names that occur more than once in a header."""
     seen, dups = set(), []
@@ -162,6 +201,8 @@ def _read_table(path: Path, rel: str, sep: str, **kwargs) -> tuple[pd.DataFrame 
     try:
         with open_text(path) as fh:
             return pd.read_csv(fh, sep=sep, **kwargs), []
+    except TEXT_ERRORS as exc:
+        return None, [not_text_problem(rel, exc)]
     except (pd.errors.ParserError, OSError) as exc:
         return None, [Problem(rel, "", f"cannot be parsed: {str(exc).strip()}",
                               "check that every row has the same number of fields")]
@@ -179,8 +220,14 @@ def _read_matrix(path: Path, rel: str) -> tuple[CountInput | None, list[Problem]
     if df is None:
         return None, problems
     # A header one field short (R write.csv style) has no name for the id column.
-    names = header.split(sep)
-    dups = header_duplicates(names[1:] if len(names) == df.shape[1] + 1 else names)
+    names = read_header(path, sep)
+    first = 1 if len(names) == df.shape[1] + 1 else 0  # index of the first sample name
+    samples = names[first:]
+    unnamed = [str(first + i + 1) for i, name in enumerate(samples) if not name.strip()]
+    if unnamed:
+        return None, [Problem(rel, "header", f"column(s) {', '.join(unnamed[:5])} have no "
+                              "sample name", "name every sample column")]
+    dups = header_duplicates(samples)
     if dups:
         return None, [Problem(rel, "header", f"duplicate sample name(s): {', '.join(dups)}",
                               "give every sample column a unique name")]
@@ -189,8 +236,7 @@ def _read_matrix(path: Path, rel: str) -> tuple[CountInput | None, list[Problem]
     if symbol_cols:
         symbols = df[symbol_cols[0]].astype("string")
         df = df.drop(columns=symbol_cols)
-    df.index = df.index.astype(str)
-    df.index.name = "gene_id"
+    df.index = _gene_ids(df.index)
     return CountInput(df, symbols, None, [path]), []
 
 
@@ -211,9 +257,15 @@ def _read_featurecounts(path: Path, rel: str) -> tuple[CountInput | None, list[P
         return None, [Problem(rel, "header", f"BAM names map to duplicate sample names: "
                               f"{', '.join(dups)}", "give each BAM a unique file name")]
     df.columns = renamed
-    df.index = df.index.astype(str)
-    df.index.name = "gene_id"
+    df.index = _gene_ids(df.index)
     return CountInput(df, None, None, [path]), []
+
+
+def _gene_ids(index: pd.Index) -> pd.Index:
+    """Gene ids as text, keeping empty (NA) ids missing for :func:`check_counts` to report
+    rather than turning them into the gene ``"nan"``."""
+    return pd.Index([str(g) if pd.notna(g) else None for g in index], dtype=object,
+                    name="gene_id")
 
 
 def _bam_sample_name(column: str) -> str:
@@ -241,7 +293,7 @@ def _read_star(config: StudyConfig, study_dir: Path) -> tuple[CountInput | None,
                                              "ReadsPerGene files have 4", "pass STAR's "
                                              "ReadsPerGene.out.tab files unchanged")])
             continue
-        df = df[~df[0].str.startswith("N_")].set_index(0)
+        df = df[~df[0].fillna("").str.startswith("N_")].set_index(0)
         sample = path.name.removesuffix(STAR_SUFFIX).rstrip("._") or path.parent.name
         if sample in columns:
             problems.append(Problem(rel, "", f"sample name {sample!r} is used by another file",
@@ -255,8 +307,7 @@ def _read_star(config: StudyConfig, study_dir: Path) -> tuple[CountInput | None,
         return None, [Problem(STUDY_FILE, "counts", "the STAR files list different genes",
                               "count every sample against the same annotation (GTF)")]
     df = pd.DataFrame(columns)
-    df.index = df.index.astype(str)
-    df.index.name = "gene_id"
+    df.index = _gene_ids(df.index)
     return CountInput(df, None, None, [path for path, _ in files]), []
 
 
@@ -264,19 +315,15 @@ def _matched_files(study_dir: Path, pattern: str,
                    what: str) -> tuple[list[tuple[Path, str]], list[Problem]]:
     """Readable files matching a glob relative to the study folder, with their relative
     names; problems for files that lead outside the folder, are missing or empty."""
-    paths = sorted(Path(p) for p in glob.glob(str(study_dir / pattern)))
-    outside = [p for p in paths if resolve_inside(study_dir, str(p.relative_to(study_dir))) is None]
-    if outside:
-        return [], [Problem(STUDY_FILE, "counts", f"{len(outside)} file(s) matched by "
-                            f"{pattern!r} lead outside the study folder",
-                            f"keep the {what} inside the study folder")]
+    paths, problem = study_glob(study_dir, pattern, "counts")
+    if problem:
+        return [], [problem]
     if not paths:
         return [], [Problem(STUDY_FILE, "counts", f"no file matches {pattern!r}",
-                            "check the glob; it is relative to the study folder")]
-    root = study_dir.resolve()
+                            f"check the glob of the {what}; it is relative to the study folder")]
     files, problems = [], []
     for path in paths:
-        rel = str(path.resolve().relative_to(root))
+        rel = str(path.relative_to(study_dir))
         problem = _check_file(path, rel, "counts")
         if problem:
             problems.append(problem)
@@ -320,13 +367,27 @@ def _read_matrices(config: StudyConfig, study_dir: Path) -> tuple[CountInput | N
     return CountInput(counts, symbols, None, [p.files[0] for _, p in parts]), []
 
 
+def damaged_matrix_problem(matrix: object, rel: str) -> Problem | None:
+    """A sparse matrix whose index arrays disagree (a damaged file), or None.
+
+    anndata loads ``indices``/``indptr`` unchecked, and scipy reads out of bounds on such a
+    matrix (a segmentation fault, not an exception), so it is refused before any arithmetic.
+    """
+    try:
+        getattr(matrix, "check_format", lambda full_check: None)(full_check=True)
+    except ValueError as exc:
+        return Problem(rel, "", f"damaged sparse matrix: {exc}", "write the file again with "
+                       "anndata's write_h5ad")
+    return None
+
+
 def _read_h5ad(config: StudyConfig, path: Path) -> tuple[CountInput | None, list[Problem]]:
     import anndata as ad
 
     rel = config.counts
     try:
         adata = ad.read_h5ad(path)
-    except (OSError, KeyError, ValueError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - damaged files raise anything
         return None, [Problem(rel, "", f"not a readable h5ad file: {exc}", "write it with "
                               "anndata's write_h5ad, samples as rows (obs) and genes as "
                               "columns (var)")]
@@ -338,6 +399,9 @@ def _read_h5ad(config: StudyConfig, path: Path) -> tuple[CountInput | None, list
         matrix = adata.layers[config.counts_layer]
     else:
         matrix = adata.X
+    problem = damaged_matrix_problem(matrix, rel)
+    if problem:
+        return None, [problem]
     dense = matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
     df = pd.DataFrame(dense.T, index=adata.var_names.astype(str),
                       columns=adata.obs_names.astype(str))

@@ -48,6 +48,12 @@ class DgeHome:
         return self.root / "dagster_home"
 
     def study_dir(self, study_id: str) -> Path:
+        """A registered study's folder; refuses an id that could name a path elsewhere."""
+        from dge_platform.study import is_valid_study_id
+
+        if not is_valid_study_id(study_id):
+            raise ValueError(f"invalid study id {study_id!r}: use 1-63 lowercase letters, "
+                             "digits, '_' and '-', starting with a letter or digit")
         return self.studies / study_id
 
     def ensure(self) -> DgeHome:

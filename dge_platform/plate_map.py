@@ -55,18 +55,29 @@ def well_role(well_type: str | None, compound: str | None, control: str) -> str:
     return "other"
 
 
+# Longest compound (or unit) part of a condition label; contrast names allow 120 characters.
+MAX_LABEL_PART = 60
+
+
+def _label_part(text: str) -> str:
+    """Text reduced to the characters of contrast names, starting with a letter or digit
+    (micro signs become ``u``) and short enough for a contrast name."""
+    text = re.sub(r"[^A-Za-z0-9_.+-]+", "-", re.sub("[\u00b5\u03bc]", "u", text))
+    return text.lstrip("_.+-")[:MAX_LABEL_PART].rstrip("-")
+
+
 def condition_label(compound: str, dose: float, unit: str | None) -> str:
     """A contrast-safe label of one compound x dose, e.g. ``ETOPOSIDE_10uM``."""
-    name = re.sub(r"[^A-Za-z0-9_.+-]+", "-", compound).strip("-") or "compound"
-    return f"{name}_{dose:g}{unit or ''}"
+    return f"{_label_part(compound) or 'compound'}_{dose:g}{_label_part(unit or '')}"
 
 
 def normalize_columns(sheet: pd.DataFrame) -> pd.DataFrame:
     """Plate-map columns named in another case (``Plate``, ``DOSE``) under their standard
-    names, unless the standard name is already taken."""
+    names, unless the standard name is already taken or two columns claim it."""
+    folded = pd.Series([c.casefold() for c in sheet.columns])
     renames = {c: c.casefold() for c in sheet.columns
                if c.casefold() in KNOWN_COLUMNS and c != c.casefold()
-               and c.casefold() not in sheet.columns}
+               and c.casefold() not in sheet.columns and (folded == c.casefold()).sum() == 1}
     return sheet.rename(columns=renames)
 
 
@@ -83,7 +94,9 @@ def annotate_plate_map(sheet: pd.DataFrame, control: str) -> pd.DataFrame:
     sheet = sheet.copy()
     sheet[ROLE] = _roles(sheet, control)
     sheet["dose"] = sheet["dose"].where(sheet["dose"].notna() | (sheet[ROLE] == "sample"), "0")
-    units = sheet["dose_unit"] if "dose_unit" in sheet.columns else pd.Series(None, sheet.index)
+    # empty unit cells are missing values (pd.NA), which have no truth value
+    units = (sheet["dose_unit"].fillna("") if "dose_unit" in sheet.columns
+             else pd.Series("", sheet.index))
     doses = pd.to_numeric(sheet["dose"])
     labels = [condition_label(c, d, u) if r == "sample" else (control if r == "control" else None)
               for c, d, u, r in zip(sheet["compound"], doses, units, sheet[ROLE])]
@@ -126,14 +139,17 @@ def plate_map_problems(sheet: pd.DataFrame, file: str, control: str,
     if negative:
         problems.append(Problem(file, "column 'dose'", f"negative for well(s) "
                                 f"{', '.join(negative[:5])}", "doses must be >= 0"))
+    infinite = sheet.index[doses == float("inf")].tolist()
+    if infinite:
+        problems.append(Problem(file, "column 'dose'", f"infinite for well(s) "
+                                f"{', '.join(infinite[:5])}", "give every dose as a finite "
+                                "number"))
     if problems:
         return problems
     annotated = annotate_plate_map(sheet, control)
     if not (annotated[ROLE] == "control").any():
-        compounds = ", ".join(sorted(sheet["compound"].unique())[:8])
-        return [Problem(STUDY_FILE, "control", f"no well of {file} has compound {control!r} "
-                        f"(compounds: {compounds} ...)", "name the vehicle used on the plates "
-                        "(case-insensitive), e.g. control: DMSO")]
+        return [_no_control_problem(annotated, file, control)]
+    problems += _label_clashes(annotated, file, control)
     usable = annotated[ROLE] == "control"
     if library_size is not None:
         usable &= library_size.reindex(annotated.index).fillna(0).gt(0)
@@ -150,6 +166,39 @@ def plate_map_problems(sheet: pd.DataFrame, file: str, control: str,
         problems.append(Problem(file, "column 'well'", f"well {first['well']} of plate "
                                 f"{first['plate']} is listed more than once", "list each well "
                                 "of a plate once"))
+    return problems
+
+
+def _no_control_problem(annotated: pd.DataFrame, file: str, control: str) -> Problem:
+    """Why no well is a control: the vehicle is absent, or ``well_type`` marks none of its
+    wells as a vehicle control."""
+    compounds = sorted(annotated["compound"].unique())
+    if control.casefold() in {c.casefold() for c in compounds}:
+        return Problem(file, "column 'well_type'", f"no well of compound {control!r} has a "
+                       "control well type", "mark the vehicle wells as control (or RC, "
+                       "vehicle, negative), or drop the well_type column")
+    return Problem(STUDY_FILE, "control", f"no well of {file} has compound {control!r} "
+                   f"(compounds: {', '.join(compounds[:8])} ...)", "name the vehicle used on "
+                   "the plates (case-insensitive), e.g. control: DMSO")
+
+
+def _label_clashes(annotated: pd.DataFrame, file: str, control: str) -> list[Problem]:
+    """Different compounds or doses whose wells would share one condition label (e.g.
+    'cpd A' and 'cpd-A', or doses equal to 6 digits), or whose label is the control's: their
+    wells would be pooled."""
+    treated = annotated[annotated[ROLE] == "sample"]
+    pairs = pd.DataFrame({"compound": treated["compound"], "dose": pd.to_numeric(
+        treated["dose"]), "label": treated[CONDITION]}).drop_duplicates(["compound", "dose"])
+    problems = []
+    for label, group in pairs.groupby("label"):
+        if len(group) > 1 or label == control:
+            shown = ", ".join(f"{c!r} at dose {d:.10g}" for c, d in
+                              zip(group["compound"][:3], group["dose"][:3]))
+            also = ", the control's name" if label == control else ""
+            problems.append(Problem(file, "column 'compound'", f"{shown} would become condition "
+                                    f"{label!r}{also}, pooling different treatments",
+                                    "make compound names differ in letters or digits (and "
+                                    "doses by more than 6 significant digits)"))
     return problems
 
 

@@ -2,7 +2,29 @@
 
 from __future__ import annotations
 
+import re
+import reprlib
 from dataclasses import dataclass
+from typing import Any
+
+# C0/C1 control characters and bidirectional overrides.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (``\\n``, ``\\x1b``, ``\\u202e``): values
+    quoted from hostile files must neither break the one-line-per-problem output nor send
+    escape sequences to the user's terminal."""
+    return _CONTROL.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), text)
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = 80
+
+
+def short_repr(value: Any) -> str:
+    """``repr`` cut short, for quoting input values that may be huge or deeply nested."""
+    return _SHORT.repr(value)
 
 
 @dataclass(frozen=True)
@@ -30,7 +52,7 @@ class Problem:
     def __str__(self) -> str:
         where = f"{self.file}: {self.field}" if self.field else self.file
         text = f"{where}: {self.message}"
-        return f"{text} -> {self.fix}" if self.fix else text
+        return printable(f"{text} -> {self.fix}" if self.fix else text)
 
 
 class StudyInputError(Exception):
@@ -44,5 +66,5 @@ class StudyInputError(Exception):
 
 def format_problems(study_dir: str, problems: list[Problem]) -> str:
     """Render problems as one numbered block, one problem per line."""
-    head = f"{len(problems)} problem(s) in study {study_dir}:"
+    head = printable(f"{len(problems)} problem(s) in study {study_dir}:")
     return "\n".join([head, *(f"  {i}. {p}" for i, p in enumerate(problems, 1))])

@@ -3,15 +3,19 @@ or updating one from a user's folder."""
 
 from __future__ import annotations
 
-import glob
 import shutil
 import uuid
 from pathlib import Path
 
+from dge_platform.cell_readers import tenx_names
 from dge_platform.home import DgeHome
 from dge_platform.problems import Problem, StudyInputError
-from dge_platform.study import STUDY_FILE, read_study_yaml, resolve_inside
+from dge_platform.study import STUDY_FILE, read_study_yaml, study_glob, study_path
 from dge_platform.validation import ValidatedStudy, hash_files, load_study
+
+# study.yaml keys naming input files (or globs, or a 10x matrix folder), in the order
+# validation lists them, so a study's fingerprint equals the input hash its ingest records.
+FILE_KEYS = ("counts", "cells", "samples", "plate_map")
 
 
 def study_folders(home: DgeHome) -> list[Path]:
@@ -22,24 +26,27 @@ def study_folders(home: DgeHome) -> list[Path]:
 
 
 def input_files(study_dir: Path) -> list[Path]:
-    """The files a study.yaml names that exist inside the folder, study.yaml first.
+    """The files a study.yaml names that exist inside the folder, study.yaml first, in the
+    order validation lists them (the three files of a 10x matrix folder included).
 
-    Works on invalid studies too, so a change to any input can be noticed cheaply.
+    Works on invalid studies too, so a change to any input can be noticed cheaply; a path
+    the study rules refuse (:func:`study_path`) is left out: validation reports it.
     """
+    yaml_path, refused = study_path(study_dir, STUDY_FILE, "")
+    files = [yaml_path] if refused is None and yaml_path.is_file() else []
     raw, _ = read_study_yaml(study_dir)
-    files = [study_dir / STUDY_FILE] if (study_dir / STUDY_FILE).is_file() else []
     if raw is None:
         return files
-    values = [raw.get("counts"), raw.get("samples"), raw.get("plate_map")]
+    values = [raw.get(key) for key in FILE_KEYS]
     values += raw.get("gene_sets") if isinstance(raw.get("gene_sets"), list) else []
     for value in values:
         if not isinstance(value, str):
             continue
-        for match in sorted(glob.glob(str(study_dir / value))):
-            rel = str(Path(match).relative_to(study_dir))
-            path = resolve_inside(study_dir, rel)
-            if path is not None and path.is_file():
-                files.append(Path(match))
+        matches, refused = study_glob(study_dir, value, "")
+        for path in [] if refused else matches:
+            named = [path / name for name in tenx_names(path)] if path.is_dir() else [path]
+            files += [f for f in named if f.is_file()
+                      and not study_path(study_dir, str(f.relative_to(study_dir)), "")[1]]
     return files
 
 
@@ -65,8 +72,8 @@ def add_study(home: DgeHome, source: Path) -> ValidatedStudy:
     home.studies.mkdir(parents=True, exist_ok=True)
     staging = home.studies / f".incoming-{study.config.id}-{uuid.uuid4().hex[:8]}"
     try:
-        for path in study.files:
-            dest = staging / path.resolve().relative_to(source)
+        for path in study.files:  # named paths: a link inside the study is copied as a file
+            dest = staging / path.relative_to(source)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dest)
         retired = home.studies / f".retired-{study.config.id}-{uuid.uuid4().hex[:8]}"

@@ -24,7 +24,9 @@ def read_text_table(path: Path, rel: str) -> tuple[pd.DataFrame | None, list[Pro
     """Read a CSV/TSV metadata table with every value as text.
 
     Surrounding whitespace is stripped, empty cells become missing values and column names
-    must be unique.
+    must be unique and non-empty (except the first: R's row names). The header is read as a
+    row, so pandas can neither rename repeated names (``a.1``) nor turn a surplus first field
+    into an index.
     """
     sep = delimiter_for(path)
     try:
@@ -32,17 +34,25 @@ def read_text_table(path: Path, rel: str) -> tuple[pd.DataFrame | None, list[Pro
         if problem:
             return None, [problem]
         with open_text(path) as fh:
-            table = pd.read_csv(fh, sep=sep, dtype=str, keep_default_na=False)
+            rows = pd.read_csv(fh, sep=sep, header=None, dtype=str, keep_default_na=False)
     except TEXT_ERRORS as exc:
         return None, [not_text_problem(rel, exc)]
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         return None, [Problem(rel, "", f"cannot be parsed: {str(exc).strip()}",
-                              "write one header row and one row per entry")]
-    table.columns = [str(c).strip() for c in table.columns]
-    dups = header_duplicates(list(table.columns))
+                              "write one header row and one row per entry, each with the "
+                              "header's number of fields")]
+    names = [str(c).strip() if pd.notna(c) else "" for c in rows.iloc[0]]
+    unnamed = [str(i + 1) for i, name in enumerate(names) if not name and i > 0]
+    if unnamed:
+        return None, [Problem(rel, "header", f"column(s) {', '.join(unnamed[:5])} have no name",
+                              "name every column (only the first may be unnamed, as R's "
+                              "write.csv leaves it)")]
+    dups = header_duplicates(names)
     if dups:
         return None, [Problem(rel, "header", f"duplicate column name(s): {', '.join(dups)}",
                               "give every column a unique name")]
+    table = rows.iloc[1:].reset_index(drop=True)
+    table.columns = names
     table = table.apply(lambda col: col.str.strip()).replace("", pd.NA)
     if table.empty:
         return None, [Problem(rel, "", "has no data rows", "add one row per entry")]
@@ -57,7 +67,7 @@ def read_sample_sheet(path: Path, rel: str) -> tuple[pd.DataFrame | None, list[P
     sheet, problems = read_text_table(path, rel)
     if sheet is None:
         return None, problems
-    if SAMPLE_COLUMN not in sheet.columns and sheet.columns[0] in ("", "Unnamed: 0"):
+    if SAMPLE_COLUMN not in sheet.columns and sheet.columns[0] == "":
         # R's write.csv(colData) leaves the row-name column without a header: those are the
         # sample names.
         sheet = sheet.rename(columns={sheet.columns[0]: SAMPLE_COLUMN})

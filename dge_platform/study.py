@@ -1,23 +1,32 @@
 """The study format: ``study.yaml`` parsed into a typed, validated model.
 
 A study is a folder holding ``study.yaml`` and the files it names. Paths in the YAML are
-relative to that folder and may not leave it.
+relative to that folder and may not leave it (:func:`study_path`, README "Security").
 """
 
 from __future__ import annotations
 
 import difflib
+import glob
+import keyword
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
+from formulaic import Formula
+from formulaic.errors import FormulaicError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from dge_platform.problems import Problem
+from dge_platform.problems import Problem, short_repr
 
 STUDY_FILE = "study.yaml"
+# Study ids become partition keys, folder names and SQL literals: lowercase letters, digits,
+# '_' and '-', starting with a letter or digit, at most 63 characters.
 STUDY_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+# A study.yaml is a few dozen lines; anything this large is not one.
+MAX_STUDY_YAML_BYTES = 1 << 20
 
 
 def _as_text(value: Any) -> Any:
@@ -128,6 +137,9 @@ class StudyConfig(BaseModel):
             return None
         if not design.strip().startswith("~"):
             raise ValueError("must be a formula starting with '~', e.g. '~ batch + condition'")
+        why = _design_problem(design.strip())
+        if why:
+            raise ValueError(why)
         return design.strip()
 
     @field_validator("contrasts")
@@ -143,22 +155,64 @@ class StudyConfig(BaseModel):
 _FIXES = {
     "missing": "add this key",
     "extra_forbidden": "remove it or correct its spelling",
-    "string_pattern_mismatch": "",
-    "literal_error": "",
+    "literal_error": "use one of the values listed",
 }
+DEFAULT_FIX = "correct the value (README, 'Study format', describes every key)"
+
+
+_DESIGN_TOKEN = re.compile(r"\s*(?:(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<op>\*\*|[-+*:()])|"
+                           r"(?P<number>[01](?![0-9.]))|(?P<other>\S))")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _design_problem(design: str) -> str | None:
+    """Why ``design`` (starting with ``~``) is not a plain formula over sample-sheet columns,
+    or None.
+
+    formulaic evaluates each term as Python, so a term such as ``np.savetxt(...)`` would run
+    during validation. Only column names (identifiers), ``+ - * ** : ( )``, ``0`` and ``1``
+    are accepted, and every name must be a variable of the formula, not one of formulaic's
+    functions or modules (``np``, ``C``, ``center``), whose evaluation fails.
+    """
+    names = set()
+    for match in _DESIGN_TOKEN.finditer(design, 1):
+        if match["other"]:
+            return (f"character {match['other']!r} is not allowed in a design: use sample-sheet "
+                    "column names (ASCII letters, digits, '_') joined by +, *, : or -, and 0 "
+                    "or 1")
+        if match["name"]:
+            if keyword.iskeyword(match["name"]):
+                return f"{match['name']!r} is a reserved word; rename that column"
+            names.add(match["name"])
+    try:
+        variables = Formula(design).required_variables
+    except (FormulaicError, SyntaxError, ValueError, RecursionError) as exc:
+        message = (_ANSI.sub("", str(exc)).strip().splitlines() or [type(exc).__name__])[0]
+        return f"cannot parse formula {design!r}: {message}"
+    reserved = sorted(names - set(variables))
+    if reserved:
+        return f"{', '.join(map(repr, reserved))}: reserved name(s) in formulas; rename the column"
+    return None
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
+    """A pydantic error location as ``contrasts[0].level``; keys that are not plain names
+    (empty, spaces, other types) are quoted so the user can find them."""
     out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    for i, part in enumerate(loc):
+        if isinstance(part, int) and i > 0:  # a list index
+            out += f"[{part}]"
+            continue
+        name = part if isinstance(part, str) and re.fullmatch(r"[\w+.-]+", part) \
+            else short_repr(part)
+        out += f".{name}" if out else name
     return out
 
 
 def _problem_from_error(err: dict[str, Any]) -> Problem:
     field = _loc(err["loc"])
     kind = err["type"]
-    fix = _FIXES.get(kind, "")
+    fix = _FIXES.get(kind, DEFAULT_FIX)
     message = err["msg"]
     if kind == "missing":
         message = "required key is missing"
@@ -167,26 +221,57 @@ def _problem_from_error(err: dict[str, Any]) -> Problem:
         close = difflib.get_close_matches(str(err["loc"][-1]), StudyConfig.model_fields, n=1)
         fix = f"did you mean '{close[0]}'?" if close and len(err["loc"]) == 1 else fix
     elif kind == "string_pattern_mismatch" and field == "id":
-        message = f"invalid study id {err['input']!r}"
-        fix = ("use lowercase letters, digits, '_' and '-' only, starting with a letter or digit"
-               " (the id becomes a partition key and a folder name)")
+        message = f"invalid study id {short_repr(err['input'])}"
+        fix = ("use lowercase letters, digits, '_' and '-' only, starting with a letter or digit,"
+               " at most 63 characters (the id becomes a partition key and a folder name)")
     elif kind == "string_pattern_mismatch":
-        message = f"invalid value {err['input']!r}"
+        message = f"invalid value {short_repr(err['input'])}"
         fix = "use letters, digits, '.', '_', '+' and '-' only"
     elif message.startswith("Value error, "):
         message = message.removeprefix("Value error, ")
     return Problem(STUDY_FILE, field, message, fix)
 
 
+class _StudyLoader(yaml.SafeLoader):
+    """YAML's safe subset without aliases (``*name``), which let a few lines expand into
+    gigabytes ("billion laughs"), and without repeated keys, which YAML silently resolves to
+    the last value."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not supported; "
+                                              "write the value out", self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        self.flatten_mapping(node)
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, str) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is repeated",
+                                                        key_node.start_mark)
+            seen.add(key if isinstance(key, str) else None)
+        return super().construct_mapping(node, deep)
+
+
 def read_study_yaml(study_dir: Path) -> tuple[dict[str, Any] | None, list[Problem]]:
     """Read ``study.yaml`` as a mapping, or report why it cannot be read."""
-    path = study_dir / STUDY_FILE
+    path, problem = study_path(study_dir, STUDY_FILE, "")
+    if problem:
+        return None, [problem]
     if not path.is_file():
         return None, [Problem(STUDY_FILE, "", f"not found in {study_dir}",
                               "create study.yaml (see README, 'Study format')")]
+    size = path.stat().st_size
+    if size > MAX_STUDY_YAML_BYTES:
+        return None, [Problem(STUDY_FILE, "", f"is {size:,} bytes; a study.yaml is a few lines "
+                              f"(limit {MAX_STUDY_YAML_BYTES:,})", "keep only the study's keys "
+                              "in it (see README, 'Study format')")]
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        # _StudyLoader is a SafeLoader: no Python objects are constructed
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StudyLoader)  # noqa: S506
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else ""
         return None, [Problem(STUDY_FILE, where, f"not valid YAML: {exc}".split("\n")[0],
@@ -205,16 +290,74 @@ def parse_study_config(raw: dict[str, Any]) -> tuple[StudyConfig | None, list[Pr
         return None, [_problem_from_error(e) for e in exc.errors()]
 
 
-def resolve_inside(study_dir: Path, relative: str) -> Path | None:
-    """Resolve ``relative`` against the study folder; None if it would leave the folder.
+PATH_FIX = ("name a file inside the study folder by its path relative to the folder; copy "
+            "shared files in (symbolic links must stay inside the folder)")
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
-    Symlinks are resolved first, so a link pointing outside the folder is refused too.
-    """
-    if Path(relative).is_absolute():
+
+def _path_text_problem(relative: str) -> str | None:
+    """Why a path from study.yaml is refused as written (before touching the disk), or None."""
+    if "\0" in relative:
+        return "contains a NUL byte"
+    if _URL.match(relative):
+        return "is a URL; only files inside the study folder are read"
+    if relative.startswith("~"):
+        return "starts with '~' (home folders are not expanded)"
+    if os.path.isabs(relative):
+        return "leads outside the study folder (absolute path)"
+    if os.path.normpath(relative).split(os.sep)[0] == os.pardir:
+        return "leads outside the study folder ('..')"
+    return None
+
+
+def _resolved_problem(study_dir: Path, path: Path) -> str | None:
+    """Why ``path`` is refused once symbolic links are resolved, or None (also when it does
+    not exist: callers report a missing file with their own advice)."""
+    try:
+        root, target = study_dir.resolve(), path.resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop before Python 3.13
+        return f"cannot be resolved ({getattr(exc, 'strerror', None) or 'symbolic link loop'})"
+    if target != root and root not in target.parents:
+        return "leads outside the study folder through a symbolic link"
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    root = study_dir.resolve()
-    target = (root / relative).resolve()
-    return target if target == root or root in target.parents else None
+    except OSError as exc:  # e.g. a name too long for the file system
+        return f"cannot be accessed ({exc.strerror})"
+    return None
+
+
+def study_path(study_dir: Path, relative: str, key: str) -> tuple[Path | None, Problem | None]:
+    """The path of a file named by ``key`` in study.yaml, or the problem refusing it.
+
+    Paths are relative to the study folder, without NUL bytes, URLs, ``~``, absolute paths
+    or ``..`` above the folder, and must resolve inside the folder after following symbolic
+    links. The path is returned as named (``study_dir`` joined with the normalized path), so
+    a file keeps its name even when it is a link to another file of the study.
+    """
+    why = _path_text_problem(relative)
+    path = study_dir / os.path.normpath(relative)
+    why = why or _resolved_problem(study_dir, path)
+    if why:
+        return None, Problem(STUDY_FILE, key, f"path {short_repr(relative)} {why}", PATH_FIX)
+    return path, None
+
+
+def study_glob(study_dir: Path, pattern: str, key: str) -> tuple[list[Path], Problem | None]:
+    """Files matching a glob relative to the study folder (sorted), under the rules of
+    :func:`study_path` for the pattern and for every match."""
+    why = _path_text_problem(pattern)
+    if why:
+        return [], Problem(STUDY_FILE, key, f"pattern {short_repr(pattern)} {why}", PATH_FIX)
+    matches = sorted(Path(p) for p in glob.glob(str(study_dir / os.path.normpath(pattern))))
+    refused = {p: why for p in matches if (why := _resolved_problem(study_dir, p))}
+    if refused:
+        first, why = next(iter(refused.items()))
+        return [], Problem(STUDY_FILE, key, f"{len(refused)} file(s) matched by "
+                           f"{short_repr(pattern)} are refused: "
+                           f"{first.relative_to(study_dir)} {why}", PATH_FIX)
+    return matches, None
 
 
 def is_valid_study_id(study_id: str) -> bool:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import pandas as pd
 from pydantic import TypeAdapter
 
@@ -22,7 +23,7 @@ from dge_platform.cell_checks import (
 )
 from dge_platform.cell_readers import read_cells
 from dge_platform.count_checks import check_counts
-from dge_platform.count_readers import read_counts
+from dge_platform.count_readers import TEXT_ERRORS, detect_format, read_counts
 from dge_platform.gene_sets import GmtError, read_gmt
 from dge_platform.design import design_variables, is_numeric, rank_problems, study_design_frame
 from dge_platform.plate_map import (
@@ -35,16 +36,17 @@ from dge_platform.plate_map import (
     screen_design,
     single_well_conditions,
 )
-from dge_platform.problems import Problem, StudyInputError
+from dge_platform.problems import Problem, StudyInputError, short_repr
 from dge_platform.pseudobulk import sum_counts
 from dge_platform.replicates import collapse_sheet, technical_replicate_problems
 from dge_platform.sample_sheet import read_sample_sheet
 from dge_platform.study import (
     STUDY_FILE,
     StudyConfig,
+    is_valid_study_id,
     parse_study_config,
     read_study_yaml,
-    resolve_inside,
+    study_path,
 )
 
 MIN_REPLICATES = 2
@@ -128,17 +130,21 @@ def validate_study(study_dir: Path, expected_id: str | None = None) -> Validatio
     ``expected_id`` is the id a registered study must carry (its folder name).
     """
     study_dir = Path(study_dir)
+    if expected_id is not None:
+        problems = registered_folder_problems(study_dir, expected_id)
+        if problems:
+            return ValidationReport(None, problems, [])
     raw, problems = read_study_yaml(study_dir)
     if raw is None:
         return ValidationReport(None, problems, [])
     config, problems = parse_study_config(raw)
     problems += kind_problems(raw)
     if expected_id is not None and raw.get("id") != expected_id:
-        problems.append(Problem(STUDY_FILE, "id", f"id {raw.get('id')!r} differs from the "
-                                f"study's folder name {expected_id!r}", "register the study "
-                                "with 'dge add', which files it under its id"))
+        problems.append(Problem(STUDY_FILE, "id", f"id {short_repr(raw.get('id'))} differs from "
+                                f"the study's folder name {expected_id!r}", "register the "
+                                "study with 'dge add', which files it under its id"))
     values = dict(config) if config else _valid_fields(raw, problems)
-    checker = _Checker(study_dir, values, problems)
+    checker = _Checker(study_dir, values, problems, _problem_keys(problems))
     checker.run()
     if checker.problems or config is None:
         return ValidationReport(None, checker.problems, checker.warnings)
@@ -147,6 +153,20 @@ def validate_study(study_dir: Path, expected_id: str | None = None) -> Validatio
     study = ValidatedStudy(config, study_dir, checker.counts, checker.sheet,
                            checker.gene_symbols, checker.files, checker.warnings, checker.cells)
     return ValidationReport(study, [], checker.warnings)
+
+
+def registered_folder_problems(study_dir: Path, folder_name: str) -> list[Problem]:
+    """A registered study's folder must be named by a valid id and be a real folder of the
+    data root: a symbolic link would let its files live anywhere."""
+    if not is_valid_study_id(folder_name):
+        return [Problem(STUDY_FILE, "id", f"the study's folder name {folder_name!r} is not a "
+                        "valid study id", "rename the folder to the study's id (lowercase "
+                        "letters, digits, '_' and '-'), or register it with 'dge add'")]
+    if study_dir.is_symlink():
+        return [Problem(STUDY_FILE, "", f"the study folder {folder_name!r} is a symbolic link; "
+                        "registered studies must be folders inside the data root",
+                        "register the study with 'dge add', which copies its files")]
+    return []
 
 
 def kind_problems(raw: dict[str, Any]) -> list[Problem]:
@@ -172,14 +192,14 @@ def kind_problems(raw: dict[str, Any]) -> list[Problem]:
                                 f"cell's donor (biological replicate): {PER_CELL_WARNING}"))
     if raw.get("kind") != "singlecell":
         problems += [Problem(STUDY_FILE, key, f"only used by kind: singlecell (this study is "
-                             f"{raw.get('kind')!r})", "remove it") for key in SINGLECELL_KEYS
-                     if raw.get(key) is not None]
+                             f"{short_repr(raw.get('kind'))})", "remove it")
+                     for key in SINGLECELL_KEYS if raw.get(key) is not None]
     if raw.get("contrasts") == []:
         problems.append(Problem(STUDY_FILE, "contrasts", "no contrast listed",
                                 "list at least one comparison"))
     problems += [Problem(STUDY_FILE, key, f"only used by kind: screen (this study is "
-                         f"{raw.get('kind')!r})", "remove it") for key in ("plate_map", "control")
-                 if raw.get(key) is not None]
+                         f"{short_repr(raw.get('kind'))})", "remove it")
+                 for key in ("plate_map", "control") if raw.get(key) is not None]
     return problems
 
 
@@ -187,9 +207,14 @@ SINGLECELL_KEYS = ("cells", "donor", "cell_type", "capture", "markers", "qc",
                    "min_cells_per_pseudobulk", "clustering_resolution")
 
 
+def _problem_keys(problems: list[Problem]) -> set[str]:
+    """The top-level study.yaml keys that problems concern."""
+    return {p.field.split(".")[0].split("[")[0] for p in problems if p.file == STUDY_FILE}
+
+
 def _valid_fields(raw: dict[str, Any], problems: list[Problem]) -> dict[str, Any]:
     """The keys of a study.yaml that validated, so later checks can still run on them."""
-    bad = {p.field.split(".")[0].split("[")[0] for p in problems}
+    bad = _problem_keys(problems)
     values: dict[str, Any] = {}
     for name, info in StudyConfig.model_fields.items():
         if name in raw and name not in bad:
@@ -204,9 +229,13 @@ def _valid_fields(raw: dict[str, Any], problems: list[Problem]) -> dict[str, Any
 class _Checker:
     """Runs each check whose inputs are available, accumulating problems and warnings."""
 
-    def __init__(self, study_dir: Path, values: dict[str, Any], problems: list[Problem]):
+    def __init__(self, study_dir: Path, values: dict[str, Any], problems: list[Problem],
+                 invalid: set[str]):
         self.dir = study_dir
         self.v = values
+        self.invalid = invalid  # keys already reported, so not reported again as missing
+        # The keys that validated, for readers (unvalidated keys are absent or defaults).
+        self.config = StudyConfig.model_construct(**values)
         self.problems = list(problems)
         self.warnings: list[Problem] = []
         self.files: list[Path] = [study_dir / STUDY_FILE]
@@ -243,8 +272,7 @@ class _Checker:
     def _read_counts(self) -> None:
         if "counts" not in self.v:
             return
-        config = StudyConfig.model_construct(**self.v)
-        parsed, problems = read_counts(config, self.dir)
+        parsed, problems = read_counts(self.config, self.dir)
         self.problems += problems
         if parsed is None:
             return
@@ -261,7 +289,7 @@ class _Checker:
         samples (donor x design variables x batch) and their summed counts."""
         if "counts" not in self.v:
             return
-        config = StudyConfig.model_construct(**self.v)
+        config = self.config
         cells, files, problems = read_cells(config, self.dir)
         self.files += files
         self.problems += problems
@@ -304,16 +332,16 @@ class _Checker:
             if self.obs is not None:
                 self.sheet = self.obs.astype("string").astype(object).where(self.obs.notna())
                 self.sheet.index.name = "sample"
-            elif self.v.get("kind") not in ("singlecell", "screen"):  # screen: kind_problems
+            # screens: kind_problems reports a missing plate map; an h5ad's obs may serve
+            elif (self.v.get("kind") not in ("singlecell", "screen") and key not in self.invalid
+                  and not self._counts_are_h5ad()):
                 self.problems.append(Problem(STUDY_FILE, "samples", "required key is missing",
                                              "name the sample sheet (CSV/TSV with a 'sample' "
                                              "column)"))
             return
-        path = resolve_inside(self.dir, rel)
-        if path is None:
-            self.problems.append(Problem(STUDY_FILE, key, f"path {rel!r} leads outside "
-                                         "the study folder", "put the sample sheet inside the "
-                                         "study folder"))
+        path, problem = study_path(self.dir, rel, key)
+        if problem:
+            self.problems.append(problem)
             return
         if not path.is_file():
             self.problems.append(Problem(STUDY_FILE, key, f"file {rel!r} not found",
@@ -326,17 +354,23 @@ class _Checker:
         self.sheet, problems = read_sample_sheet(path, rel)
         self.problems += problems
 
+    def _counts_are_h5ad(self) -> bool:
+        """Whether the counts are an h5ad, whose ``obs`` can stand in for the sample sheet."""
+        return "counts" in self.v and detect_format(self.config, self.config.counts) == "h5ad"
+
     def _read_gene_sets(self) -> None:
         for i, rel in enumerate(self.v.get("gene_sets") or []):
-            path = resolve_inside(self.dir, rel)
-            if path is None or not path.is_file():
-                why = "leads outside the study folder" if path is None else "not found"
-                self.problems.append(Problem(STUDY_FILE, f"gene_sets[{i}]", f"{rel!r} {why}",
+            path, problem = study_path(self.dir, rel, f"gene_sets[{i}]")
+            if problem:
+                self.problems.append(problem)
+                continue
+            if not path.is_file():
+                self.problems.append(Problem(STUDY_FILE, f"gene_sets[{i}]", f"{rel!r} not found",
                                              "give a GMT file inside the study folder"))
                 continue
             try:
                 read_gmt(path)
-            except (GmtError, UnicodeDecodeError, OSError) as exc:
+            except (GmtError, OSError, *TEXT_ERRORS) as exc:
                 self.problems.append(Problem(rel, "", f"not a usable GMT file: {exc}",
                                              "one gene set per line: name<TAB>description<TAB>"
                                              "gene<TAB>gene..."))
@@ -412,11 +446,18 @@ class _Checker:
                                          f"{', '.join(sheet.columns)}", "add the column or fix "
                                          "the design"))
         present = [v for v in variables if v in sheet.columns]
+        factors = {c.factor for c in contrasts} | {batch, donor}
         for var in present:
             if sheet[var].isna().any():
                 samples = ", ".join(sheet.index[sheet[var].isna()][:5])
                 self.problems.append(Problem(file, f"column '{var}'", f"empty for sample(s) "
                                              f"{samples}", "fill in every design value"))
+            elif (var not in factors and is_numeric(sheet[var])
+                  and not np.isfinite(pd.to_numeric(sheet[var])).all()):
+                self.problems.append(Problem(file, f"column '{var}'", "holds an infinite value, "
+                                             "so it cannot be a continuous covariate",
+                                             "give finite numbers, or text labels if it names "
+                                             "groups"))
         if batch and batch not in sheet.columns:
             self.problems.append(Problem(STUDY_FILE, "batch", f"column '{batch}' not in {file}",
                                          "name a sample-sheet column"))
