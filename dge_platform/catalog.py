@@ -28,7 +28,8 @@ import pandas as pd
 
 from dge_platform.home import DgeHome
 from dge_platform.tables import TABLES, TableSpec
-from dge_platform.warehouse import DATA_FILE, PARTITION_KEY, S3Settings, Warehouse
+from dge_platform.warehouse import (DATA_FILE, PARTITION_KEY, S3Settings, Warehouse,
+                                    atomic_path)
 
 ALLOWED_STATEMENTS = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
 """What :func:`query` (``dge sql``) runs."""
@@ -153,8 +154,14 @@ def _state_path(home: DgeHome) -> Path:
 
 
 def _read_state(home: DgeHome) -> dict | None:
-    path = _state_path(home)
-    return json.loads(path.read_text()) if home.catalog.exists() and path.exists() else None
+    """What the catalog was built for; None without a catalog or a readable state (a refresh
+    killed before publishing it), which makes the next refresh rebuild."""
+    if not home.catalog.exists():
+        return None
+    try:
+        return json.loads(_state_path(home).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
 
 
 def _view_sql(spec: TableSpec, warehouse: Warehouse, has_data: bool) -> str:
@@ -225,6 +232,9 @@ def refresh_catalog(home: DgeHome, *, force: bool = False) -> bool:
         warehouse = Warehouse(home.warehouse)
         written = warehouse.tables_with_data()
         state = {"warehouse": warehouse.uri, "tables": {name: name in written for name in TABLES}}
+        # Only the lock's holder makes temp catalogs: any left are a killed refresh's.
+        for stale in home.root.glob(f".{home.catalog.stem}.*.tmp*"):
+            stale.unlink(missing_ok=True)
         if not force and _read_state(home) == state:
             return False
         tmp = home.catalog.with_name(f".{home.catalog.name}.{uuid.uuid4().hex}.tmp")
@@ -237,7 +247,9 @@ def refresh_catalog(home: DgeHome, *, force: bool = False) -> bool:
         finally:
             tmp.unlink(missing_ok=True)
             tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
-        _state_path(home).write_text(json.dumps(state))
+        # Published by rename like the catalog: readers do not take the lock.
+        with atomic_path(_state_path(home)) as state_tmp:
+            state_tmp.write_text(json.dumps(state))
         return True
 
 

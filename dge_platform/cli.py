@@ -89,7 +89,13 @@ def run(ctx: click.Context, study_ids: tuple[str, ...]) -> None:
 
     home = _home(ctx).ensure()
     registered = [p.name for p in study_folders(home)]
-    ids = list(study_ids) or registered
+    if not study_ids:
+        # A stray folder (not a study id) must not stop every other study's run.
+        stray = [s for s in registered if not is_valid_study_id(s)]
+        if stray:
+            click.echo(f"warning: skipping folders under {home.studies} that are not study ids: "
+                       f"{', '.join(map(repr, stray))}", err=True)
+    ids = list(study_ids) or [s for s in registered if is_valid_study_id(s)]
     unknown = [s for s in ids if s not in registered or not is_valid_study_id(s)]
     if unknown:
         click.echo(f"error: no registered study {', '.join(map(repr, unknown))} under "

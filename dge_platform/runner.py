@@ -1,15 +1,25 @@
 """Run study partitions through Dagster from the command line, recorded in the same instance
 the UI reads, with step-by-step progress; several studies run in batches (one run per batch
-of contiguous partitions, as a backfill does)."""
+of contiguous partitions, as a backfill does).
+
+Several ``dge`` processes may share one instance at once: they create its storage and register
+partitions one at a time (:func:`instance_lock`), and a run whose ``dge run`` process died
+(killed, out of memory) is marked failed by the next ``dge run`` on that host, instead of
+staying "started" forever.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 
@@ -21,6 +31,12 @@ from dge_platform.defs.partitions import study_partitions
 CROSS_STUDY = "cross-study"
 """The label of the run refreshing the cross-study tables after the studies' runs."""
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+LAUNCHED_BY_TAG = "dge/launched_by"
+PROCESS_TAG = "dge/process"
+"""Run tag naming the ``dge run`` process executing the run (:func:`process_id`)."""
+INSTANCE_LOCK = ".dge-instance.lock"
+UNFINISHED = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+              dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 
 
 @dataclass
@@ -35,12 +51,75 @@ class RunOutcome:
     error: str | None = None
 
 
+@contextmanager
+def instance_lock(dagster_home: str | os.PathLike) -> Iterator[None]:
+    """Hold the exclusive lock of the ``dge`` processes sharing the instance in ``dagster_home``.
+
+    Dagster's SQLite storages are not safe to create concurrently: processes that start on a
+    fresh instance at once fail ("table ... already exists", "dynamic partitions table ...
+    does not exist"), or stamp a schema version twice, after which the instance no longer
+    loads. Registering partitions checks which exist, then inserts the others: two processes
+    adding the same new study at once would both insert it. The kernel releases the lock
+    when its holder dies, so a killed process never leaves it held.
+    """
+    with open(Path(dagster_home) / INSTANCE_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def instance_for(home: DgeHome) -> dg.DagsterInstance:
-    """The Dagster instance stored under the data root (shared with ``dge ui``)."""
+    """The Dagster instance stored under the data root (shared with ``dge ui``); its storage
+    is created, on first use, by one process at a time (:func:`instance_lock`)."""
     home.ensure()
     os.environ["DAGSTER_HOME"] = str(home.dagster_home)
     os.environ["DGE_HOME"] = str(home.root)
-    return dg.DagsterInstance.get()
+    with instance_lock(home.dagster_home):
+        return dg.DagsterInstance.get()
+
+
+def process_id(pid: int) -> str | None:
+    """``host:pid:start`` for a running process (start: its start time in clock ticks after
+    boot, from /proc), which a later process reusing the pid does not share; None when no
+    such process runs (or /proc is missing)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 22 (starttime); the command name in field 2 may hold spaces, so count after ')'.
+    return f"{socket.gethostname()}:{pid}:{stat.rsplit(')', 1)[1].split()[19]}"
+
+
+def fail_orphaned_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    """Mark as failed the unfinished runs of ``dge run`` processes of this host that died.
+
+    ``execute_in_process`` runs in the ``dge run`` process itself, and no daemon monitors it:
+    when that process is killed, its run would stay "started" forever in the UI and in run
+    queries. Returns the runs marked failed.
+    """
+    host = socket.gethostname()
+    orphans = []
+    for run in instance.get_runs(dg.RunsFilter(statuses=UNFINISHED,
+                                               tags={LAUNCHED_BY_TAG: "dge run"})):
+        owner = run.tags.get(PROCESS_TAG, "")
+        owner_host, _, pid = owner.rpartition(":")[0].rpartition(":")
+        if owner_host == host and pid.isdigit() and process_id(int(pid)) != owner:
+            instance.report_run_failed(run, message=f"the dge run process that executed this "
+                                       f"run ({owner}) died before the run ended")
+            orphans.append(run)
+    return orphans
+
+
+def register_studies(instance: dg.DagsterInstance, study_ids: Sequence[str],
+                     echo: Callable[[str], None] = print) -> list[str]:
+    """Add the studies as partitions (new ones in the given order) and return every study
+    partition in order, under :func:`instance_lock`; first mark the runs of dead ``dge run``
+    processes failed (:func:`fail_orphaned_runs`), saying so."""
+    with instance_lock(instance.root_directory):
+        for run in fail_orphaned_runs(instance):
+            echo(f"marked run {run.run_id[:8]} ({run.job_name}) failed: its dge run process "
+                 f"{run.tags[PROCESS_TAG]} died before the run ended")
+        instance.add_dynamic_partitions(study_partitions.name, list(study_ids))
+        return instance.get_dynamic_partitions(study_partitions.name)
 
 
 def run_studies(instance: dg.DagsterInstance, study_ids: Sequence[str],
@@ -49,8 +128,7 @@ def run_studies(instance: dg.DagsterInstance, study_ids: Sequence[str],
     batch of up to ``MAX_STUDIES_PER_RUN`` studies that are contiguous partitions (new
     studies become partitions in the given order, so a first run of all is one range), then
     one run refreshing the cross-study tables when any study succeeded."""
-    instance.add_dynamic_partitions(study_partitions.name, list(study_ids))
-    order = instance.get_dynamic_partitions(study_partitions.name)
+    order = register_studies(instance, study_ids, echo)
     outcomes = [_run_batch(instance, batch, echo) for batch in study_batches(order, study_ids)]
     if any(o.success for o in outcomes):
         outcomes.append(_run(instance, "cross_study_job", [CROSS_STUDY], None, {}, echo))
@@ -85,7 +163,8 @@ def _run(instance: dg.DagsterInstance, job_name: str, batch: list[str],
         result = job.execute_in_process(partition_key=partition_key, instance=instance,
                                         run_id=run_id, raise_on_error=False,
                                         run_config=QUIET_LOGS,
-                                        tags={**tags, "dge/launched_by": "dge run"})
+                                        tags={**tags, LAUNCHED_BY_TAG: "dge run",
+                                              **_process_tag()})
     finally:
         done.set()
         watcher.join()
@@ -97,6 +176,12 @@ def _run(instance: dg.DagsterInstance, job_name: str, batch: list[str],
             outcome.error = _failure_text(event) or (error.message.strip() if error else None)
             break
     return outcome
+
+
+def _process_tag() -> dict[str, str]:
+    """This process's :data:`PROCESS_TAG` (none where /proc is missing: no orphan detection)."""
+    me = process_id(os.getpid())
+    return {PROCESS_TAG: me} if me else {}
 
 
 def _failure_text(event: dg.DagsterEvent) -> str | None:

@@ -159,7 +159,7 @@ class Warehouse:
         data = frame if study_id is None else frame.drop(columns=[PARTITION_KEY],
                                                          errors="ignore")
         arrow = _sorted(table, pa.Table.from_pandas(data, preserve_index=False))
-        with _atomic(path) as tmp:
+        with atomic_path(path) as tmp:
             pq.write_table(arrow, tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
             size = tmp.stat().st_size
         return WrittenTable(path, arrow.num_rows, size)
@@ -168,7 +168,7 @@ class Warehouse:
         """Write a non-table artifact (plot, report) atomically under
         ``<warehouse>/<folder>/study_id=<id>/<name>``."""
         path = self._study_dir(folder, study_id) / name
-        with _atomic(path) as tmp:
+        with atomic_path(path) as tmp:
             tmp.write_bytes(data)
         return path
 
@@ -176,7 +176,7 @@ class Warehouse:
         """Replace a study's AnnData under ``<warehouse>/<name>/`` atomically (lzf: fast to
         write and read, about half the size of uncompressed)."""
         path = self._study_dir(name, study_id) / H5AD_FILE
-        with _atomic(path) as tmp:
+        with atomic_path(path) as tmp:
             adata.write_h5ad(tmp, compression="lzf")
         return path
 
@@ -258,7 +258,7 @@ def _sorted(table: str, arrow: pa.Table) -> pa.Table:
 
 
 @contextmanager
-def _atomic(path: StoragePath) -> Iterator[Path]:
+def atomic_path(path: StoragePath) -> Iterator[Path]:
     """A local temp file to write, that becomes ``path`` whole when the block succeeds (see
     the module docstring); nothing changes when it fails."""
     with _staged(path) as tmp:

@@ -131,3 +131,19 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("figures")
         for line in sorted(lines):
             terminalreporter.write_line(line)
+
+
+def dge_process(*args: str, **popen):
+    """Start the ``dge`` CLI (the environment's console script) as its own process, with this
+    process's environment (``DGE_HOME`` of the ``home`` fixture) and unbuffered output, so a
+    test can follow its progress line by line; stdout and stderr merged, as text. Returns
+    the ``subprocess.Popen``."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **popen.pop("env", {})}
+    return subprocess.Popen([str(Path(sys.executable).with_name("dge")), *args], env=env,
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, **popen)
+

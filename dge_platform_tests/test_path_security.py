@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import anndata as ad
@@ -287,3 +288,25 @@ def test_bundled_study_files_are_inside_their_folders(name):
 def test_data_root_refuses_study_ids_that_name_paths(home, study_id):
     with pytest.raises(ValueError, match="invalid study id"):
         home.study_dir(study_id)
+
+
+def test_dge_run_skips_stray_folders_that_are_not_study_ids(home):
+    (home.studies / "Not A Study").mkdir()
+    result = dge("run")
+    assert result.exit_code == 0, result.output
+    assert "skipping folders" in result.output and "'Not A Study'" in result.output
+    assert "no studies registered" in result.output
+
+
+def test_add_removes_staging_copies_of_killed_adds(home, tmp_path):
+    from dge_platform.warehouse import STALE_TEMP_SECONDS
+
+    old = home.studies / ".incoming-toy-deadbeef"
+    fresh = home.studies / ".retired-toy-cafecafe"  # another add may still be using it
+    for folder in (old, fresh):
+        (folder / "sub").mkdir(parents=True)
+    stamp = time.time() - STALE_TEMP_SECONDS - 60
+    os.utime(old, (stamp, stamp))
+    add_study(home, write_study(tmp_path / "toy"))
+    assert not old.exists() and fresh.exists()
+    assert (home.studies / "toy" / "study.yaml").exists()
