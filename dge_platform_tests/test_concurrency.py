@@ -114,7 +114,13 @@ def multiprocess_study_job() -> dg.JobDefinition:
 
 
 def test_one_multiprocess_run_over_four_studies(home, four_studies, record_property):
-    instance = instance_for(home)
+    # Entered, the instance is the current one for loading definitions below; otherwise
+    # Dagster may reach for the state storage of an instance an earlier test disposed.
+    with instance_for(home) as instance:
+        _multiprocess_run(home, instance, four_studies, record_property)
+
+
+def _multiprocess_run(home, instance, four_studies, record_property):
     instance.add_dynamic_partitions(study_partitions.name, STUDIES)
     # Steps fork from a server that imported the definitions once; spawning a fresh
     # interpreter per step would import them for each of the job's steps.
