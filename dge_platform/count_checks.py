@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from dge_platform.count_readers import is_nfcore_counts
 from dge_platform.problems import Problem
 
 EXAMPLES = 3
@@ -80,6 +81,16 @@ def check_counts(counts: pd.DataFrame, file: str, *, round_counts: bool = False,
     return result, []
 
 
+def _non_integer_fix(file: str) -> str:
+    """What to do about non-integer counts; nf-core/rnaseq merged matrices always hold them."""
+    if is_nfcore_counts(file):
+        return ("nf-core/rnaseq merged gene counts are estimated (salmon/RSEM) counts, not "
+                "integers: set round_counts: true in study.yaml to round them for DESeq2 (as "
+                "DESeqDataSetFromTximport does)")
+    return ("DESeq2 needs raw integer counts; for estimated counts (salmon, RSEM) set "
+            "round_counts: true in study.yaml")
+
+
 def _value_problems(values: np.ndarray, counts: pd.DataFrame, file: str,
                     round_counts: bool, allow_empty_samples: bool) -> list[Problem]:
     problems = []
@@ -106,8 +117,7 @@ def _value_problems(values: np.ndarray, counts: pd.DataFrame, file: str,
     frac = np.abs(finite - np.rint(finite)) > 1e-8
     if frac.any() and not round_counts:
         problems.append(Problem(file, "values", f"non-integer counts: {where(frac)}",
-                                "DESeq2 needs raw integer counts; for estimated counts "
-                                "(salmon, RSEM) set round_counts: true in study.yaml"))
+                                _non_integer_fix(file)))
     zero = [s for s, total in zip(samples, finite.sum(axis=0)) if total == 0]
     if zero and not allow_empty_samples:
         problems.append(Problem(file, "samples", f"all-zero sample(s): {_examples(zero)}",

@@ -1,8 +1,9 @@
 """Read a study's count input into one genes x samples table.
 
 Supported inputs: a genes x samples matrix (TSV/CSV, optionally gzipped, first column gene
-id), featureCounts output, STAR ``ReadsPerGene.out.tab`` files (one per sample) and an
-h5ad (samples x genes). Readers only parse; value checks live in :mod:`count_checks`.
+id), featureCounts output, STAR ``ReadsPerGene.out.tab`` files (one per sample),
+nf-core/rnaseq merged gene matrices (``*.merged.gene_counts*.tsv``) and an h5ad (samples x
+genes). Readers only parse; value checks live in :mod:`count_checks`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ FEATURECOUNTS_ANNOTATION = ["Chr", "Start", "End", "Strand", "Length"]
 STAR_SUFFIX = "ReadsPerGene.out.tab"
 # STAR ReadsPerGene columns: 1 gene id, 2 unstranded, 3 read 1 sense (htseq -s yes), 4 reverse.
 STAR_COLUMN = {"unstranded": 1, "forward": 2, "reverse": 3}
+# nf-core/rnaseq merged matrices: salmon.merged.gene_counts.tsv (and _length_scaled, _scaled),
+# rsem.merged.gene_counts.tsv. Salmon's carry gene_name, RSEM's transcript_id(s), after gene_id.
+NFCORE_MARK = ".merged.gene_counts"
+NFCORE_ANNOTATION = {"gene_name": True, "transcript_id(s)": False}  # kept as symbols?
 
 
 @dataclass
@@ -117,7 +122,16 @@ def detect_format(config: StudyConfig, counts_path: str) -> str:
         return "h5ad"
     if STAR_SUFFIX.lower() in lower:
         return "star"
+    if is_nfcore_counts(counts_path):
+        return "nfcore"
     return "matrix"
+
+
+def is_nfcore_counts(name: str) -> bool:
+    """Whether a file name is an nf-core/rnaseq merged gene matrix
+    (``<quantifier>.merged.gene_counts*.tsv``, optionally gzipped)."""
+    lower = Path(name).name.lower().removesuffix(".gz")
+    return NFCORE_MARK in lower and lower.endswith(".tsv")
 
 
 def read_counts(config: StudyConfig, study_dir: Path) -> tuple[CountInput | None, list[Problem]]:
@@ -141,6 +155,8 @@ def read_counts(config: StudyConfig, study_dir: Path) -> tuple[CountInput | None
             fmt = "featurecounts"
         if fmt == "featurecounts":
             return _read_featurecounts(path, config.counts)
+        if fmt == "nfcore":
+            return _read_nfcore(path, config.counts)
         return _read_matrix(path, config.counts)
     except TEXT_ERRORS as exc:
         return None, [not_text_problem(config.counts, exc)]
@@ -259,6 +275,38 @@ def _read_featurecounts(path: Path, rel: str) -> tuple[CountInput | None, list[P
     df.columns = renamed
     df.index = _gene_ids(df.index)
     return CountInput(df, None, None, [path]), []
+
+
+def _read_nfcore(path: Path, rel: str) -> tuple[CountInput | None, list[Problem]]:
+    """An nf-core/rnaseq ``*.merged.gene_counts*.tsv``: ``gene_id``, then ``gene_name``
+    (salmon; kept as symbols) or ``transcript_id(s)`` (RSEM; dropped), then one column per
+    sample. The values are estimated (non-integer) counts: :func:`check_counts` refuses them
+    unless the study sets ``round_counts: true``."""
+    header = read_header(path, "\t")
+    if header[:1] != ["gene_id"] or len(header) < 2 or header[1] not in NFCORE_ANNOTATION:
+        return None, [Problem(rel, "header", f"not an nf-core/rnaseq merged gene matrix: "
+                              f"expected columns gene_id, gene_name (or transcript_id(s)), "
+                              f"then samples; found {', '.join(header[:3]) or 'nothing'}",
+                              "pass the pipeline's *.merged.gene_counts*.tsv unchanged, or set "
+                              "counts_format: matrix")]
+    samples = header[2:]
+    if not samples:
+        return None, [Problem(rel, "header", "has no sample columns", "pass the merged matrix "
+                              "of all samples")]
+    dups = header_duplicates(samples)
+    if dups:
+        return None, [Problem(rel, "header", f"duplicate sample name(s): {', '.join(dups)}",
+                              "give every sample column a unique name")]
+    df, problems = _read_table(path, rel, "\t", dtype={"gene_id": str, header[1]: str})
+    if df is None:
+        return None, problems
+    df = df.set_index("gene_id")
+    symbols = df[header[1]].astype("string") if NFCORE_ANNOTATION[header[1]] else None
+    df = df.drop(columns=header[1])
+    df.index = _gene_ids(df.index)
+    if symbols is not None:
+        symbols.index = df.index
+    return CountInput(df, symbols, None, [path]), []
 
 
 def _gene_ids(index: pd.Index) -> pd.Index:
