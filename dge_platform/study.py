@@ -86,7 +86,7 @@ class StudyConfig(BaseModel):
     organism: Label
     title: str | None = None
     counts: Label
-    counts_format: Literal["auto", "matrix", "featurecounts", "star", "h5ad"] = "auto"
+    counts_format: Literal["auto", "matrix", "featurecounts", "star", "h5ad", "nfcore"] = "auto"
     counts_layer: str | None = None
     strandedness: Literal["unstranded", "forward", "reverse"] | None = None
     round_counts: bool = False

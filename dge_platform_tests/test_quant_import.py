@@ -355,6 +355,14 @@ def test_nfcore_merged_counts_rounded_with_symbols(toy_study):
     assert study.gene_symbols["ENSG00000000938"] == "FGR"
 
 
+def test_nfcore_format_forced_for_a_renamed_file(toy_study):
+    """``counts_format: nfcore`` reads the pipeline's matrix under any file name."""
+    report = validate_study(nfcore_study(toy_study, "gene_counts.tsv", round_counts=True,
+                                         counts_format="nfcore"))
+    assert report.problems == []
+    assert report.study.gene_symbols["ENSG00000000938"] == "FGR"
+
+
 def test_nfcore_rsem_merged_counts_drop_transcript_ids(toy_study):
     raw = pd.read_csv(NFCORE, sep="\t")
     raw = raw.rename(columns={"gene_name": "transcript_id(s)"})
