@@ -1,0 +1,153 @@
+"""Simulated paired-end RNA-seq alignments: a synthetic GTF and a coordinate-sorted BAM.
+
+Annotation: ``n_genes`` genes over 10 chromosomes (``1``..``10``), each one transcript of
+2-12 exons (100-400 bp) with 300-5,000 bp introns, random strand; gene starts are uniform, so
+some genes overlap (ambiguous fragments exist, as in real annotations).
+
+Reads: ``n_pairs`` fragments, 90 % from genes (gene chosen by a log-normal expression,
+fragment start uniform on the gene's exonic sequence, 2x75 bp, insert 150-400 bp measured on
+the transcript, so reads crossing an exon junction get an ``N`` gap) and 10 % from random
+genomic positions (intronic / intergenic: no feature). Read 1 is on the gene's strand or the
+opposite with equal probability (an unstranded library). Sequences and qualities are drawn
+from a pool of random strings, so the BAM compresses about like a real one. Every record has
+``NH:i:1``, is primary and properly paired, so featureCounts' default filters keep them all.
+
+The SAM text is built in Python and converted to BAM by pysam's bundled samtools.
+
+    .venv/bin/python bench/simulate_bam.py OUTDIR [--pairs 2000000] [--genes 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pysam
+
+READ_LEN = 75
+N_CHROM, CHROM_LEN = 10, 60_000_000
+POOL = 4096
+
+
+def simulate_gtf(path: Path, n_genes: int, rng: np.random.Generator) -> list[tuple]:
+    """Write the GTF; return per gene (chrom, strand, exon starts, exon ends) 0-based."""
+    genes = []
+    lines = []
+    for g in range(n_genes):
+        chrom = str(rng.integers(1, N_CHROM + 1))
+        strand = "+" if rng.random() < 0.5 else "-"
+        n_exons = int(rng.integers(2, 13))
+        lengths = rng.integers(100, 401, n_exons)
+        introns = rng.integers(300, 5001, n_exons - 1)
+        start = int(rng.integers(1_000, CHROM_LEN - 100_000))
+        starts = start + np.r_[0, np.cumsum(lengths[:-1] + introns)]
+        ends = starts + lengths
+        genes.append((chrom, strand, starts, ends))
+        gid = f"SIMG{g:05d}"
+        attrs = f'gene_id "{gid}"; gene_name "Sim{g}";'
+        lines.append(f"{chrom}\tsim\tgene\t{starts[0] + 1}\t{ends[-1]}\t.\t{strand}\t.\t{attrs}\n")
+        tx = f'{attrs} transcript_id "SIMT{g:05d}";'
+        lines.append(f"{chrom}\tsim\ttranscript\t{starts[0] + 1}\t{ends[-1]}\t.\t{strand}\t.\t"
+                     f"{tx}\n")
+        for k, (s, e) in enumerate(zip(starts, ends)):
+            lines.append(f'{chrom}\tsim\texon\t{s + 1}\t{e}\t.\t{strand}\t.\t{tx} '
+                         f'exon_number "{k + 1}";\n')
+    path.write_text("".join(lines))
+    return genes
+
+
+def _place(starts, ends, offset: int, length: int) -> tuple[int, str]:
+    """Genomic start and CIGAR of ``length`` bases at transcript ``offset`` (clipped to the
+    transcript end)."""
+    cum = np.r_[0, np.cumsum(ends - starts)]
+    offset = min(offset, int(cum[-1]) - length)
+    k = int(np.searchsorted(cum, offset, side="right") - 1)
+    pos = int(starts[k] + offset - cum[k])
+    cigar, left, x = [], length, pos
+    while left > 0:
+        take = min(left, int(ends[k]) - x)
+        if cigar:
+            cigar.append(f"{x - prev_end}N")
+        cigar.append(f"{take}M")
+        left -= take
+        prev_end = x + take
+        k += 1
+        if left > 0:
+            x = int(starts[k])
+    return pos, "".join(cigar)
+
+
+def simulate_bam(outdir: Path, n_pairs: int = 2_000_000, n_genes: int = 20_000,
+                 seed: int = 7) -> tuple[Path, Path]:
+    """Write ``annotation.gtf`` and ``reads.bam`` (coordinate-sorted) under ``outdir``."""
+    rng = np.random.default_rng(seed)
+    outdir.mkdir(parents=True, exist_ok=True)
+    gtf, bam = outdir / "annotation.gtf", outdir / "reads.bam"
+    genes = simulate_gtf(gtf, n_genes, rng)
+    expression = rng.lognormal(0, 1.5, n_genes)
+    chosen = rng.choice(n_genes, size=n_pairs, p=expression / expression.sum())
+    genic = rng.random(n_pairs) < 0.9
+    insert = rng.integers(150, 401, n_pairs)
+    flip = rng.random(n_pairs) < 0.5
+    pool_seq = ["".join(rng.choice(list("ACGT"), READ_LEN)) for _ in range(POOL)]
+    pool_qual = ["".join(rng.choice(list("?@ABCDEFGHIJ"), READ_LEN)) for _ in range(POOL)]
+    picks = rng.integers(0, POOL, (n_pairs, 2))
+    records: list[tuple[int, int, str]] = []  # (chrom, pos, line) for sorting
+    for i in range(n_pairs):
+        if genic[i]:
+            chrom, strand, starts, ends = genes[chosen[i]]
+            tx_len = int((ends - starts).sum())
+            frag = min(int(insert[i]), tx_len)
+            off = int(rng.integers(0, max(tx_len - frag, 0) + 1))
+            p1, c1 = _place(starts, ends, off, READ_LEN)
+            p2, c2 = _place(starts, ends, off + frag - READ_LEN, READ_LEN)
+            forward = (strand == "+") != bool(flip[i])
+        else:
+            chrom = str(rng.integers(1, N_CHROM + 1))
+            p1 = int(rng.integers(0, CHROM_LEN - 1_000))
+            p2, c1, c2 = p1 + int(insert[i]) - READ_LEN, f"{READ_LEN}M", f"{READ_LEN}M"
+            forward = bool(flip[i])
+        # The leftmost read is on the forward strand: read 1 there if the fragment is forward.
+        if forward:
+            f_left, f_right = 99, 147
+        else:
+            f_left, f_right = 163, 83
+        tlen = p2 + READ_LEN - p1
+        name = f"sim.{i}"
+        s1, q1 = pool_seq[picks[i, 0]], pool_qual[picks[i, 0]]
+        s2, q2 = pool_seq[picks[i, 1]], pool_qual[picks[i, 1]]
+        c = int(chrom)
+        records.append((c, p1, f"{name}\t{f_left}\t{chrom}\t{p1 + 1}\t255\t{c1}\t=\t{p2 + 1}\t"
+                               f"{tlen}\t{s1}\t{q1}\tNH:i:1\n"))
+        records.append((c, p2, f"{name}\t{f_right}\t{chrom}\t{p2 + 1}\t255\t{c2}\t=\t{p1 + 1}\t"
+                               f"{-tlen}\t{s2}\t{q2}\tNH:i:1\n"))
+    records.sort(key=lambda r: (r[0], r[1]))
+    sam = outdir / "reads.sam"
+    with sam.open("w") as fh:
+        fh.write("@HD\tVN:1.6\tSO:coordinate\n")
+        for c in range(1, N_CHROM + 1):
+            fh.write(f"@SQ\tSN:{c}\tLN:{CHROM_LEN}\n")
+        fh.writelines(r[2] for r in records)
+    threads = str(max(1, (os.cpu_count() or 1)))
+    pysam.samtools.view("-b", "-@", threads, "-o", str(bam), str(sam), catch_stdout=False)
+    sam.unlink()
+    return gtf, bam
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("outdir", type=Path)
+    parser.add_argument("--pairs", type=int, default=2_000_000)
+    parser.add_argument("--genes", type=int, default=20_000)
+    args = parser.parse_args()
+    t = time.perf_counter()
+    gtf, bam = simulate_bam(args.outdir, args.pairs, args.genes)
+    print(f"wrote {gtf} and {bam} ({bam.stat().st_size / 1e6:.0f} MB) "
+          f"in {time.perf_counter() - t:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

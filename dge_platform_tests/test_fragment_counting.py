@@ -1,0 +1,210 @@
+"""Fragment counting from BAM equals R summarizeOverlaps on the airway BAM subsets.
+
+References: ``fixtures/r_counting`` (README.md there; made by make_r_counting_reference.R).
+Stranded modes are compared with the ``_pairs_{forward,reverse}`` files (R GAlignmentPairs,
+strandMode 1: a pair takes read 1's strand, as featureCounts -s 1 / -s 2). Those hold mated
+pairs only, so they are compared with ``both_mates=True`` (featureCounts -B); by default a
+singleton counts too, on its own strand (inverted for read 2), as featureCounts does. The
+``summarize_overlaps_counts_{forward,reverse}.csv`` files (fragments=TRUE with strand: a pair
+counts when EITHER mate is on the gene's strand) are not a featureCounts meaning and are not
+reproduced.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pysam
+import pytest
+
+from dge_platform.fragment_counting import BamError, count_fragments
+from dge_platform.gene_models import GtfError, read_gtf
+
+REPO = Path(__file__).resolve().parents[1]
+AIRWAY = REPO / "data" / "upstream" / "airway"
+FIXTURES = Path(__file__).parent / "fixtures" / "r_counting"
+GTF = AIRWAY / "Homo_sapiens.GRCh37.75_subset.gtf.gz"
+SAMPLES = ["SRR1039508", "SRR1039509", "SRR1039512", "SRR1039513", "SRR1039516",
+           "SRR1039517", "SRR1039520", "SRR1039521"]
+
+
+def bam(sample: str) -> Path:
+    return AIRWAY / "bam_subsets" / f"{sample}_subset.bam"
+
+
+@pytest.fixture(scope="module")
+def models():
+    return read_gtf(GTF)
+
+
+@pytest.fixture(scope="module")
+def unstranded(models):
+    return {s: count_fragments(bam(s), models) for s in SAMPLES}
+
+
+def r_counts(name: str) -> pd.DataFrame:
+    return pd.read_csv(FIXTURES / f"summarize_overlaps_counts{name}.csv", index_col=0)
+
+
+def assert_equal_to_r(ours: dict[str, pd.Series], expected: pd.DataFrame):
+    got = pd.DataFrame(ours)[expected.columns]
+    assert set(got.index) == set(expected.index)
+    got = got.loc[expected.index]
+    diff = got != expected
+    assert not diff.to_numpy().any(), (
+        f"{int(diff.to_numpy().sum())} of {diff.size} cells differ:\n"
+        f"{got[diff.any(axis=1)]}\nR:\n{expected[diff.any(axis=1)]}")
+
+
+def test_unstranded_counts_equal_summarize_overlaps(unstranded):
+    assert_equal_to_r({s: c for s, (c, _) in unstranded.items()}, r_counts(""))
+
+
+def test_stats_match_r_fragment_totals(unstranded):
+    totals = pd.read_csv(FIXTURES / "bam_totals.csv", index_col=0)
+    r = r_counts("")
+    for sample, (counts, stats) in unstranded.items():
+        row = totals.loc[sample]
+        assert stats["Assigned"] == counts.sum() == r[sample].sum()
+        assert stats["Assigned"] == row.counted_summarize_overlaps
+        assert stats["Unassigned_Ambiguity"] == row.fragments_ambiguous_genes
+        assert stats["Unassigned_NoFeatures"] == row.fragments_no_feature
+        assert stats["fragments"] == row.fragments
+        assert stats["fragments_pairs"] == row.fragments_mated_pairs
+        assert stats["fragments_singletons"] == row.fragments_unmated
+        assert stats["records"] == row.bam_records
+        assert stats["Unassigned_Unmapped"] == 0
+        assert stats["Assigned"] + stats["Unassigned_Ambiguity"] \
+            + stats["Unassigned_NoFeatures"] == stats["fragments"]
+
+
+def test_primary_only_equals_r_without_secondary(models):
+    assert_equal_to_r({s: count_fragments(bam(s), models, primary_only=True)[0]
+                       for s in SAMPLES}, r_counts("_primary"))
+
+
+@pytest.mark.parametrize("strandedness", ["forward", "reverse"])
+def test_stranded_pairs_equal_galignmentpairs(models, strandedness):
+    ours = {s: count_fragments(bam(s), models, strandedness, both_mates=True)[0]
+            for s in SAMPLES}
+    assert_equal_to_r(ours, r_counts(f"_pairs_{strandedness}"))
+
+
+def test_stranded_singletons_counted_by_default(models):
+    # SRR1039517 has 6 unmated fragments; counting them can only add.
+    with_lone, stats = count_fragments(bam("SRR1039517"), models, "forward")
+    pairs_only, stats_pairs = count_fragments(bam("SRR1039517"), models, "forward",
+                                              both_mates=True)
+    assert (with_lone >= pairs_only).all()
+    assert stats_pairs["Unassigned_Singleton"] == stats["fragments_singletons"] == 6
+
+
+# --------------------------------------------------------------------------- small cases
+
+GTF_TEXT = (
+    '{chrom}\tt\texon\t101\t200\t.\t+\t.\tgene_id "A"; gene_name "a";\n'
+    '{chrom}\tt\texon\t301\t400\t.\t+\t.\tgene_id "A"; gene_name "a";\n'
+    '{chrom}\tt\texon\t1001\t1100\t.\t-\t.\tgene_id "B"; gene_name "b";\n'
+    '{chrom}\tt\ttranscript\t1001\t1100\t.\t-\t.\tgene_id "B";\n'
+)
+
+
+def write_bam(path: Path, reads: list[tuple], chrom: str = "1") -> Path:
+    """reads: (name, flag, pos0, cigar, mate_pos0); mates on the same chromosome."""
+    header = {"HD": {"VN": "1.6", "SO": "coordinate"}, "SQ": [{"SN": chrom, "LN": 10_000}]}
+    with pysam.AlignmentFile(str(path), "wb", header=header) as out:
+        for name, flag, pos, cigar, mpos in sorted(reads, key=lambda r: r[2]):
+            a = pysam.AlignedSegment(out.header)
+            a.query_name, a.flag, a.reference_id, a.reference_start = name, flag, 0, pos
+            a.cigarstring, a.mapping_quality = cigar, 60
+            a.next_reference_id, a.next_reference_start = 0, mpos
+            out.write(a)
+    return path
+
+
+def test_union_semantics_on_small_cases(tmp_path):
+    gtf = tmp_path / "g.gtf"
+    gtf.write_text(GTF_TEXT.format(chrom="1"))
+    models = read_gtf(gtf)
+    reads = [
+        # pair in A's two exons (one mate in each): A
+        ("p1", 99, 150, "20M", 320), ("p1", 147, 320, "20M", 150),
+        # pair with one mate in A and one in B: ambiguous
+        ("p2", 99, 380, "10M", 1050), ("p2", 147, 1050, "10M", 380),
+        # spliced read whose N gap spans exon 301-400 (0-based 300-400) and lands in intron
+        ("s1", 0, 210, "10M200N10M", -1),
+        # only the deletion covers exon 300-400: D is part of the block (GenomicAlignments)
+        ("d1", 0, 270, "5M140D5M", -1),
+        # pair with secondary copy: both count (no multimapping filter)
+        ("m1", 99, 1010, "10M", 1030), ("m1", 147, 1030, "10M", 1010),
+        ("m1", 99 | 256, 160, "10M", 170), ("m1", 147 | 256, 170, "10M", 160),
+    ]
+    counts, stats = count_fragments(write_bam(tmp_path / "x.bam", reads), models)
+    assert counts.to_dict() == {"A": 3, "B": 1}
+    assert stats["Unassigned_Ambiguity"] == 1
+    assert stats["Unassigned_NoFeatures"] == 1
+    assert stats["fragments"] == 6
+    fwd, _ = count_fragments(tmp_path / "x.bam", models, "forward")
+    rev, _ = count_fragments(tmp_path / "x.bam", models, "reverse")
+    # 99 = read 1 forward: + strand fragments; d1 is unpaired forward on +. Only genes on
+    # the fragment's strand can make it ambiguous, so p2 counts for A (forward), B (reverse).
+    assert fwd.to_dict() == {"A": 4, "B": 0}
+    assert rev.to_dict() == {"A": 0, "B": 2}
+
+
+def test_votes_rule_resolves_pairs_like_featurecounts(tmp_path):
+    gtf = tmp_path / "g.gtf"
+    gtf.write_text(GTF_TEXT.format(chrom="1")
+                   + '1\tt\texon\t181\t260\t.\t-\t.\tgene_id "C";\n')
+    models = read_gtf(gtf)
+    reads = [
+        # mate 1 in A and C, mate 2 in A: union ambiguous, votes A (2 votes to 1)
+        ("v1", 99, 185, "10M", 320), ("v1", 147, 320, "10M", 185),
+        # mate 1 in A and C, mate 2 in no gene: a tie, ambiguous in both
+        ("v2", 99, 185, "10M", 600), ("v2", 147, 600, "10M", 185),
+    ]
+    path = write_bam(tmp_path / "v.bam", reads)
+    union, union_stats = count_fragments(path, models)
+    votes, votes_stats = count_fragments(path, models, resolution="votes")
+    assert union.to_dict() == {"A": 0, "B": 0, "C": 0}
+    assert union_stats["Unassigned_Ambiguity"] == 2
+    assert votes.to_dict() == {"A": 1, "B": 0, "C": 0}
+    assert votes_stats["Unassigned_Ambiguity"] == 1
+    with pytest.raises(ValueError, match="resolution must be one of"):
+        count_fragments(path, models, resolution="largest")
+
+
+def test_bad_gtf_line_names_file_and_line(tmp_path):
+    gtf = tmp_path / "bad.gtf"
+    gtf.write_text("#comment\n" + GTF_TEXT.format(chrom="1")
+                   + '1\tt\texon\t500\tx\t.\t+\t.\tgene_id "C";\n')
+    with pytest.raises(GtfError, match=r"bad\.gtf: line 6: start/end must be integers"):
+        read_gtf(gtf)
+    gtf.write_text('1\tt\texon\t500\t600\t.\t+\n')
+    with pytest.raises(GtfError, match=r"line 1: expected 9 tab-separated columns, found 7"):
+        read_gtf(gtf)
+    gtf.write_text('1\tt\texon\t500\t600\t.\t+\t.\tgene_name "C";\n')
+    with pytest.raises(GtfError, match="line 1: exon line has no gene_id"):
+        read_gtf(gtf)
+
+
+def test_chromosome_naming_mismatch_is_explained(tmp_path):
+    gtf = tmp_path / "g.gtf"
+    gtf.write_text(GTF_TEXT.format(chrom="chr1"))
+    path = write_bam(tmp_path / "x.bam", [("r", 0, 150, "10M", -1)], chrom="1")
+    with pytest.raises(BamError, match=r'The GTF uses "chr" names .* and the BAM does not'):
+        count_fragments(path, read_gtf(gtf))
+
+
+def test_unreadable_and_truncated_bam(tmp_path, models):
+    junk = tmp_path / "junk.bam"
+    junk.write_bytes(b"not a bam at all")
+    with pytest.raises(BamError, match="junk.bam: unreadable BAM"):
+        count_fragments(junk, models)
+    cut = tmp_path / "cut.bam"
+    cut.write_bytes(bam("SRR1039508").read_bytes()[:200_000])
+    with pytest.raises(BamError, match="cut.bam: (unreadable|truncated) BAM"):
+        count_fragments(cut, models)
+    with pytest.raises(BamError, match="not found"):
+        count_fragments(tmp_path / "missing.bam", models)
