@@ -27,8 +27,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -37,18 +35,10 @@ HEAVY = ("deseq2", "compound_activity", "dose_response", "enrichment")
 
 def write_plates(folder: Path, study_id: str, plates: int, genes: int, seed: int) -> Path:
     """A screen study of ``plates`` simulated 384-well plates, one count file per plate."""
-    from bench.simulate_screen import simulate_screen
+    from bench.simulate_screen import simulate_screen, write_screen_study
 
     screen = simulate_screen(n_genes=genes, n_plates=plates, plate_format=384, seed=seed)
-    (folder / "counts").mkdir(parents=True)
-    for plate, wells in screen.plate_map.groupby("plate", sort=False):
-        screen.counts[wells["sample"]].to_csv(folder / "counts" / f"{plate}.tsv.gz", sep="\t")
-    screen.plate_map.drop(columns="condition").to_csv(folder / "plate_map.tsv", sep="\t",
-                                                      index=False)
-    (folder / "study.yaml").write_text(yaml.safe_dump({
-        "id": study_id, "kind": "screen", "organism": "Homo sapiens",
-        "counts": "counts/*.tsv.gz", "plate_map": "plate_map.tsv", "control": "DMSO"}))
-    return folder
+    return write_screen_study(folder, screen, study_id)
 
 
 def worker(mode: str, plates: int, genes: int) -> dict:

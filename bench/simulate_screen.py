@@ -12,9 +12,11 @@ compound a set of responsive genes whose log2 fold change follows a Hill curve i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from dge_platform.plate_map import condition_label
 from dge_platform.well_qc import PLATE_SHAPES, ROW_LETTERS
@@ -187,3 +189,18 @@ def simulate_screen(n_genes: int = 20_000, n_plates: int = 1, plate_format: int 
         size_factors=pd.Series(size_factors, index=samples, name="size_factor"),
         dispersions=pd.Series(dispersion, index=genes, name="dispersion"),
     )
+
+
+def write_screen_study(folder: Path, screen: SimulatedScreen, study_id: str) -> Path:
+    """Write ``screen`` as a screen study folder: one gzipped count file per plate, the plate
+    map and study.yaml (control DMSO, default design and contrasts)."""
+    (folder / "counts").mkdir(parents=True)
+    for plate, wells in screen.plate_map.groupby("plate", sort=False):
+        screen.counts[wells["sample"]].rename_axis("gene_id").to_csv(
+            folder / "counts" / f"{plate}.tsv.gz", sep="\t")
+    screen.plate_map.drop(columns="condition").to_csv(folder / "plate_map.tsv", sep="\t",
+                                                      index=False)
+    (folder / "study.yaml").write_text(yaml.safe_dump({
+        "id": study_id, "kind": "screen", "organism": "Homo sapiens",
+        "counts": "counts/*.tsv.gz", "plate_map": "plate_map.tsv", "control": CONTROL}))
+    return folder

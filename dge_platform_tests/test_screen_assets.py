@@ -6,24 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-from bench.simulate_screen import simulate_screen
+from bench.simulate_screen import simulate_screen, write_screen_study
 from dge_platform.tables import TABLES
 from dge_platform_tests.conftest import copy_bundled, dge, sql
-
-
-def write_simulated(folder, screen) -> None:
-    folder.mkdir(parents=True)
-    (folder / "counts").mkdir()
-    for plate, wells in screen.plate_map.groupby("plate"):
-        screen.counts[wells["sample"]].rename_axis("gene_id").to_csv(
-            folder / "counts" / f"{plate}.tsv.gz", sep="\t")
-    screen.plate_map.drop(columns=["condition"]).to_csv(folder / "plate_map.tsv", sep="\t",
-                                                        index=False)
-    (folder / "study.yaml").write_text(yaml.safe_dump({
-        "id": "sim_screen", "kind": "screen", "organism": "Homo sapiens",
-        "counts": "counts/*.tsv.gz", "plate_map": "plate_map.tsv", "control": "DMSO"}))
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +21,7 @@ def screen_home(tmp_path_factory):
         screen = simulate_screen(n_genes=1500, n_plates=2, n_compounds=6,
                                  doses=(0.01, 0.1, 1.0, 10.0), n_controls=12, n_replicates=2,
                                  frac_responsive=0.08, seed=3)
-        write_simulated(root / "incoming" / "sim_screen", screen)
+        write_screen_study(root / "incoming" / "sim_screen", screen, "sim_screen")
         simulated = dge("add", str(root / "incoming" / "sim_screen"), "--run")
         yield {"root": root / "dge", "macseq": macseq, "sim": simulated, "truth": screen}
 
