@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from dge_platform_tests.test_webserver import STARTUP_TIMEOUT, _free_port, _stop
+from dge_platform_tests.services import free_port
+from dge_platform_tests.test_webserver import STARTUP_TIMEOUT, _stop
 
 LISTEN = "0A"
 LOOPBACK = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1, ::1 in /proc/net
@@ -58,7 +59,7 @@ def listening_addresses(pgid: int) -> list[tuple[str, int]]:
 
 
 def test_dge_ui_listens_on_loopback_only(home, tmp_path):
-    port = _free_port()
+    port = free_port()
     dge = Path(sys.executable).with_name("dge")
     log = tmp_path / "ui.log"
     with log.open("wb") as out:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,17 +17,12 @@ import dagster as dg
 import pytest
 
 from conftest import write_study
+from dge_platform_tests.services import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 WORKSPACE = REPO / "workspace.yaml"
 STARTUP_TIMEOUT = 90.0
 ASSETS = {"studies", "samples", "genes", "raw_counts", "study_inputs"}
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Server:
@@ -117,7 +111,7 @@ def server(tmp_path_factory):
         finally:
             instance.dispose()
 
-    port = _free_port()
+    port = free_port()
     log = tmp / "webserver.log"
     env = {**os.environ, "DAGSTER_HOME": str(home.dagster_home), "DGE_HOME": str(home.root)}
     with log.open("wb") as out:
