@@ -66,7 +66,7 @@ def _place(starts, ends, offset: int, length: int) -> tuple[int, str]:
     offset = min(offset, int(cum[-1]) - length)
     k = int(np.searchsorted(cum, offset, side="right") - 1)
     pos = int(starts[k] + offset - cum[k])
-    cigar, left, x = [], length, pos
+    cigar, left, x, prev_end = [], length, pos, pos
     while left > 0:
         take = min(left, int(ends[k]) - x)
         if cigar:

@@ -29,7 +29,8 @@ STAR_COLUMN = {"unstranded": 1, "forward": 2, "reverse": 3}
 # nf-core/rnaseq merged matrices: salmon.merged.gene_counts.tsv (and _length_scaled, _scaled),
 # rsem.merged.gene_counts.tsv. Salmon's carry gene_name, RSEM's transcript_id(s), after gene_id.
 NFCORE_MARK = ".merged.gene_counts"
-NFCORE_ANNOTATION = {"gene_name": True, "transcript_id(s)": False}  # kept as symbols?
+# Annotation column -> whether it is kept as gene symbols.
+NFCORE_ANNOTATION = {"gene_name": True, "transcript_id(s)": False}
 
 
 @dataclass

@@ -300,7 +300,8 @@ def chromosome_map(bam_refs: list[str], models: GeneModels, bam_path: Path) -> n
 
 
 def _exon_arrays(models: GeneModels) -> tuple[np.ndarray, ...]:
-    """Exons grouped by chromosome (GTF order), sorted by start, with running max of ends."""
+    """Exons grouped by chromosome (``models.chromosomes`` order), sorted by start, with
+    running max of ends."""
     e = models.exons
     chrom_code = pd.Categorical(e["chrom"], categories=models.chromosomes).codes
     order = np.lexsort((e["start"].to_numpy(), chrom_code))
@@ -465,7 +466,7 @@ def count_fragments(bam_path: str | Path, models: GeneModels,
     flag = rec["flag"]
     unmapped = (flag & UNMAPPED) != 0
     secondary = (flag & SECONDARY) != 0
-    use = ~unmapped & ~(secondary if primary_only else np.zeros_like(unmapped))
+    use = ~unmapped & ~secondary if primary_only else ~unmapped
     mate = mate_index(rec, use)
     paired = mate >= 0
     lone = use & ~paired
@@ -478,11 +479,11 @@ def count_fragments(bam_path: str | Path, models: GeneModels,
         order, fragment, mate, flag, rec["hits"], STRANDEDNESS.index(strandedness),
         resolution == "votes", len(models.genes))
     n_pairs = int((use & paired).sum()) // 2
-    n_fragments = int(len(np.unique(fragment[used])))
+    n_fragments = int(assigned + ambiguous + no_feature)  # _assign gives each one outcome
     # An unmapped fragment: an unmapped record whose mate is unmapped too (or that has
     # none), counted once per pair, as featureCounts reports it.
     lone_unmapped = unmapped & (((flag & PAIRED) == 0) | ((flag & MATE_UNMAPPED) != 0))
-    unmapped_fragments = int((lone_unmapped & ~((flag & READ2) != 0)).sum())
+    unmapped_fragments = int((lone_unmapped & ((flag & READ2) == 0)).sum())
     stats = {
         "Assigned": int(assigned),
         "Unassigned_Unmapped": unmapped_fragments,

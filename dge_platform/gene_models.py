@@ -7,13 +7,14 @@ compare directly with BAM positions; GTF lines are 1-based inclusive.
 
 from __future__ import annotations
 
-import gzip
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from dge_platform.count_readers import TEXT_ERRORS, not_text_problem, open_text
 
 GTF_COLUMNS = 9
 STRANDS = ("+", "-", ".")
@@ -47,14 +48,8 @@ class GeneModels:
 
     @property
     def chromosomes(self) -> list[str]:
-        """Chromosome names with at least one exon, in first-seen order."""
+        """Chromosome names with at least one exon, in ``exons`` (sorted) order."""
         return list(pd.unique(self.exons["chrom"]))
-
-
-def _open(path: Path):
-    with path.open("rb") as fh:
-        gzipped = fh.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rt") if gzipped else path.open("rt")
 
 
 def parse_attributes(text: str) -> dict[str, str]:
@@ -113,30 +108,32 @@ def read_gtf(path: str | Path) -> GeneModels:
     GtfError
         On a malformed exon line (wrong column count, bad coordinates or strand, no
         ``gene_id``) or a GTF without exon lines; the message gives the file and 1-based
-        line number.
+        line number. Also for a file that is not plain or gzipped UTF-8 text (binary,
+        another compression, truncated gzip).
     FileNotFoundError
         When the file does not exist.
     """
     path = Path(path)
     rows: list[tuple[str, int, int, str, str, str]] = []
-    with _open(path) as fh:
-        for number, line in enumerate(fh, start=1):
-            if line.startswith("#") or not line.strip():
-                continue
-            fields = line.rstrip("\n").rstrip("\r").split("\t")
-            # Cheap feature-type test first: most lines of a real GTF are not exons.
-            if len(fields) > 2 and fields[2] != "exon":
-                continue
-            rows.append(_exon_line(fields, f"{path}: line {number}"))
+    try:
+        with open_text(path) as fh:
+            for number, line in enumerate(fh, start=1):
+                if line.startswith("#") or not line.strip():
+                    continue
+                fields = line.rstrip("\n").rstrip("\r").split("\t")
+                # Cheap feature-type test first: most lines of a real GTF are not exons.
+                if len(fields) > 2 and fields[2] != "exon":
+                    continue
+                rows.append(_exon_line(fields, f"{path}: line {number}"))
+    except TEXT_ERRORS as exc:
+        raise GtfError(f"{path}: {not_text_problem(str(path), exc).message}") from exc
     if not rows:
         raise GtfError(f"{path}: no exon lines (a GTF with feature type 'exon' is needed)")
     raw = pd.DataFrame(rows, columns=["chrom", "start", "end", "strand", "gene_id", "gene_name"])
     # A gene on two chromosomes or strands (rare, e.g. PAR copies) keeps all its exons, as
     # exonsBy and featureCounts do; the gene table shows the first.
-    first = raw.groupby("gene_id", sort=False).agg(
+    genes = raw.groupby("gene_id", sort=False).agg(
         gene_name=("gene_name", "first"), chrom=("chrom", "first"), strand=("strand", "first"))
-    genes = first[["gene_name", "chrom", "strand"]]
-    codes = pd.Series(np.arange(len(genes)), index=genes.index)
-    raw["gene"] = codes.loc[raw["gene_id"]].to_numpy()
+    raw["gene"] = genes.index.get_indexer(raw["gene_id"])
     exons = merge_intervals(raw[["chrom", "start", "end", "strand", "gene"]])
     return GeneModels(genes=genes, exons=exons, path=path)

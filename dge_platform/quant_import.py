@@ -24,7 +24,13 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from dge_platform.count_readers import TEXT_ERRORS, SYMBOL_COLUMNS, open_text
+from dge_platform.count_readers import (
+    SYMBOL_COLUMNS,
+    TEXT_ERRORS,
+    delimiter_for,
+    first_line,
+    open_text,
+)
 from dge_platform.problems import Problem, format_problems
 from dge_platform.study import STUDY_FILE
 
@@ -172,7 +178,7 @@ def read_tx2gene(path: Path | str) -> Tx2Gene:
     path = Path(path)
     rel = str(path)
     _require_file(path, rel, "tx2gene")
-    sep = "," if path.name.lower().removesuffix(".gz").endswith(".csv") else "\t"
+    sep = delimiter_for(path)
     try:
         with open_text(path) as fh:
             df = pd.read_csv(fh, sep=sep, dtype=str, keep_default_na=False)
@@ -395,8 +401,7 @@ def _check_columns(path: Path, kind: str) -> None:
     expected = {"salmon": SALMON_COLUMNS, "kallisto_tsv": KALLISTO_COLUMNS,
                 "rsem_genes": RSEM_GENE_COLUMNS, "rsem_isoforms": RSEM_ISOFORM_COLUMNS}[kind]
     try:
-        with open_text(path) as fh:
-            header = fh.readline().rstrip("\r\n").split("\t")
+        header = first_line(path).split("\t")
     except TEXT_ERRORS as exc:
         raise QuantInputError([Problem(rel, "", f"cannot be read as text: {exc}",
                                        "pass the quantifier's output file unchanged")]) from exc
@@ -526,8 +531,7 @@ def _rsem_gene_level(files: dict[str, Path],
         data["counts"] = convert_abundance_to_counts(data["counts"], data["abundance"],
                                                      data["length"], "length_scaled_tpm")
     samples = list(files)
-    frames = [_gene_frame(data[v], samples).sort_index()
-              for v in ("counts", "abundance", "length")]
+    frames = [_gene_frame(data[v], samples) for v in ("counts", "abundance", "length")]
     zeros = pd.Series(0.0, index=samples)
     return GeneQuant(*frames, counts_from_abundance=counts_from_abundance, tool="rsem",
                      gene_symbols=None, transcripts=0, unmapped_transcripts=0,

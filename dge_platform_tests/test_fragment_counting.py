@@ -189,6 +189,21 @@ def test_bad_gtf_line_names_file_and_line(tmp_path):
         read_gtf(gtf)
 
 
+def test_gtf_not_utf8_text_names_file(tmp_path):
+    latin = tmp_path / "latin1.gtf"
+    latin.write_bytes('1\tt\texon\t500\t600\t.\t+\t.\tgene_id "C\u00e9";\n'.encode("latin-1"))
+    with pytest.raises(GtfError, match=r"latin1\.gtf: cannot be parsed: not UTF-8 text"):
+        read_gtf(latin)
+    cut = tmp_path / "cut.gtf.gz"
+    cut.write_bytes(GTF.read_bytes()[:3000])
+    with pytest.raises(GtfError, match=r"cut\.gtf\.gz: cannot be parsed: damaged gzip data"):
+        read_gtf(cut)
+    binary = tmp_path / "binary.gtf"
+    binary.write_bytes(b"1\tt\texon\0\0\0")
+    with pytest.raises(GtfError, match=r"binary\.gtf: cannot be parsed: .*NUL bytes"):
+        read_gtf(binary)
+
+
 def test_chromosome_naming_mismatch_is_explained(tmp_path):
     gtf = tmp_path / "g.gtf"
     gtf.write_text(GTF_TEXT.format(chrom="chr1"))
