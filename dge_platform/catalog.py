@@ -13,7 +13,6 @@ it lives in that connection's memory, never in the catalog file.
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import json
 import os
@@ -26,7 +25,7 @@ from urllib.parse import urlsplit
 import duckdb
 import pandas as pd
 
-from dge_platform.home import DgeHome
+from dge_platform.home import DgeHome, file_lock
 from dge_platform.tables import TABLES, TableSpec
 from dge_platform.warehouse import (DATA_FILE, PARTITION_KEY, S3Settings, Warehouse,
                                     atomic_path)
@@ -217,12 +216,8 @@ def _s3_secret_sql(settings: S3Settings, scope: str) -> str:
 @contextmanager
 def _catalog_lock(home: DgeHome) -> Iterator[None]:
     home.root.mkdir(parents=True, exist_ok=True)
-    with open(home.root / ".catalog.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with file_lock(home.root / ".catalog.lock"):
+        yield
 
 
 def refresh_catalog(home: DgeHome, *, force: bool = False) -> bool:

@@ -7,7 +7,10 @@ and Dagster's storage stay local.
 
 from __future__ import annotations
 
+import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +19,15 @@ from dge_platform.warehouse import StoragePath, warehouse_root
 ENV_VAR = "DGE_HOME"
 WAREHOUSE_ENV_VAR = "DGE_WAREHOUSE"
 REPO_DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) while the block runs. The
+    kernel releases it when its holder dies, so a killed process never leaves it held."""
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 @dataclass(frozen=True)
@@ -34,8 +46,20 @@ class DgeHome:
     @property
     def warehouse(self) -> StoragePath:
         """Parquet tables, hive-partitioned by study_id (the source of truth): a local
-        ``Path``, or a ``UPath`` for ``s3://``."""
-        return warehouse_root(self.warehouse_uri or self.root / "warehouse")
+        ``Path``, or a ``UPath`` for ``s3://``.
+
+        Raises
+        ------
+        ValueError
+            For an unusable ``warehouse_uri``, naming ``DGE_WAREHOUSE`` (its usual source)
+            but not the value, which may hold credentials.
+        """
+        if not self.warehouse_uri:
+            return warehouse_root(self.root / "warehouse")
+        try:
+            return warehouse_root(self.warehouse_uri)
+        except ValueError as exc:
+            raise ValueError(f"{WAREHOUSE_ENV_VAR}: {exc}") from None
 
     @property
     def catalog(self) -> Path:

@@ -4,7 +4,6 @@ or updating one from a user's folder."""
 from __future__ import annotations
 
 import shutil
-import time
 import uuid
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from dge_platform.home import DgeHome
 from dge_platform.problems import Problem, StudyInputError
 from dge_platform.study import STUDY_FILE, read_study_yaml, study_glob, study_path
 from dge_platform.validation import ValidatedStudy, hash_files, load_study
-from dge_platform.warehouse import STALE_TEMP_SECONDS
+from dge_platform.warehouse import remove_stale_temps
 
 # study.yaml keys naming input files (or globs, or a 10x matrix folder), in the order
 # validation lists them, so a study's fingerprint equals the input hash its ingest records.
@@ -72,7 +71,8 @@ def add_study(home: DgeHome, source: Path) -> ValidatedStudy:
         raise StudyInputError(str(source), [Problem(STUDY_FILE, "id", f"{target} exists and is "
                                                     "not a study folder", "remove it")])
     home.studies.mkdir(parents=True, exist_ok=True)
-    _remove_stale_staging(home.studies)
+    # staging and retired copies of killed 'dge add' runs
+    remove_stale_temps(home.studies, ".incoming-*", ".retired-*")
     staging = home.studies / f".incoming-{study.config.id}-{uuid.uuid4().hex[:8]}"
     try:
         for path in study.files:  # named paths: a link inside the study is copied as a file
@@ -87,15 +87,3 @@ def add_study(home: DgeHome, source: Path) -> ValidatedStudy:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return study
-
-
-def _remove_stale_staging(studies: Path) -> None:
-    """Drop the staging and retired copies of ``dge add`` runs that were killed (older than
-    ``STALE_TEMP_SECONDS``, so not in progress): the warehouse's retention for temp files."""
-    cutoff = time.time() - STALE_TEMP_SECONDS
-    for folder in [*studies.glob(".incoming-*"), *studies.glob(".retired-*")]:
-        try:
-            if folder.stat().st_mtime < cutoff:
-                shutil.rmtree(folder, ignore_errors=True)
-        except FileNotFoundError:
-            pass

@@ -10,7 +10,6 @@ staying "started" forever.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import socket
 import threading
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from dge_platform.home import DgeHome
+from dge_platform.home import DgeHome, file_lock
 from dge_platform.defs.automation import last_ingested_hash, outdated_assets
 from dge_platform.defs.batch import batch_label, batch_target, study_batches
 from dge_platform.defs.partitions import study_partitions
@@ -60,10 +59,9 @@ def instance_lock(dagster_home: str | os.PathLike) -> Iterator[None]:
     does not exist"), or stamp a schema version twice, after which the instance no longer
     loads. Registering partitions checks which exist, then inserts the others: two processes
     adding the same new study at once would both insert it. The kernel releases the lock
-    when its holder dies, so a killed process never leaves it held.
+    when its holder dies, so a killed process never leaves it held (:func:`file_lock`).
     """
-    with open(Path(dagster_home) / INSTANCE_LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(Path(dagster_home) / INSTANCE_LOCK):
         yield
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import mimetypes
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -283,7 +284,7 @@ def _staged(path: StoragePath) -> Iterator[Path]:
     in that folder are cleared first."""
     folder = path.parent if isinstance(path, Path) else _S3_STAGING
     folder.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(folder)
+    remove_stale_temps(folder)
     tmp = folder / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
     try:
         yield tmp
@@ -291,14 +292,18 @@ def _staged(path: StoragePath) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-
-def _remove_stale_temps(folder: Path) -> None:
-    """Drop temp files left by writers that died (older than ``STALE_TEMP_SECONDS``, so not
-    in progress)."""
+def remove_stale_temps(folder: Path, *patterns: str) -> None:
+    """Drop the temp files (or folders) matching ``patterns`` (default: ``.*.tmp``) that
+    writers which died left in ``folder``: those older than ``STALE_TEMP_SECONDS``, so not in
+    progress."""
     cutoff = time.time() - STALE_TEMP_SECONDS
-    for tmp in folder.glob(".*.tmp"):
+    for tmp in (p for pattern in patterns or (".*.tmp",) for p in folder.glob(pattern)):
         try:
-            if tmp.stat().st_mtime < cutoff:
+            if tmp.stat().st_mtime >= cutoff:
+                continue
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
                 tmp.unlink()
         except FileNotFoundError:
             pass

@@ -126,6 +126,16 @@ def test_location_is_local_or_s3_without_credentials(tmp_path):
     assert "hunter2" not in str(err.value)
 
 
+def test_bad_warehouse_location_names_its_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("DGE_WAREHOUSE", "s3://AKIA:hunter2@bucket/prefix")
+    home = resolve_home(tmp_path)
+    with pytest.raises(ValueError, match="^DGE_WAREHOUSE: an s3:// warehouse") as err:
+        home.warehouse
+    assert "hunter2" not in str(err.value)
+    with pytest.raises(ValueError, match="^DGE_WAREHOUSE: .*not a 'gs://' location"):
+        resolve_home(tmp_path, "gs://bucket/prefix").warehouse
+
+
 def test_warehouse_round_trip_on_s3(s3_env, moto_s3):
     wh = Warehouse(s3_env)
     assert wh.on_s3 and wh.uri == s3_env
