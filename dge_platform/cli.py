@@ -27,6 +27,10 @@ def _home(ctx: click.Context) -> DgeHome:
 def main(ctx: click.Context, home: str | None) -> None:
     """dge-platform: differential expression studies as Dagster assets, queryable with SQL."""
     ctx.obj = resolve_home(home)
+    try:
+        ctx.obj.warehouse  # a bad DGE_WAREHOUSE is reported here, not as a traceback later
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
 
 
 @main.command()

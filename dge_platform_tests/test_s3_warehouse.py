@@ -18,9 +18,11 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from click.testing import CliRunner
 
 from dge_platform import warehouse
 from dge_platform.catalog import CatalogQueryError, connect, query, refresh_catalog
+from dge_platform.cli import main
 from dge_platform.home import resolve_home
 from dge_platform.warehouse import Warehouse, warehouse_root
 from dge_platform_tests.conftest import dge, sql, write_study
@@ -134,6 +136,11 @@ def test_bad_warehouse_location_names_its_variable(tmp_path, monkeypatch):
     assert "hunter2" not in str(err.value)
     with pytest.raises(ValueError, match="^DGE_WAREHOUSE: .*not a 'gs://' location"):
         resolve_home(tmp_path, "gs://bucket/prefix").warehouse
+    monkeypatch.setenv("DGE_HOME", str(tmp_path))
+    result = CliRunner().invoke(main, ["sql", "select 1"])
+    assert result.exit_code == 2 and result.exception.__class__ is SystemExit
+    assert "Error: DGE_WAREHOUSE: an s3:// warehouse" in result.output
+    assert "hunter2" not in result.output
 
 
 def test_warehouse_round_trip_on_s3(s3_env, moto_s3):
