@@ -46,6 +46,14 @@ EXECUTOR_ENV = "DGE_EXECUTOR"
 N_CPUS_ENV = "DGE_N_CPUS"
 
 
+def cpu_setting(value: str) -> int:
+    """The ``DGE_N_CPUS`` value as the ``deseq`` resource's ``n_cpus`` (0: one per core)."""
+    if not value.strip().isdigit():
+        raise ValueError(f"{N_CPUS_ENV}={value!r}: expected a whole number of CPUs per heavy "
+                         "step (0 or unset: one per core, at most 4)")
+    return int(value)
+
+
 def step_executor(choice: str) -> dg.ExecutorDefinition:
     """The executor of every job for a ``DGE_EXECUTOR`` value (module doc)."""
     if choice == "multiprocess":
@@ -75,7 +83,7 @@ defs = dg.Definitions(
     sensors=[study_sensor, cross_study_automation],
     schedules=[nightly_reprocess],
     resources={"dge_home": dge_home,
-               "deseq": DeseqResource(n_cpus=int(os.environ.get(N_CPUS_ENV, "0"))),
+               "deseq": DeseqResource(n_cpus=cpu_setting(os.environ.get(N_CPUS_ENV, "0"))),
                "warehouse_io": WarehouseIOManager(dge_home=dge_home),
                "h5ad_io": H5adIOManager(dge_home=dge_home)},
     executor=step_executor(os.environ.get(EXECUTOR_ENV, "multiprocess")),

@@ -118,3 +118,12 @@ def test_executor_follows_dge_executor(choice: str, name: str):
     assert step_executor(choice).name == name
     with pytest.raises(ValueError, match="expected multiprocess, celery or k8s"):
         step_executor("dask")
+
+
+def test_cpu_setting_reads_dge_n_cpus():
+    from dge_platform.definitions import cpu_setting
+
+    assert (cpu_setting("0"), cpu_setting("3")) == (0, 3)
+    for bad in ("two", "-1", "1.5", ""):
+        with pytest.raises(ValueError, match="DGE_N_CPUS=.*expected a whole number of CPUs"):
+            cpu_setting(bad)
