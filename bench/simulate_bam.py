@@ -9,12 +9,19 @@ fragment start uniform on the gene's exonic sequence, 2x75 bp, insert 150-400 bp
 the transcript, so reads crossing an exon junction get an ``N`` gap) and 10 % from random
 genomic positions (intronic / intergenic: no feature). Read 1 is on the gene's strand or the
 opposite with equal probability (an unstranded library). Sequences and qualities are drawn
-from a pool of random strings, so the BAM compresses about like a real one. Every record has
-``NH:i:1``, is primary and properly paired, so featureCounts' default filters keep them all.
+from a pool of random strings, so the BAM compresses about like a real one.
+
+Multi-mappers: a fraction ``multi_fraction`` (3 %) of the genic fragments also align, as
+secondary pairs (flag 0x100), to 1 or 2 other genes (picked uniformly); all their records carry
+``NH:i:2`` or ``NH:i:3`` and ``HI:i:1..3``; every other record has ``NH:i:1``. Tags are
+``AS:i nM:i MD:Z NH:i HI:i``, NH after a string tag, so a decoder walks the aux fields to it.
+Every record is properly paired; featureCounts' default filters drop only the multi-mappers
+(``Unassigned_MultiMapping``), ``-M`` counts every alignment pair.
 
 The SAM text is built in Python and converted to BAM by pysam's bundled samtools.
 
     .venv/bin/python bench/simulate_bam.py OUTDIR [--pairs 2000000] [--genes 20000]
+        [--multi-fraction 0.03]
 """
 
 from __future__ import annotations
@@ -80,8 +87,36 @@ def _place(starts, ends, offset: int, length: int) -> tuple[int, str]:
     return pos, "".join(cigar)
 
 
+def _pair_lines(name: str, chrom: str, p1: int, c1: str, p2: int, c2: str, forward: bool,
+                seqs: tuple[str, str, str, str], nh: int, hi: int) -> list[tuple[int, int, str]]:
+    """The two SAM lines of one alignment pair, as (chrom, pos, line) for sorting."""
+    # The leftmost read is on the forward strand: read 1 there if the fragment is forward.
+    f_left, f_right = (99, 147) if forward else (163, 83)
+    if hi > 1:  # a secondary alignment of a multi-mapper
+        f_left, f_right = f_left | 0x100, f_right | 0x100
+    tlen = p2 + READ_LEN - p1
+    s1, q1, s2, q2 = seqs
+    tags = f"AS:i:148\tnM:i:0\tMD:Z:{READ_LEN}\tNH:i:{nh}\tHI:i:{hi}\n"
+    c = int(chrom)
+    return [(c, p1, f"{name}\t{f_left}\t{chrom}\t{p1 + 1}\t255\t{c1}\t=\t{p2 + 1}\t"
+                    f"{tlen}\t{s1}\t{q1}\t{tags}"),
+            (c, p2, f"{name}\t{f_right}\t{chrom}\t{p2 + 1}\t255\t{c2}\t=\t{p1 + 1}\t"
+                    f"{-tlen}\t{s2}\t{q2}\t{tags}")]
+
+
+def _genic_pair(gene: tuple, insert: int, rng: np.random.Generator) -> tuple[int, str, int, str]:
+    """(pos1, cigar1, pos2, cigar2) of a pair from ``gene``'s transcript."""
+    chrom, strand, starts, ends = gene
+    tx_len = int((ends - starts).sum())
+    frag = min(insert, tx_len)
+    off = int(rng.integers(0, max(tx_len - frag, 0) + 1))
+    p1, c1 = _place(starts, ends, off, READ_LEN)
+    p2, c2 = _place(starts, ends, off + frag - READ_LEN, READ_LEN)
+    return p1, c1, p2, c2
+
+
 def simulate_bam(outdir: Path, n_pairs: int = 2_000_000, n_genes: int = 20_000,
-                 seed: int = 7) -> tuple[Path, Path]:
+                 seed: int = 7, multi_fraction: float = 0.03) -> tuple[Path, Path]:
     """Write ``annotation.gtf`` and ``reads.bam`` (coordinate-sorted) under ``outdir``."""
     rng = np.random.default_rng(seed)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -95,35 +130,30 @@ def simulate_bam(outdir: Path, n_pairs: int = 2_000_000, n_genes: int = 20_000,
     pool_seq = ["".join(rng.choice(list("ACGT"), READ_LEN)) for _ in range(POOL)]
     pool_qual = ["".join(rng.choice(list("?@ABCDEFGHIJ"), READ_LEN)) for _ in range(POOL)]
     picks = rng.integers(0, POOL, (n_pairs, 2))
+    multi = genic & (rng.random(n_pairs) < multi_fraction)
+    n_other = rng.integers(1, 3, n_pairs)  # extra loci of a multi-mapper
     records: list[tuple[int, int, str]] = []  # (chrom, pos, line) for sorting
     for i in range(n_pairs):
+        seqs = (pool_seq[picks[i, 0]], pool_qual[picks[i, 0]],
+                pool_seq[picks[i, 1]], pool_qual[picks[i, 1]])
+        name = f"sim.{i}"
         if genic[i]:
-            chrom, strand, starts, ends = genes[chosen[i]]
-            tx_len = int((ends - starts).sum())
-            frag = min(int(insert[i]), tx_len)
-            off = int(rng.integers(0, max(tx_len - frag, 0) + 1))
-            p1, c1 = _place(starts, ends, off, READ_LEN)
-            p2, c2 = _place(starts, ends, off + frag - READ_LEN, READ_LEN)
+            gene = genes[chosen[i]]
+            chrom, strand = gene[0], gene[1]
+            p1, c1, p2, c2 = _genic_pair(gene, int(insert[i]), rng)
             forward = (strand == "+") != bool(flip[i])
         else:
             chrom = str(rng.integers(1, N_CHROM + 1))
             p1 = int(rng.integers(0, CHROM_LEN - 1_000))
             p2, c1, c2 = p1 + int(insert[i]) - READ_LEN, f"{READ_LEN}M", f"{READ_LEN}M"
             forward = bool(flip[i])
-        # The leftmost read is on the forward strand: read 1 there if the fragment is forward.
-        if forward:
-            f_left, f_right = 99, 147
-        else:
-            f_left, f_right = 163, 83
-        tlen = p2 + READ_LEN - p1
-        name = f"sim.{i}"
-        s1, q1 = pool_seq[picks[i, 0]], pool_qual[picks[i, 0]]
-        s2, q2 = pool_seq[picks[i, 1]], pool_qual[picks[i, 1]]
-        c = int(chrom)
-        records.append((c, p1, f"{name}\t{f_left}\t{chrom}\t{p1 + 1}\t255\t{c1}\t=\t{p2 + 1}\t"
-                               f"{tlen}\t{s1}\t{q1}\tNH:i:1\n"))
-        records.append((c, p2, f"{name}\t{f_right}\t{chrom}\t{p2 + 1}\t255\t{c2}\t=\t{p1 + 1}\t"
-                               f"{-tlen}\t{s2}\t{q2}\tNH:i:1\n"))
+        nh = 1 + int(n_other[i]) if multi[i] else 1
+        records += _pair_lines(name, chrom, p1, c1, p2, c2, forward, seqs, nh, 1)
+        for hi in range(2, nh + 1):
+            other = genes[int(rng.integers(0, n_genes))]
+            q1, d1, q2, d2 = _genic_pair(other, int(insert[i]), rng)
+            records += _pair_lines(name, other[0], q1, d1, q2, d2,
+                                   (other[1] == "+") != bool(flip[i]), seqs, nh, hi)
     records.sort(key=lambda r: (r[0], r[1]))
     sam = outdir / "reads.sam"
     with sam.open("w") as fh:
@@ -142,9 +172,11 @@ def main() -> None:
     parser.add_argument("outdir", type=Path)
     parser.add_argument("--pairs", type=int, default=2_000_000)
     parser.add_argument("--genes", type=int, default=20_000)
+    parser.add_argument("--multi-fraction", type=float, default=0.03)
     args = parser.parse_args()
     t = time.perf_counter()
-    gtf, bam = simulate_bam(args.outdir, args.pairs, args.genes)
+    gtf, bam = simulate_bam(args.outdir, args.pairs, args.genes,
+                            multi_fraction=args.multi_fraction)
     print(f"wrote {gtf} and {bam} ({bam.stat().st_size / 1e6:.0f} MB) "
           f"in {time.perf_counter() - t:.0f} s")
 

@@ -223,3 +223,173 @@ def test_unreadable_and_truncated_bam(tmp_path, models):
         count_fragments(cut, models)
     with pytest.raises(BamError, match="not found"):
         count_fragments(tmp_path / "missing.bam", models)
+
+
+# --------------------------------------------------------------------------- multi-mappers
+
+FC_SAMPLES = ["SRR1039508", "SRR1039520"]
+# featureCounts -p --countReadPairs options (make_featurecounts_reference.sh) -> our keywords
+FC_OPTIONS = {"": {"multimapping": "skip"},
+              "--primary": {"multimapping": "skip", "primary_only": True},
+              "-M": {"multimapping": "count"},
+              "-M --primary": {"multimapping": "count", "primary_only": True}}
+
+
+def featurecounts_reference(name: str) -> pd.DataFrame:
+    return pd.read_csv(FIXTURES / f"featurecounts_{name}.csv", keep_default_na=False,
+                       dtype={"options": str})
+
+
+@pytest.mark.parametrize("options", list(FC_OPTIONS))
+def test_votes_equal_featurecounts_multimapping_and_primary(models, options):
+    counts_ref = featurecounts_reference("counts")
+    counts_ref = counts_ref[counts_ref["options"] == options].set_index("gene_id")
+    summary = featurecounts_reference("summary")
+    summary = summary[summary["options"] == options].set_index("status")
+    assert len(counts_ref) == len(models.genes) and len(summary) >= 10
+    for sample in FC_SAMPLES:
+        counts, stats = count_fragments(bam(sample), models, resolution="votes",
+                                        **FC_OPTIONS[options])
+        assert counts.to_dict() == counts_ref[sample].to_dict(), sample
+        # every featureCounts summary line, zeros included
+        assert {k: stats.get(k, 0) for k in summary.index} == summary[sample].to_dict(), sample
+
+
+def test_skip_drops_exactly_the_multimapping_fragments(unstranded, models):
+    totals = pd.read_csv(FIXTURES / "bam_totals.csv", index_col=0)
+    for sample, (counts, stats) in unstranded.items():
+        # R's fragments with a record of NH > 1 (readGAlignmentsList asMates, as counted)
+        n_multi = totals.loc[sample, "fragments_multimapped_NH_gt1"]
+        assert stats["multimapping_fragments"] == n_multi > 0
+        assert stats["Unassigned_MultiMapping"] == 0
+        skipped, skip_stats = count_fragments(bam(sample), models, multimapping="skip")
+        assert skip_stats["Unassigned_MultiMapping"] == skip_stats["multimapping_fragments"] \
+            == n_multi
+        assert skip_stats["fragments"] == stats["fragments"] - n_multi
+        assert skip_stats["Assigned"] == skipped.sum()
+        assert (skipped <= counts).all() and skipped.sum() < counts.sum()
+    with pytest.raises(ValueError, match="multimapping must be one of count, skip"):
+        count_fragments(bam("SRR1039508"), models, multimapping="all")
+
+
+def write_tagged_bam(path: Path, reads: list[tuple]) -> Path:
+    """reads: (name, flag, pos0, cigar or None for unmapped, mate_pos0, tags) on chromosome
+    1; tags as pysam ``set_tags`` takes them (with an optional value type)."""
+    header = {"HD": {"VN": "1.6", "SO": "coordinate"}, "SQ": [{"SN": "1", "LN": 10_000}]}
+    with pysam.AlignmentFile(str(path), "wb", header=header) as out:
+        for name, flag, pos, cigar, mpos, tags in sorted(reads, key=lambda r: r[2]):
+            a = pysam.AlignedSegment(out.header)
+            a.query_name, a.flag, a.reference_id, a.reference_start = name, flag, 0, pos
+            a.mapping_quality = 60
+            if cigar:
+                a.cigarstring = cigar
+            a.next_reference_id, a.next_reference_start = 0, mpos
+            length = a.query_alignment_length if cigar else 10
+            a.query_sequence = "A" * length
+            a.query_qualities = pysam.qualitystring_to_array("I" * length)
+            a.set_tags(tags)
+            out.write(a)
+    return path
+
+
+def test_multimapper_counted_per_alignment_or_skipped(tmp_path):
+    gtf = tmp_path / "g.gtf"
+    gtf.write_text(GTF_TEXT.format(chrom="1"))
+    models = read_gtf(gtf)
+    nh2 = [("NH", 2)]
+    reads = [
+        # a unique pair in A
+        ("u1", 99, 150, "10M", 320, [("NH", 1)]), ("u1", 147, 320, "10M", 150, [("NH", 1)]),
+        # a pair aligned twice, NH:i:2 on both mates: primary in B, secondary in A
+        ("m1", 99, 1010, "10M", 1030, nh2), ("m1", 147, 1030, "10M", 1010, nh2),
+        ("m1", 99 | 256, 160, "10M", 170, nh2), ("m1", 147 | 256, 170, "10M", 160, nh2),
+    ]
+    path = write_tagged_bam(tmp_path / "m.bam", reads)
+    counts, stats = count_fragments(path, models)
+    assert counts.to_dict() == {"A": 2, "B": 1}
+    assert stats["Unassigned_MultiMapping"] == 0 and stats["multimapping_fragments"] == 2
+    skipped, skip_stats = count_fragments(path, models, multimapping="skip")
+    assert skipped.to_dict() == {"A": 1, "B": 0}
+    assert skip_stats["Unassigned_MultiMapping"] == skip_stats["multimapping_fragments"] == 2
+    assert skip_stats["Assigned"] == skip_stats["fragments"] == 1
+
+
+# Expected values below are featureCounts 2.0.3's (-p --countReadPairs, with the options
+# named) on this BAM and GTF, checked when the test was written.
+FC_RULES_GTF = (
+    '1\tt\texon\t101\t200\t.\t+\t.\tgene_id "A"; transcript_id "a";\n'
+    '1\tt\texon\t301\t400\t.\t+\t.\tgene_id "A"; transcript_id "a";\n'
+    '1\tt\texon\t1001\t1100\t.\t-\t.\tgene_id "B"; transcript_id "b";\n'
+    '1\tt\texon\t2001\t2100\t.\t-\t.\tgene_id "C"; transcript_id "c";\n')
+FC_RULES_READS = [
+    ("u1", 99, 150, "10M", 320, [("NH", 1)]), ("u1", 147, 320, "10M", 150, [("NH", 1)]),
+    # NH 2, both mates, two loci (B primary, A secondary)
+    ("m1", 99, 1010, "10M", 1030, [("NH", 2), ("HI", 1)]),
+    ("m1", 147, 1030, "10M", 1010, [("NH", 2), ("HI", 1)]),
+    ("m1", 99 | 256, 160, "10M", 170, [("NH", 2), ("HI", 2)]),
+    ("m1", 147 | 256, 170, "10M", 160, [("NH", 2), ("HI", 2)]),
+    # NH 2 on one mate only: a multi-mapper
+    ("h1", 99, 1020, "10M", 1040, [("NH", 1)]), ("h1", 147, 1040, "10M", 1020, [("NH", 2)]),
+    ("h2", 99, 2020, "10M", 2040, [("NH", 2)]), ("h2", 147, 2040, "10M", 2020, [("NH", 1)]),
+    # the secondary flag with NH 1, or without NH, is not a multi-mapper
+    ("s1", 99 | 256, 2010, "10M", 2030, [("NH", 1)]),
+    ("s1", 147 | 256, 2030, "10M", 2010, [("NH", 1)]),
+    ("s2", 99 | 256, 110, "10M", 130, []), ("s2", 147 | 256, 130, "10M", 110, []),
+    ("n1", 99, 115, "10M", 135, []), ("n1", 147, 135, "10M", 115, []),  # no NH: unique
+    # NH 3 on a mate whose mate is unmapped; NH 2 on a single-end read
+    ("x1", 73, 1050, "10M", 1050, [("NH", 3)]), ("x1", 133, 1050, None, 1050, []),
+    ("y1", 0, 1060, "10M", -1, [("NH", 2)]),
+    # NH 2 on the unmapped mate only: not a multi-mapper
+    ("z1", 73, 1090, "10M", 1090, [("NH", 1)]), ("z1", 133, 1090, None, 1090, [("NH", 2)]),
+    # NH after tags of other types (A, B array, f, Z, H) and as C / s integers
+    ("k1", 99, 2085, "10M", 2090, [("XA", "A", "A"), ("XB", [1, 2, 3]), ("XF", 1.5, "f"),
+                                   ("XZ", "zz", "Z"), ("NH", 3, "C")]),
+    ("k1", 147, 2090, "10M", 2085, [("NH", 3, "s"), ("XH", "AB", "H")]),
+    # unpaired records (mates not in the file): each is a fragment, as in featureCounts
+    ("w1", 97, 2070, "10M", 5000, [("NH", 1)]), ("w1", 97 | 256, 2075, "10M", 5000, [("NH", 1)]),
+    ("w1", 97 | 256, 2078, "10M", 6000, [("NH", 1)]),
+    ("w2", 97, 2080, "10M", 5000, [("NH", 2)]), ("w2", 97 | 256, 120, "10M", 5500, [("NH", 2)]),
+    # a supplementary record is a fragment of its own
+    ("p1", 99, 1070, "10M", 1080, [("NH", 1)]), ("p1", 147, 1080, "10M", 1070, [("NH", 1)]),
+    ("p1", 99 | 2048, 180, "10M", 1080, [("NH", 1)]),
+]
+
+
+@pytest.mark.parametrize("options, expected_counts, expected_stats", [
+    ("", {"A": 4, "B": 2, "C": 4}, {"Assigned": 10, "Unassigned_MultiMapping": 9}),
+    ("--primary", {"A": 3, "B": 2, "C": 1},
+     {"Assigned": 6, "Unassigned_MultiMapping": 9, "Unassigned_Secondary": 4}),
+    ("-M", {"A": 6, "B": 6, "C": 7}, {"Assigned": 19}),
+    ("-M --primary", {"A": 3, "B": 6, "C": 4}, {"Assigned": 13, "Unassigned_Secondary": 6}),
+])
+def test_multimapping_rules_follow_featurecounts(tmp_path, options, expected_counts,
+                                                 expected_stats):
+    gtf = tmp_path / "g.gtf"
+    gtf.write_text(FC_RULES_GTF)
+    path = write_tagged_bam(tmp_path / "rules.bam", FC_RULES_READS)
+    counts, stats = count_fragments(path, read_gtf(gtf), resolution="votes",
+                                    **FC_OPTIONS[options])
+    assert counts.to_dict() == expected_counts
+    for key in ("Assigned", "Unassigned_MultiMapping", "Unassigned_Secondary",
+                "Unassigned_NoFeatures", "Unassigned_Ambiguity"):
+        assert stats[key] == expected_stats.get(key, 0), key
+    # multi-mappers among the fragments kept by the other filters: m1 (2 pairs), h1, h2, x1,
+    # y1, k1, w2 (2 records); with --primary not the secondary m1 and w2 ones
+    assert stats["multimapping_fragments"] == (7 if "--primary" in options else 9)
+
+
+def test_read_over_many_genes_still_votes(tmp_path):
+    # Five genes share exon 1001-1100 (like the constant exons of a protocadherin cluster);
+    # G1 also has exon 1301-1400. Mate 1 in the shared exon votes for all five, mate 2 for
+    # G1 only: featureCounts (votes) gives the pair to G1, union calls it ambiguous.
+    gtf = tmp_path / "g.gtf"
+    gtf.write_text("".join(f'1\tt\texon\t1001\t1100\t.\t+\t.\tgene_id "G{k}";\n'
+                           for k in range(1, 6))
+                   + '1\tt\texon\t1301\t1400\t.\t+\t.\tgene_id "G1";\n')
+    models = read_gtf(gtf)
+    path = write_tagged_bam(tmp_path / "many.bam", [
+        ("r1", 99, 1040, "10M", 1340, [("NH", 1)]), ("r1", 147, 1340, "10M", 1040, [("NH", 1)])])
+    votes, _ = count_fragments(path, models, resolution="votes")
+    assert votes.to_dict() == {"G1": 1, "G2": 0, "G3": 0, "G4": 0, "G5": 0}
+    union, stats = count_fragments(path, models)
+    assert union.sum() == 0 and stats["Unassigned_Ambiguity"] == 1
