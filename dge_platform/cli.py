@@ -46,9 +46,11 @@ def validate(study_dir: Path) -> None:
         click.echo(format_problems(str(study_dir), report.problems), err=True)
         sys.exit(1)
     study = report.study
-    click.echo(f"OK: study '{study.config.id}' ({study.config.kind}): {study.counts.shape[1]} "
-               f"samples x {study.counts.shape[0]:,} genes, {len(study.config.contrasts)} "
-               f"contrast(s), design {study.config.design}")
+    size = (f"{study.counts.shape[1]} samples x {study.counts.shape[0]:,} genes"
+            if study.counts is not None else f"{len(study.samples)} samples, counts to be "
+            f"built from {study.plan.describe()} by 'dge run'")
+    click.echo(f"OK: study '{study.config.id}' ({study.config.kind}): {size}, "
+               f"{len(study.config.contrasts)} contrast(s), design {study.config.design}")
     if study.config.kind == "screen":
         roles = study.samples["role"].value_counts()
         click.echo(f"    wells by role: {', '.join(f'{r} {n}' for r, n in roles.items())}; "
@@ -189,7 +191,7 @@ def status(ctx: click.Context) -> None:
                  else study_status(instance, folder.name, fingerprint(folder), versions))
         cfg = report.study.config if report.study else None
         rows.append({"study": folder.name, "kind": cfg.kind if cfg else "?",
-                     "samples": report.study.counts.shape[1] if cfg else None,
+                     "samples": len(report.study.samples) if cfg else None,
                      "contrasts": len(cfg.contrasts) if cfg else None, "status": state})
     if not rows:
         click.echo(f"no studies registered under {home.studies}")

@@ -26,7 +26,7 @@ from dge_platform.defs.cross_study import (
 )
 from dge_platform.defs.bulk import batch_corrected, deseq2, sample_qc, study_report
 from dge_platform.defs.enrichment import enrichment
-from dge_platform.defs.ingest import ingest_study, study_inputs
+from dge_platform.defs.ingest import ingest_study, library_counts, salmon_index, study_inputs
 from dge_platform.defs.screen import (
     compound_activity,
     compound_potency,
@@ -75,7 +75,7 @@ def step_executor(choice: str) -> dg.ExecutorDefinition:
 dge_home = DgeHomeResource()
 
 defs = dg.Definitions(
-    assets=[study_inputs, ingest_study, deseq2, batch_corrected, sample_qc,
+    assets=[study_inputs, salmon_index, library_counts, ingest_study, deseq2, batch_corrected, sample_qc,
             enrichment, study_report, well_qc, compound_activity, dose_response,
             compound_potency, compound_similarity, cell_qc, sc_processed, pseudobulks,
             marker_genes, gene_recurrence, contrast_similarity],

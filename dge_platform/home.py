@@ -67,6 +67,12 @@ class DgeHome:
         return self.root / "catalog.duckdb"
 
     @property
+    def counting_cache(self) -> Path:
+        """Per-sample results of counting BAM and FASTQ inputs (and salmon indexes), keyed
+        by input content; safe to delete (samples are then counted again)."""
+        return self.root / "cache" / "counting"
+
+    @property
     def dagster_home(self) -> Path:
         """Dagster instance storage: runs, events, partitions."""
         return self.root / "dagster_home"

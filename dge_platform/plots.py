@@ -73,6 +73,37 @@ def library_sizes(library_size: pd.Series, flagged: pd.Series) -> bytes:
     return _png(fig)
 
 
+ASSIGNMENT_PARTS = {"assigned": ("Assigned", "#27ae60"),
+                    "unassigned_ambiguity": ("Ambiguous (2+ genes)", "#f39c12"),
+                    "unassigned_no_features": ("No feature", "#8e44ad"),
+                    "unassigned_multimapping": ("Multi-mapping", "#c0392b"),
+                    "unassigned_not_in_tx2gene": ("Not in tx2gene", "#7f8c8d"),
+                    "unassigned_unmapped": ("Unmapped", "#2c3e50"),
+                    "unassigned_other": ("Other (secondary, singleton)", "#bdc3c7")}
+
+
+def fragment_assignment(stats: pd.DataFrame) -> bytes:
+    """Per sample, fragments assigned to genes and unassigned by reason (millions,
+    stacked), as featureCounts/MultiQC show it; the assigned percentage is written on the
+    bar."""
+    parts = {c: v for c, v in ASSIGNMENT_PARTS.items() if stats[c].notna().any()}
+    values = stats[list(parts)].astype("Float64").fillna(0).astype(float) / 1e6
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.28 * len(stats) + 1.2)))
+    left = np.zeros(len(stats))
+    for column, (label, colour) in parts.items():
+        ax.barh(range(len(stats)), values[column], left=left, label=label, color=colour)
+        left += values[column].to_numpy()
+    for i, fraction in enumerate(stats["assigned_fraction"]):
+        if pd.notna(fraction):
+            ax.text(left[i], i, f" {fraction:.0%}", va="center", fontsize=7)
+    ax.set_yticks(range(len(stats)), stats.index, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("Fragments (millions)")
+    ax.set_title("Fragment assignment (% assigned)")
+    ax.legend(fontsize=7, loc="lower right")
+    return _png(fig)
+
+
 def _significant(results: pd.DataFrame, alpha: float) -> np.ndarray:
     return (results["padj"] < alpha).to_numpy()
 

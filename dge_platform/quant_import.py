@@ -131,6 +131,8 @@ class GeneQuant:
         Per sample, ``unmapped_reads`` over all estimated reads of the file.
     tx2gene_duplicate_transcripts
         See :attr:`Tx2Gene.duplicate_transcripts` (0 without a table).
+    estimated_reads
+        Per sample, the estimated reads of every transcript (or gene) in the file.
     files
         The quantification files read, by sample, for hashing and lineage.
     """
@@ -146,6 +148,7 @@ class GeneQuant:
     unmapped_reads: pd.Series
     unmapped_fraction_of_reads: pd.Series
     tx2gene_duplicate_transcripts: int = 0
+    estimated_reads: pd.Series | None = None
     files: dict[str, Path] = field(default_factory=dict)
 
 
@@ -311,7 +314,7 @@ def import_quantifications(
                                    where=totals > 0), index=samples),
                      tx2gene_duplicate_transcripts=(tx2gene.duplicate_transcripts
                                                     if tx2gene is not None else 0),
-                     files=files)
+                     estimated_reads=pd.Series(totals, index=samples), files=files)
 
 
 def _require_file(path: Path, rel: str, what: str) -> None:
@@ -523,6 +526,8 @@ def _rsem_gene_level(files: dict[str, Path],
     gene ids untouched."""
     data = _pytximport(files, "rsem_genes", gene_level=True, ignore_transcript_version=False,
                        ignore_after_bar=False)
+    totals = pd.Series(np.asarray(data["counts"].values, dtype=float).sum(axis=0),
+                       index=list(files))
     if counts_from_abundance == "lengthScaledTPM":
         from pytximport.utils import convert_abundance_to_counts
 
@@ -536,7 +541,7 @@ def _rsem_gene_level(files: dict[str, Path],
     return GeneQuant(*frames, counts_from_abundance=counts_from_abundance, tool="rsem",
                      gene_symbols=None, transcripts=0, unmapped_transcripts=0,
                      unmapped_reads=zeros, unmapped_fraction_of_reads=zeros.copy(),
-                     files=files)
+                     estimated_reads=totals, files=files)
 
 
 def id_type(ids: pd.Series) -> str | None:

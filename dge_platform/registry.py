@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dge_platform.cell_readers import tenx_names
 from dge_platform.home import DgeHome
+from dge_platform.library_counts import declared_sheet, source_files
 from dge_platform.problems import Problem, StudyInputError
 from dge_platform.study import STUDY_FILE, read_study_yaml, study_glob, study_path
 from dge_platform.validation import ValidatedStudy, hash_files, load_study
@@ -38,8 +39,14 @@ def input_files(study_dir: Path) -> list[Path]:
     raw, _ = read_study_yaml(study_dir)
     if raw is None:
         return files
-    values = [raw.get(key) for key in FILE_KEYS]
-    values += raw.get("gene_sets") if isinstance(raw.get("gene_sets"), list) else []
+    files += _named_files(study_dir, [raw.get(key) for key in FILE_KEYS])
+    files += _sequencing_files(study_dir, raw)
+    return files + _named_files(study_dir, raw.get("gene_sets")
+                                if isinstance(raw.get("gene_sets"), list) else [])
+
+
+def _named_files(study_dir: Path, values: list) -> list[Path]:
+    files = []
     for value in values:
         if not isinstance(value, str):
             continue
@@ -49,6 +56,13 @@ def input_files(study_dir: Path) -> list[Path]:
             files += [f for f in named if f.is_file()
                       and not study_path(study_dir, str(f.relative_to(study_dir)), "")[1]]
     return files
+
+
+def _sequencing_files(study_dir: Path, raw: dict) -> list[Path]:
+    """The BAM, quantifier or FASTQ files (and references) a bulk study's sample sheet names
+    for its counts, as validation lists them."""
+    sheet = declared_sheet(study_dir, raw)
+    return [] if sheet is None else source_files(study_dir, raw, sheet)
 
 
 def fingerprint(study_dir: Path) -> str:

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 import pandas as pd
 
 from dge_platform.cell_qc import failed_by_reason
+from dge_platform.library_counts import STAT_COLUMNS
 from dge_platform.pseudobulk import pseudobulk_summary
 
 STYLE = """
@@ -153,7 +154,8 @@ def build_report(*, study: dict, samples: pd.DataFrame, sample_qc: pd.DataFrame,
                                "lfc_threshold")}])),
         "<p class='note'>Tests model the batch as a design covariate. The batch-corrected "
         "matrix (limma removeBatchEffect on the VST) is for visualization and export only.</p>",
-        _table(samples),
+        _table(samples.drop(columns=[c for c in STAT_COLUMNS if c in samples.columns])),
+        *_counting_section(samples),
         "<h2>Quality control</h2>",
         ("<p class='flag'>Possible outlier samples: " + "; ".join(
             f"<b>{esc(str(s))}</b>: {esc(r)}" for s, r in flagged["outlier_reason"].items())
@@ -174,6 +176,18 @@ def build_report(*, study: dict, samples: pd.DataFrame, sample_qc: pd.DataFrame,
                       _img(png, name) for name, png in plots.items()
                       if name.endswith(f"_{contrast}") and not name.startswith("qc_")) + "</div>"]
     return _page(f"{study['id']} - DGE report", parts)
+
+
+def _counting_section(samples: pd.DataFrame) -> list[str]:
+    """How each sample's fragments were assigned, when counts were built from BAM,
+    quantifier or FASTQ files (the qc_fragment_assignment plot shows the same)."""
+    if "count_source" not in samples or (samples["count_source"] == "matrix").all():
+        return []
+    stats = samples.set_index("sample")[list(STAT_COLUMNS)].dropna(axis=1, how="all")
+    source = html.escape(str(stats["count_source"].iloc[0]))
+    return ["<h2>Counting</h2>", f"<p>Counts built from {source} input: fragments per sample "
+            "by outcome (featureCounts' categories; only assigned fragments are counted).</p>",
+            _table(stats.reset_index())]
 
 
 def build_singlecell_report(*, study: dict, cell_qc: pd.DataFrame,

@@ -85,11 +85,17 @@ class StudyConfig(BaseModel):
     kind: Literal["bulk", "singlecell", "screen"]
     organism: Label
     title: str | None = None
-    counts: Label
+    counts: Label | None = None
     counts_format: Literal["auto", "matrix", "featurecounts", "star", "h5ad", "nfcore"] = "auto"
     counts_layer: str | None = None
     strandedness: Literal["unstranded", "forward", "reverse"] | None = None
     round_counts: bool = False
+    gtf: str | None = None
+    multimapping: Literal["count", "skip"] | None = None
+    tx2gene: str | None = None
+    counts_from_abundance: Literal["no", "lengthScaledTPM"] | None = None
+    quantifier: Literal["salmon", "kallisto", "rsem"] | None = None
+    transcriptome: str | None = None
     samples: str | None = None
     plate_map: str | None = None
     control: Label | None = None

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from dge_platform.gene_annotation import map_symbols
+from dge_platform.library_counts import STAT_COLUMNS, matrix_stats
 from dge_platform.validation import ValidatedStudy
 
 
@@ -26,7 +27,7 @@ def study_row(study: ValidatedStudy, materialized_at: datetime | None = None) ->
         "batch": cfg.batch,
         "n_samples": study.counts.shape[1],
         "n_genes": study.counts.shape[0],
-        "counts_file": cfg.counts,
+        "counts_file": cfg.counts or study.plan.describe(),
         "input_hash": study.input_hash,
         "config": cfg.model_dump_json(),
         "materialized_at": pd.Timestamp(materialized_at or datetime.now(timezone.utc)),
@@ -34,11 +35,15 @@ def study_row(study: ValidatedStudy, materialized_at: datetime | None = None) ->
 
 
 def samples_table(study: ValidatedStudy) -> pd.DataFrame:
-    """The sample sheet, with library size and detected genes from the counts."""
+    """The sample sheet, with library size and detected genes from the counts and the
+    counting statistics (:data:`STAT_COLUMNS`; count_source 'matrix' for counts: input)."""
     table = study.samples.reset_index()
     table["library_size"] = study.counts.sum(axis=0).to_numpy()
     table["genes_detected"] = (study.counts > 0).sum(axis=0).to_numpy()
-    return table
+    stats = study.count_stats if study.count_stats is not None \
+        else matrix_stats(list(study.samples.index))
+    table = table.drop(columns=[c for c in STAT_COLUMNS if c in table.columns])
+    return table.join(stats, on="sample")
 
 
 def genes_table(study: ValidatedStudy) -> pd.DataFrame:
@@ -90,7 +95,7 @@ def long_counts_problems(long: pd.DataFrame, samples: pd.Series, genes: pd.Serie
     return problems
 
 
-COMPUTED_SAMPLE_COLUMNS = ("library_size", "genes_detected")
+COMPUTED_SAMPLE_COLUMNS = ("library_size", "genes_detected", *STAT_COLUMNS)
 
 
 def sheet_from_samples_table(samples: pd.DataFrame) -> pd.DataFrame:

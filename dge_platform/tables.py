@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from dge_platform.library_counts import STAT_COLUMNS
+
 # Empty tables keep the catalog's column types, so a view over only empty partitions is typed.
 _PANDAS_DTYPES = {"VARCHAR": "string", "DOUBLE": "float64", "BIGINT": "int64",
                   "BOOLEAN": "bool", "TIMESTAMP WITH TIME ZONE": "datetime64[ns, UTC]"}
@@ -51,9 +53,12 @@ TABLES: dict[str, TableSpec] = {spec.name: spec for spec in [
         ("input_hash", "VARCHAR"), ("config", "VARCHAR"),
         ("materialized_at", "TIMESTAMP WITH TIME ZONE"))),
     TableSpec("samples", "One row per sample as given in the sample sheet (text values), "
-              "plus the study's own columns.", (
+              "plus the study's own columns, library size, genes detected and, when counts "
+              "were built from BAM, quantifier or FASTQ files, how each sample's fragments "
+              "were assigned (null for counts: input, count_source 'matrix').", (
                   ("study_id", "VARCHAR"), ("sample", "VARCHAR"),
-                  ("library_size", "BIGINT"), ("genes_detected", "BIGINT"))),
+                  ("library_size", "BIGINT"), ("genes_detected", "BIGINT"),
+                  *STAT_COLUMNS.items())),
     TableSpec("genes", "Genes of each study's count matrix, with symbols where the input "
               "carries them.", (
                   ("study_id", "VARCHAR"), ("gene_id", "VARCHAR"), ("gene_symbol", "VARCHAR"))),
@@ -95,9 +100,12 @@ TABLES: dict[str, TableSpec] = {spec.name: spec for spec in [
               # Gene lookups across studies are the common query; a study's top genes per
               # contrast reads one file either way.
               sort_by=("gene_symbol", "gene_id", "contrast", "cell_type")),
-    TableSpec("sample_qc", "Per analysed sample: PCA scores, mean distance to the other "
-              "samples, and likely-outlier flags with the reason.", (
-                  ("study_id", "VARCHAR"), ("sample", "VARCHAR"), ("pc1", "DOUBLE"),
+    TableSpec("sample_qc", "Per analysed sample (technical replicates summed): library "
+              "size, fragments assigned and unassigned by reason, mapping rate (from BAM, "
+              "quantifier or FASTQ input; null for counts: input), PCA scores, mean distance "
+              "to the other samples, and likely-outlier flags with the reason.", (
+                  ("study_id", "VARCHAR"), ("sample", "VARCHAR"), ("library_size", "BIGINT"),
+                  *STAT_COLUMNS.items(), ("pc1", "DOUBLE"),
                   ("pc2", "DOUBLE"), ("mean_distance", "DOUBLE"), ("outlier", "BOOLEAN"),
                   ("outlier_reason", "VARCHAR"))),
     TableSpec("well_qc", "Screens: one row per well with depth, genes detected, "

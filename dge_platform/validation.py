@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,6 +25,17 @@ from dge_platform.cell_readers import read_cells
 from dge_platform.count_checks import check_counts
 from dge_platform.count_readers import TEXT_ERRORS, detect_format, read_counts
 from dge_platform.gene_sets import GmtError, read_gmt
+from dge_platform.library_counts import (
+    SOURCE_COLUMNS,
+    SOURCE_KEYS,
+    BuiltCounts,
+    CountPlan,
+    assemble_counts,
+    file_digest,
+    plan_counts,
+    sheet_source,
+    source_files,
+)
 from dge_platform.design import design_variables, is_numeric, rank_problems, study_design_frame
 from dge_platform.plate_map import (
     ROLE,
@@ -64,7 +75,8 @@ class ValidatedStudy:
         The study folder.
     counts
         Raw integer counts, genes x samples, columns in sample-sheet order. Single-cell:
-        the cells' counts summed per biological sample.
+        the cells' counts summed per biological sample. None while counts from BAM or
+        FASTQ files are not built yet (``plan``; see :func:`with_built_counts`).
     samples
         Sample sheet (text values), indexed by sample, same order as ``counts``.
         Single-cell: one row per biological sample (donor x design variables x batch).
@@ -77,16 +89,24 @@ class ValidatedStudy:
     cells
         Single-cell: the cells x genes raw counts (sparse AnnData) with cell metadata and
         each cell's biological ``sample`` in ``obs``; else None.
+    plan
+        How counts are built from the sample sheet's ``bam``/``quant``/``fastq_1`` files;
+        None for ``counts:`` input.
+    count_stats
+        Per-sample counting statistics (``library_counts.STAT_COLUMNS``) once counts are
+        built from sequencing outputs, else None.
     """
 
     config: StudyConfig
     study_dir: Path
-    counts: pd.DataFrame
+    counts: pd.DataFrame | None
     samples: pd.DataFrame
     gene_symbols: pd.Series | None
     files: list[Path]
     warnings: list[Problem] = field(default_factory=list)
     cells: Any = None
+    plan: CountPlan | None = None
+    count_stats: pd.DataFrame | None = None
 
     @property
     def input_hash(self) -> str:
@@ -104,14 +124,14 @@ class ValidationReport:
 
 
 def hash_files(study_dir: Path, files: list[Path]) -> str:
-    """SHA-256 over file names (relative to the study) and contents."""
+    """SHA-256 over file names (relative to the study) and the files' SHA-256 digests, which
+    are memoised per process while a file is unchanged: the sensor re-checks studies with
+    multi-gigabyte BAMs every few seconds."""
     digest = hashlib.sha256()
     root = study_dir.resolve()
     for path in files:
         digest.update(str(path.resolve().relative_to(root)).encode() + b"\0")
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
+        digest.update(file_digest(path).encode() + b"\n")
     return digest.hexdigest()[:16]
 
 
@@ -151,8 +171,36 @@ def validate_study(study_dir: Path, expected_id: str | None = None) -> Validatio
     if checker.screen_design is not None:
         config = config.model_copy(update=checker.screen_design)
     study = ValidatedStudy(config, study_dir, checker.counts, checker.sheet,
-                           checker.gene_symbols, checker.files, checker.warnings, checker.cells)
-    return ValidationReport(study, [], checker.warnings)
+                           checker.gene_symbols, checker.files, checker.warnings, checker.cells,
+                           checker.plan)
+    if checker.built is not None:  # quantifier outputs: imported during validation
+        try:
+            study = with_built_counts(study, checker.built)
+        except StudyInputError as err:
+            return ValidationReport(None, err.problems, checker.warnings)
+    return ValidationReport(study, [], study.warnings)
+
+
+def with_built_counts(study: ValidatedStudy, built: BuiltCounts) -> ValidatedStudy:
+    """The study with counts built from its sequencing outputs: estimated counts rounded
+    (as ``DESeqDataSetFromTximport`` does), the count checks applied, statistics and notes
+    attached.
+
+    Raises
+    ------
+    StudyInputError
+        When the built counts fail a check (e.g. a sample with no assigned fragment).
+    """
+    where = study.plan.describe()
+    counts, problems = check_counts(built.counts, where, round_counts=built.estimated)
+    if problems:
+        raise StudyInputError(str(study.study_dir), problems)
+    counts = counts[list(study.samples.index)]
+    symbols = built.gene_symbols if study.gene_symbols is None else study.gene_symbols
+    notes = [Problem(study.plan.sheet_file, f"column '{SOURCE_COLUMNS[study.plan.source][0]}'",
+                     note) for note in built.notes]
+    return replace(study, counts=counts, gene_symbols=symbols, count_stats=built.stats,
+                   warnings=[*study.warnings, *notes])
 
 
 def registered_folder_problems(study_dir: Path, folder_name: str) -> list[Problem]:
@@ -179,6 +227,8 @@ def kind_problems(raw: dict[str, Any]) -> list[Problem]:
     if raw.get("kind") == "screen":
         problems = [] if raw.get("control") is not None else [missing(
             "control", "name the vehicle of the control wells, e.g. control: DMSO")]
+        if raw.get("counts") is None:
+            problems.append(missing("counts", "name the wells' count matrix"))
         if raw.get("plate_map") is None and raw.get("samples") is None:
             problems.append(missing("plate_map", "name the plate map (CSV/TSV with sample, "
                                     "plate, well, compound, dose)"))
@@ -187,6 +237,13 @@ def kind_problems(raw: dict[str, Any]) -> list[Problem]:
                                     "samples, not both", "keep plate_map"))
         return problems
     problems = [missing(key) for key in ("design", "contrasts") if raw.get(key) is None]
+    if raw.get("kind") == "singlecell" and raw.get("counts") is None:
+        problems.append(missing("counts", "name the cells' count matrix (h5ad or 10x)"))
+    if raw.get("kind") != "bulk":
+        problems += [Problem(STUDY_FILE, key, f"only used by kind: bulk, whose counts may come "
+                             f"from sequencing outputs (this study is "
+                             f"{short_repr(raw.get('kind'))})", "remove it")
+                     for key in SOURCE_KEYS if raw.get(key) is not None]
     if raw.get("kind") == "singlecell" and raw.get("donor") is None:
         problems.append(missing("donor", "name the cell metadata column identifying each "
                                 f"cell's donor (biological replicate): {PER_CELL_WARNING}"))
@@ -240,7 +297,7 @@ class _Checker:
         self.warnings: list[Problem] = []
         self.files: list[Path] = [study_dir / STUDY_FILE]
         self.counts: pd.DataFrame | None = None
-        self.counts_file = str(values.get("counts", ""))
+        self.counts_file = str(values.get("counts") or "")
         self.gene_symbols: pd.Series | None = None
         self.obs: pd.DataFrame | None = None
         self.sheet: pd.DataFrame | None = None
@@ -248,6 +305,8 @@ class _Checker:
         self.sheet_file = str(values.get(self.sheet_key) or self.counts_file)
         self.screen_design: dict[str, Any] | None = None
         self.cells = None
+        self.plan: CountPlan | None = None
+        self.built: BuiltCounts | None = None
 
     def run(self) -> None:
         if self.v.get("kind") == "singlecell":
@@ -260,6 +319,8 @@ class _Checker:
             return
         self._read_counts()
         self._read_sheet()
+        if self.v.get("kind") == "bulk":
+            self._plan_counts()
         self._read_gene_sets()
         if self.counts is not None and self.sheet is not None:
             self._match_samples()
@@ -270,7 +331,7 @@ class _Checker:
                                self.v.get("batch"))
 
     def _read_counts(self) -> None:
-        if "counts" not in self.v:
+        if not self.v.get("counts"):
             return
         parsed, problems = read_counts(self.config, self.dir)
         self.problems += problems
@@ -284,10 +345,43 @@ class _Checker:
         self.problems += problems
         self.counts = checked
 
+    def _plan_counts(self) -> None:
+        """Bulk: with ``counts:`` any sequencing-output column is unused; without it the
+        sample sheet must name each sample's BAM, quantifier output or FASTQ files."""
+        source = sheet_source(list(self.sheet.columns)) if self.sheet is not None else None
+        if self.v.get("counts") or "counts" in self.invalid:
+            if source not in (None, "ambiguous"):
+                self.warnings.append(Problem(self.sheet_file, f"column "
+                                             f"'{SOURCE_COLUMNS[source][0]}'", "not used: the "
+                                             "counts come from 'counts:' in study.yaml",
+                                             "remove 'counts:' to count from these files"))
+            self.problems += [Problem(STUDY_FILE, key, "only used when counts come from the "
+                                      "sample sheet's bam, quant or fastq_1 column (this study "
+                                      "gives counts:)", "remove it")
+                              for key in SOURCE_KEYS if self.v.get(key) is not None]
+            return
+        if self.sheet is None:
+            return
+        if source is None:
+            self.problems.append(Problem(STUDY_FILE, "counts", "required key is missing",
+                                         "name the count matrix, or give each sample's BAM, "
+                                         "quantifier output or FASTQ files in a bam, quant or "
+                                         "fastq_1 column of the sample sheet"))
+            return
+        plan, problems = plan_counts(self.dir, self.v, self.sheet, self.sheet_file)
+        self.problems += problems
+        self.files += source_files(self.dir, self.v, self.sheet)
+        if plan is None:
+            return
+        self.plan = plan
+        if plan.source == "quant":
+            self.built = assemble_counts(plan)
+            self.counts = self.built.counts  # for the sample match; checked when built
+
     def _read_cells(self) -> None:
         """Single-cell: read the cells, check counts and metadata, derive the biological
         samples (donor x design variables x batch) and their summed counts."""
-        if "counts" not in self.v:
+        if not self.v.get("counts"):
             return
         config = self.config
         cells, files, problems = read_cells(config, self.dir)
@@ -356,7 +450,7 @@ class _Checker:
 
     def _counts_are_h5ad(self) -> bool:
         """Whether the counts are an h5ad, whose ``obs`` can stand in for the sample sheet."""
-        return "counts" in self.v and detect_format(self.config, self.config.counts) == "h5ad"
+        return bool(self.v.get("counts")) and detect_format(self.config, self.config.counts) == "h5ad"
 
     def _read_gene_sets(self) -> None:
         for i, rel in enumerate(self.v.get("gene_sets") or []):

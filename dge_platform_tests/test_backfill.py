@@ -113,7 +113,7 @@ def test_every_asset_has_the_multi_run_backfill_policy():
     graph = defs.resolve_asset_graph()
     keys = [k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable
             and graph.get(k).partitions_def is not None]
-    assert len(keys) == 25  # ingest 5, bulk 8, screen 5, enrichment 1, single-cell 6
+    assert len(keys) == 27  # ingest 7, bulk 8, screen 5, enrichment 1, single-cell 6
     cross_study = [k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable
                    and graph.get(k).partitions_def is None]
     assert sorted(k.path[-1] for k in cross_study) == ["contrast_similarity", "gene_recurrence"]

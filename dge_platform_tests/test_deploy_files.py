@@ -13,8 +13,8 @@ from dge_platform_tests.conftest import REPO
 from dge_platform_tests.services import PG_ENV
 
 DEPLOY = REPO / "deploy"
-HEAVY_ASSETS = {"deseq2", "compound_activity", "dose_response", "cell_qc", "sc_processed",
-                "marker_genes", "enrichment"}
+HEAVY_ASSETS = {"library_counts", "deseq2", "compound_activity", "dose_response", "cell_qc",
+                "sc_processed", "marker_genes", "enrichment"}
 
 
 def _load(name: str) -> dict:

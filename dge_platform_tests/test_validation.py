@@ -68,11 +68,19 @@ def test_yaml_that_is_not_a_mapping(toy_study):
     assert "must be a mapping" in only_problem(toy_study)
 
 
-@pytest.mark.parametrize("key", ["id", "kind", "organism", "counts", "design", "contrasts"])
+@pytest.mark.parametrize("key", ["id", "kind", "organism", "design", "contrasts"])
 def test_missing_required_key(toy_study, key):
     edit_yaml(toy_study, **{key: None})
     found = problems_of(toy_study)
     assert f"study.yaml: {key}: required key is missing -> add this key" in found
+
+
+def test_missing_counts_names_both_ways_to_give_them(toy_study):
+    edit_yaml(toy_study, counts=None)
+    assert problems_of(toy_study) == [
+        "study.yaml: counts: required key is missing -> name the count matrix, or give each "
+        "sample's BAM, quantifier output or FASTQ files in a bam, quant or fastq_1 column of "
+        "the sample sheet"]
 
 
 def test_missing_samples_key_for_bulk(toy_study):

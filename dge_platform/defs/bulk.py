@@ -34,6 +34,7 @@ from dge_platform.plate_map import analysis_wells, condition_table
 from dge_platform.problems import format_problems
 from dge_platform.pseudobulk import Pseudobulk, fit_cell_types
 from dge_platform.qc import flag_outliers, pca, sample_distances
+from dge_platform.library_counts import STAT_COLUMNS, summed_stats
 from dge_platform.replicates import collapse_sheet
 from dge_platform.report import (
     build_report,
@@ -291,8 +292,15 @@ def _sample_qc(context: dg.AssetExecutionContext, study_id: str, vst: pd.DataFra
                           per_sample["library_size"], per_sample["genes_detected"])
     table = pd.DataFrame({"sample": expression.columns, "pc1": scores["PC1"].to_numpy(),
                           "pc2": scores["PC2"].to_numpy() if "PC2" in scores else 0.0})
-    table = table.join(flags, on="sample")
+    groups = samples.set_index("sample")[config.replicate_of] if config.replicate_of \
+        else pd.Series(samples["sample"].to_numpy(), index=samples["sample"])
+    counting = summed_stats(samples.set_index("sample")[list(STAT_COLUMNS)], groups)
+    table = table.join(per_sample["library_size"], on="sample").join(counting, on="sample")
+    table = table.join(flags, on="sample")[TABLES["sample_qc"].stored_columns]
     figures = {}
+    if (counting["count_source"] != "matrix").any():
+        figures["qc_fragment_assignment"] = plots.fragment_assignment(
+            samples.set_index("sample")[list(STAT_COLUMNS)])
     for column in dict.fromkeys([c.factor for c in config.contrasts] + [config.batch]):
         if column:
             figures[f"qc_pca_{column}"] = plots.pca_plot(

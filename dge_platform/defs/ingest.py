@@ -5,11 +5,29 @@ from functools import partial
 
 import dagster as dg
 
-from dge_platform.defs.batch import BACKFILL_POLICY, run_per_study, table_out
+from dge_platform import plots
+from dge_platform.defs.batch import (
+    BACKFILL_POLICY,
+    HEAVY_STEP,
+    StudyEvent,
+    cpu_budget,
+    run_per_study,
+    table_out,
+)
 from dge_platform.defs.partitions import study_partitions
-from dge_platform.defs.resources import DgeHomeResource
+from dge_platform.defs.resources import DeseqResource, DgeHomeResource
+from dge_platform.fragment_counting import BamError
 from dge_platform.home import DgeHome
+from dge_platform.library_counts import (
+    BuiltCounts,
+    assemble_counts,
+    count_libraries,
+    declared_source,
+    salmon_index as cached_salmon_index,
+)
 from dge_platform.problems import StudyInputError
+from dge_platform.quant_import import QuantInputError
+from dge_platform.salmon_quant import SalmonError
 from dge_platform.study_tables import (
     genes_table,
     to_long,
@@ -17,7 +35,7 @@ from dge_platform.study_tables import (
     samples_table,
     study_row,
 )
-from dge_platform.validation import hash_files, load_study
+from dge_platform.validation import ValidatedStudy, hash_files, load_study, with_built_counts
 from dge_platform.warehouse import Warehouse
 
 GROUP = "ingest"
@@ -32,6 +50,109 @@ study_inputs = dg.AssetSpec(
     "file marks everything downstream stale.",
 )
 
+COUNTING_ERRORS = (BamError, SalmonError, QuantInputError, OSError)
+
+
+@dg.asset(
+    partitions_def=study_partitions,
+    backfill_policy=BACKFILL_POLICY,
+    group_name=GROUP,
+    deps=[study_inputs],
+    kinds={"salmon"},
+    code_version=CODE_VERSION,
+    description="Studies counted from FASTQ files: the salmon index of the study's "
+    "transcriptome (study.yaml 'transcriptome:'), cached under DGE_HOME/cache/counting/"
+    "salmon_index/ by FASTA content, k-mer size and salmon version, so it is built once and "
+    "rebuilt only when the FASTA changes (studies sharing a FASTA share it). Other studies: "
+    "nothing to do.",
+)
+def salmon_index(context: dg.AssetExecutionContext, dge_home: DgeHomeResource,
+                 deseq: DeseqResource):
+    home = dge_home.home()
+    yield from run_per_study(context, partial(_salmon_index, home, deseq.cpus()))
+
+
+def _salmon_index(home: DgeHome, cpus: int, study_id: str) -> Iterator[StudyEvent]:
+    # Other studies are not validated here: their problems are ingest_study's to report.
+    if declared_source(home.study_dir(study_id)) != "fastq":
+        yield dg.MaterializeResult(metadata={"index": "none (counts do not come from FASTQ)"})
+        return
+    study = _load(home, study_id)
+    fasta = study.plan.references["transcriptome"]
+    try:
+        index, built = cached_salmon_index(fasta, home.counting_cache, threads=cpus)
+    except COUNTING_ERRORS as err:
+        raise dg.Failure(description=f"{study_id}: {err}") from None
+    yield dg.MaterializeResult(metadata={"index": dg.MetadataValue.path(str(index)),
+                                         "transcriptome": str(fasta.relative_to(study.study_dir)),
+                                         "built": built})
+
+
+@dg.asset(
+    partitions_def=study_partitions,
+    backfill_policy=BACKFILL_POLICY,
+    group_name=GROUP,
+    deps=[study_inputs, salmon_index],
+    kinds={"bam", "fastq"},
+    code_version=CODE_VERSION,
+    **HEAVY_STEP,
+    description="Studies counted from their sample sheet's BAM or FASTQ files: each "
+    "sample's fragment counts (BAM + GTF, union overlap) or salmon quantification, run in "
+    "parallel (DGE_N_CPUS processes; salmon one sample at a time with that many threads). "
+    "Results are cached under DGE_HOME/cache/counting/ by the sample's file contents, the "
+    "reference and the settings, so a sample whose inputs did not change is not counted "
+    "again. Metadata: per-sample fragment assignment (table and plot). Other studies: "
+    "nothing to do (quantifier outputs are imported at ingest).",
+)
+def library_counts(context: dg.AssetExecutionContext, dge_home: DgeHomeResource,
+                   deseq: DeseqResource):
+    home = dge_home.home()
+    with cpu_budget(deseq.cpus()):
+        yield from run_per_study(context, partial(_library_counts, context, home, deseq.cpus()))
+
+
+def _library_counts(context: dg.AssetExecutionContext, home: DgeHome, cpus: int,
+                    study_id: str) -> Iterator[StudyEvent]:
+    if declared_source(home.study_dir(study_id)) not in ("bam", "fastq"):
+        yield dg.MaterializeResult(metadata={"source": "nothing to count per sample (counts: "
+                                             "matrix or quantifier outputs, read at ingest)"})
+        return
+    study = _load(home, study_id)
+    run, built = _count(home, study_id, study, cpus, context.log.info)
+    stats = built.stats
+    yield dg.MaterializeResult(metadata={
+        "source": study.plan.describe(),
+        "counted": dg.MetadataValue.json(run.counted),
+        "reused": dg.MetadataValue.json(run.reused),
+        "seconds": dg.MetadataValue.json({s: round(t, 1) for s, t in run.seconds.items()}),
+        "fragment_assignment_table": dg.MetadataValue.md(
+            stats.reset_index().dropna(axis=1, how="all").to_markdown(index=False)),
+        "fragment_assignment": dg.MetadataValue.md(plots.markdown_image(
+            plots.fragment_assignment(stats), "fragment_assignment")),
+    })
+
+
+def _count(home: DgeHome, study_id: str, study: ValidatedStudy, cpus: int, log):
+    """Count (or reuse) every sample of a BAM/FASTQ study and assemble its counts."""
+    try:
+        run = count_libraries(study.plan, home.counting_cache, workers=cpus, log=log)
+        return run, assemble_counts(study.plan, home.counting_cache, run.keys)
+    except COUNTING_ERRORS as err:
+        raise dg.Failure(description=f"{study_id}: {err}") from None
+
+
+def _load(home: DgeHome, study_id: str) -> ValidatedStudy:
+    """Validate and load one study, failing the step with every problem named."""
+    try:
+        return load_study(home.study_dir(study_id), expected_id=study_id)
+    except StudyInputError as err:
+        raise _failure(err) from None
+
+
+def _failure(err: StudyInputError) -> dg.Failure:
+    return dg.Failure(description=str(err), metadata={
+        "problems": dg.MetadataValue.json([str(p) for p in err.problems])})
+
 
 @dg.multi_asset(
     outs={**{name: table_out(name, CODE_VERSION) for name in ("studies", "samples", "genes", "raw_counts")},
@@ -40,7 +161,7 @@ study_inputs = dg.AssetSpec(
               description="Single-cell: the study's cells x genes raw counts (sparse) with "
               "the validated cell metadata and each cell's biological sample, as h5ad in "
               "warehouse/cell_counts/. Other kinds have none.")},
-    deps=[study_inputs],
+    deps=[study_inputs, library_counts],
     check_specs=[dg.AssetCheckSpec(
         "raw_counts_complete", asset="raw_counts", blocking=True,
         description="Re-reads the stored tables: every gene x sample pair once, counts "
@@ -53,20 +174,20 @@ study_inputs = dg.AssetSpec(
     "step stay intact. Single-cell studies: raw_counts and samples hold the cells summed per "
     "biological sample; the cells themselves go to cell_counts (h5ad).",
 )
-def ingest_study(context: dg.AssetExecutionContext, dge_home: DgeHomeResource):
+def ingest_study(context: dg.AssetExecutionContext, dge_home: DgeHomeResource,
+                 deseq: DeseqResource):
     home = dge_home.home()
-    yield from run_per_study(context, partial(_ingest, context, home),
+    yield from run_per_study(context, partial(_ingest, context, home, deseq.cpus()),
                              checks_after_write=partial(_stored_counts_check, home))
 
 
-def _ingest(context: dg.AssetExecutionContext, home: DgeHome,
+def _ingest(context: dg.AssetExecutionContext, home: DgeHome, cpus: int,
             study_id: str) -> Iterator[dg.Output]:
-    """Validate and load one study and yield its four catalog tables."""
-    try:
-        study = load_study(home.study_dir(study_id), expected_id=study_id)
-    except StudyInputError as err:
-        raise dg.Failure(description=str(err), metadata={
-            "problems": dg.MetadataValue.json([str(p) for p in err.problems])}) from None
+    """Validate and load one study and yield its four catalog tables; BAM/FASTQ studies
+    take their per-sample results from library_counts (counting any sample it lacks)."""
+    study = _load(home, study_id)
+    if study.counts is None:
+        study = _with_counts(study, _count(home, study_id, study, cpus, context.log.info)[1])
     for warning in study.warnings:
         context.log.warning(f"{study_id}: {warning}")
     files = {str(p.relative_to(study.study_dir)): hash_files(study.study_dir, [p])
@@ -92,6 +213,13 @@ def _ingest(context: dg.AssetExecutionContext, home: DgeHome,
     yield dg.Output(to_long(study.counts, "count"), "raw_counts", metadata={
         "n_genes": study.counts.shape[0], "n_samples": study.counts.shape[1],
         "total_counts": int(study.counts.to_numpy().sum())})
+
+
+def _with_counts(study: ValidatedStudy, built: BuiltCounts) -> ValidatedStudy:
+    try:
+        return with_built_counts(study, built)
+    except StudyInputError as err:
+        raise _failure(err) from None
 
 
 def _stored_counts_check(home: DgeHome, study_id: str) -> Iterator[dg.AssetCheckResult]:
