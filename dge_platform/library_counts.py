@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dge_platform.problems import Problem, short_repr
-from dge_platform.study import STUDY_FILE, study_path
+from dge_platform.study import STUDY_FILE, resolved_problem, study_path
 
 SOURCE_COLUMNS = {"bam": ("bam",), "quant": ("quant",), "fastq": ("fastq_1", "fastq_2")}
 OPTIONAL_COLUMNS = ("fastq_2",)  # single-end FASTQ
@@ -216,7 +216,7 @@ def source_files(study_dir: Path, values: Mapping[str, Any], sheet: pd.DataFrame
         path, refused = study_path(study_dir, rel.strip(), "")
         if refused is None and path.is_dir():
             files += sorted(p for p in path.rglob("*") if p.is_file()
-                            and not study_path(study_dir, str(p.relative_to(study_dir)), "")[1])
+                            and not resolved_problem(study_dir, p))
         elif refused is None and path.is_file():
             files.append(path)
     return list(dict.fromkeys(files))
@@ -349,8 +349,21 @@ def _reference_problems(plan: CountPlan, study_dir: Path) -> list[Problem]:
             import_quant(plan)
         elif plan.source == "fastq":
             _tx2gene(plan.references["tx2gene"])
+            return _salmon_problems(plan)
     except QuantInputError as exc:
         return [_relative(p, study_dir) for p in exc.problems]
+    return []
+
+
+def _salmon_problems(plan: CountPlan) -> list[Problem]:
+    from dge_platform.salmon_quant import SalmonError, salmon_executable
+
+    try:
+        salmon_executable()
+    except SalmonError as exc:
+        what, _, fix = str(exc).partition(" -> ")
+        return [Problem(plan.sheet_file, "column 'fastq_1'", f"FASTQ inputs are quantified "
+                        f"with salmon: {what}", fix)]
     return []
 
 

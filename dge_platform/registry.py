@@ -11,7 +11,13 @@ from dge_platform.cell_readers import tenx_names
 from dge_platform.home import DgeHome
 from dge_platform.library_counts import declared_sheet, source_files
 from dge_platform.problems import Problem, StudyInputError
-from dge_platform.study import STUDY_FILE, read_study_yaml, study_glob, study_path
+from dge_platform.study import (
+    STUDY_FILE,
+    read_study_yaml,
+    resolved_problem,
+    study_glob,
+    study_path,
+)
 from dge_platform.validation import ValidatedStudy, hash_files, load_study
 from dge_platform.warehouse import remove_stale_temps
 
@@ -54,7 +60,7 @@ def _named_files(study_dir: Path, values: list) -> list[Path]:
         for path in [] if refused else matches:
             named = [path / name for name in tenx_names(path)] if path.is_dir() else [path]
             files += [f for f in named if f.is_file()
-                      and not study_path(study_dir, str(f.relative_to(study_dir)), "")[1]]
+                      and not resolved_problem(study_dir, f)]
     return files
 
 

@@ -316,7 +316,7 @@ def _path_text_problem(relative: str) -> str | None:
     return None
 
 
-def _resolved_problem(study_dir: Path, path: Path) -> str | None:
+def resolved_problem(study_dir: Path, path: Path) -> str | None:
     """Why ``path`` is refused once symbolic links are resolved, or None (also when it does
     not exist: callers report a missing file with their own advice)."""
     try:
@@ -344,7 +344,7 @@ def study_path(study_dir: Path, relative: str, key: str) -> tuple[Path | None, P
     """
     why = _path_text_problem(relative)
     path = study_dir / os.path.normpath(relative)
-    why = why or _resolved_problem(study_dir, path)
+    why = why or resolved_problem(study_dir, path)
     if why:
         return None, Problem(STUDY_FILE, key, f"path {short_repr(relative)} {why}", PATH_FIX)
     return path, None
@@ -357,7 +357,7 @@ def study_glob(study_dir: Path, pattern: str, key: str) -> tuple[list[Path], Pro
     if why:
         return [], Problem(STUDY_FILE, key, f"pattern {short_repr(pattern)} {why}", PATH_FIX)
     matches = sorted(Path(p) for p in glob.glob(str(study_dir / os.path.normpath(pattern))))
-    refused = {p: why for p in matches if (why := _resolved_problem(study_dir, p))}
+    refused = {p: why for p in matches if (why := resolved_problem(study_dir, p))}
     if refused:
         first, why = next(iter(refused.items()))
         return [], Problem(STUDY_FILE, key, f"{len(refused)} file(s) matched by "

@@ -132,3 +132,24 @@ def test_corrupt_h5ad(toy_study):
 def test_csv_extension_detects_comma(tmp_path):
     folder = write_study(tmp_path / "toy", counts_name="counts.csv", samples_name="samples.csv")
     assert validate_study(folder).problems == []
+
+
+def test_fingerprint_covers_glob_matches_validation_reads(toy_study):
+    """A glob may match a file whose name starts with '~' (refused when named directly):
+    validation reads it, so the sensor's fingerprint must cover it too."""
+    from dge_platform.registry import fingerprint, input_files
+
+    frame = reference(toy_study)
+    frame = frame.rename(columns={frame.columns[0]: "~" + frame.columns[0]})
+    sheet = pd.read_csv(toy_study / "samples.tsv", sep="\t")
+    sheet.loc[0, "sample"] = frame.columns[0]
+    sheet.to_csv(toy_study / "samples.tsv", sep="\t", index=False)
+    for sample in frame.columns:
+        body = pd.DataFrame({0: frame.index, 1: frame[sample], 2: 0, 3: 0})
+        body.to_csv(toy_study / f"{sample}.ReadsPerGene.out.tab", sep="\t", header=False,
+                    index=False)
+    set_yaml(toy_study, counts="*ReadsPerGene.out.tab", strandedness="unstranded")
+    study = validate_study(toy_study).study
+    assert (toy_study / f"{frame.columns[0]}.ReadsPerGene.out.tab") in study.files
+    assert input_files(toy_study) == study.files
+    assert fingerprint(toy_study) == study.input_hash

@@ -458,3 +458,84 @@ def test_second_run_reuses_index_and_quantifications(fastq_run):
     assert [m["built"].value for m in index] == [False, True]  # newest first
     assert [len(m["counted"].value) for m in counted] == [0, 4]
     assert sorted(counted[0]["reused"].value) == ["ctrl1", "ctrl2", "treat3", "treat4"]
+
+
+def test_quantifier_is_detected_from_the_outputs(tmp_path):
+    from dge_platform.library_counts import Library, detect_quantifier
+
+    (tmp_path / "k1").mkdir()
+    (tmp_path / "k1" / "abundance.h5").write_bytes(b"x")
+    (tmp_path / "s1").mkdir()
+    (tmp_path / "s1" / "quant.sf").write_text("x")
+    (tmp_path / "r1.genes.results").write_text("x")
+    (tmp_path / "other.txt").write_text("x")
+
+    def detect(*paths):
+        return detect_quantifier([Library(f"x{i}", {"quant": tmp_path / p})
+                                  for i, p in enumerate(paths)], "samples.csv")
+
+    assert detect("k1") == ("kallisto", None)
+    assert detect("s1", "s1/quant.sf") == ("salmon", None)
+    assert detect("r1.genes.results") == ("rsem", None)
+    tool, problem = detect("s1", "k1")
+    assert tool is None and str(problem) == (
+        "samples.csv: column 'quant': samples mix quantifiers: salmon (x0), kallisto (x1) -> "
+        "quantify every sample with the same tool")
+    tool, problem = detect("s1", "other.txt")
+    assert str(problem).startswith("samples.csv: column 'quant': sample 'x1': not a salmon "
+                                   "(quant.sf), kallisto (abundance.h5/.tsv) or RSEM")
+
+
+def test_fastq_study_without_salmon_says_how_to_install(tmp_path, monkeypatch):
+    folder = tmp_path / "reads"
+    (folder / "fastq").mkdir(parents=True)
+    (folder / "tx.fa").write_text(">t1\nACGT\n")
+    (folder / "t2g.tsv").write_text("transcript_id\tgene_id\nt1\tg1\n")
+    rows = []
+    for i, group in enumerate(["a", "a", "b", "b"]):
+        for mate in (1, 2):
+            (folder / "fastq" / f"s{i}_{mate}.fq").write_text("@r\nACGT\n+\nIIII\n")
+        rows.append({"sample": f"s{i}", "group": group, "fastq_1": f"fastq/s{i}_1.fq",
+                     "fastq_2": f"fastq/s{i}_2.fq"})
+    pd.DataFrame(rows).to_csv(folder / "samples.csv", index=False)
+    (folder / "study.yaml").write_text(yaml.safe_dump({
+        "id": "reads", "kind": "bulk", "organism": "human", "samples": "samples.csv",
+        "transcriptome": "tx.fa", "tx2gene": "t2g.tsv", "design": "~ group",
+        "contrasts": [{"name": "b_vs_a", "factor": "group", "level": "b", "reference": "a"}]}))
+    monkeypatch.setenv("DGE_SALMON", str(tmp_path / "no-salmon"))
+    problems = problems_of(folder)
+    assert len(problems) == 1
+    assert problems[0].startswith("samples.csv: column 'fastq_1': FASTQ inputs are quantified "
+                                  "with salmon: DGE_SALMON=")
+    assert "sudo apt-get install salmon" in problems[0]
+
+
+def test_damaged_bam_fails_the_run_and_keeps_previous_results(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from dge_platform.cli import main
+
+    monkeypatch.setenv("DGE_HOME", str(tmp_path / "home"))
+    source = write_bam_study(tmp_path / "incoming" / "airway_bam")
+
+    def dge(*args):
+        return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+    assert dge("add", str(source), "--run").exit_code == 0
+    before = dge("sql", "select * from raw_counts order by all").output
+    bam = tmp_path / "home" / "studies" / "airway_bam" / "bams" / "SRR1039513_subset.bam"
+    good = bam.read_bytes()
+    bam.write_bytes(good[:20_000])  # header intact, records cut off: validation sees it
+    result = dge("run", "airway_bam")
+    assert result.exit_code == 1
+    assert "airway_bam: FAILED at step library_counts" in result.output
+    assert ("bams/SRR1039513_subset.bam: not a readable BAM file (no BGZF EOF marker; file "
+            "may be truncated)") in result.output
+    # Damage inside a compressed block, end marker intact: found while counting.
+    bam.write_bytes(good[:30_000] + bytes(255 - b for b in good[30_000:30_200]) + good[30_200:])
+    result = dge("run", "airway_bam")
+    assert result.exit_code == 1
+    assert "airway_bam: FAILED at step library_counts" in result.output
+    assert "bams/SRR1039513_subset.bam: unreadable BAM" in result.output
+    assert "-> replace the file with a complete copy (dge add) and run again" in result.output
+    assert dge("sql", "select * from raw_counts order by all").output == before

@@ -138,7 +138,9 @@ def _count(home: DgeHome, study_id: str, study: ValidatedStudy, cpus: int, log):
         run = count_libraries(study.plan, home.counting_cache, workers=cpus, log=log)
         return run, assemble_counts(study.plan, home.counting_cache, run.keys)
     except COUNTING_ERRORS as err:
-        raise dg.Failure(description=f"{study_id}: {err}") from None
+        text = str(err).replace(f"{study.study_dir}/", "")
+        raise dg.Failure(description=f"{study_id}: {text} -> replace the file with a complete "
+                         "copy (dge add) and run again") from None
 
 
 def _load(home: DgeHome, study_id: str) -> ValidatedStudy:
