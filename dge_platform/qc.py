@@ -8,6 +8,9 @@ import pandas as pd
 N_TOP_GENES = 500
 MIN_LIBRARY_FRACTION = 0.2
 MIN_DETECTED_FRACTION = 0.5
+MIN_ASSIGNED_RATIO = 0.7
+"""A sample assigning fewer than this share of the median sample's assigned fraction of
+fragments is flagged (wrong annotation or strandedness, rRNA or genomic DNA, degradation)."""
 MAX_DISTANCE_Z = 3.5
 MIN_DISTANCE_RATIO = 1.2
 
@@ -47,13 +50,16 @@ def sample_distances(expression: pd.DataFrame) -> pd.DataFrame:
 
 
 def flag_outliers(distances: pd.DataFrame, library_size: pd.Series,
-                  genes_detected: pd.Series) -> pd.DataFrame:
+                  genes_detected: pd.Series,
+                  assigned_fraction: pd.Series | None = None) -> pd.DataFrame:
     """Flag samples that look like outliers, each with the reason.
 
     Rules: mean distance to the other samples with a modified z-score above 3.5
     (Iglewicz and Hoaglin: (x - median) / (1.4826 MAD)) and at least 20 % above the median
     (with few samples the MAD can be tiny, making ordinary spread look extreme); library
-    size below 20 % of the median; genes detected below 50 % of the median. Pass distances computed on
+    size below 20 % of the median; genes detected below 50 % of the median; when counts were
+    built from reads, a fraction of fragments assigned to genes below 70 % of the median
+    sample's (``assigned_fraction``, NA where unknown). Pass distances computed on
     batch-corrected expression, or a whole batch looks like an outlier.
 
     Returns
@@ -79,6 +85,12 @@ def flag_outliers(distances: pd.DataFrame, library_size: pd.Series,
         if value < MIN_DETECTED_FRACTION * genes_detected.median():
             reasons[sample].append(f"{value:,.0f} genes detected, below half the median "
                                    f"({genes_detected.median():,.0f})")
+    fractions = assigned_fraction.dropna().astype(float) if assigned_fraction is not None \
+        else pd.Series(dtype=float)
+    for sample, value in fractions.items():
+        if value < MIN_ASSIGNED_RATIO * fractions.median():
+            reasons[sample].append(f"{value:.0%} of fragments assigned to genes, well below the "
+                                   f"median sample's {fractions.median():.0%}")
     return pd.DataFrame({
         "mean_distance": mean_distance,
         "outlier": [bool(reasons[s]) for s in distances.index],

@@ -52,3 +52,18 @@ def test_outlier_rules_flag_planted_problems_only():
     assert "mean distance to the other samples" in flags.loc["s3", "outlier_reason"]
     assert flags.loc["s5", "outlier_reason"].startswith("library size 2,000,000 is below 20%")
     assert flags.loc["s7", "outlier_reason"].startswith("5,000 genes detected, below half")
+
+
+def test_low_assigned_fraction_is_flagged_when_known():
+    expr = expression(seed=2, n_samples=10)
+    library = pd.Series(2e7, index=expr.columns)
+    detected = pd.Series(15_000, index=expr.columns)
+    assigned = pd.Series(0.8, index=expr.columns, dtype="Float64")
+    assigned["s2"] = 0.45  # e.g. the wrong strandedness, or mostly rRNA
+    assigned["s4"] = pd.NA  # unknown: never flagged
+    flags = flag_outliers(sample_distances(expr), library, detected, assigned)
+    assert flags.index[flags["outlier"]].tolist() == ["s2"]
+    assert flags.loc["s2", "outlier_reason"] == (
+        "45% of fragments assigned to genes, well below the median sample's 80%")
+    unknown = pd.Series(pd.NA, index=expr.columns, dtype="Float64")
+    assert not flag_outliers(sample_distances(expr), library, detected, unknown)["outlier"].any()

@@ -288,13 +288,14 @@ def _sample_qc(context: dg.AssetExecutionContext, study_id: str, vst: pd.DataFra
     scores, explained = pca(expression)
     distances = sample_distances(expression)
     per_sample = size_factors.set_index("sample")
-    flags = flag_outliers(sample_distances(_without_batch(expression, sheet, config)),
-                          per_sample["library_size"], per_sample["genes_detected"])
-    table = pd.DataFrame({"sample": expression.columns, "pc1": scores["PC1"].to_numpy(),
-                          "pc2": scores["PC2"].to_numpy() if "PC2" in scores else 0.0})
     groups = samples.set_index("sample")[config.replicate_of] if config.replicate_of \
         else pd.Series(samples["sample"].to_numpy(), index=samples["sample"])
     counting = summed_stats(samples.set_index("sample")[list(STAT_COLUMNS)], groups)
+    flags = flag_outliers(sample_distances(_without_batch(expression, sheet, config)),
+                          per_sample["library_size"], per_sample["genes_detected"],
+                          counting["assigned_fraction"])
+    table = pd.DataFrame({"sample": expression.columns, "pc1": scores["PC1"].to_numpy(),
+                          "pc2": scores["PC2"].to_numpy() if "PC2" in scores else 0.0})
     table = table.join(per_sample["library_size"], on="sample").join(counting, on="sample")
     table = table.join(flags, on="sample")[TABLES["sample_qc"].stored_columns]
     figures = {}
