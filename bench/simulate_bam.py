@@ -8,8 +8,14 @@ Reads: ``n_pairs`` fragments, 90 % from genes (gene chosen by a log-normal expre
 fragment start uniform on the gene's exonic sequence, 2x75 bp, insert 150-400 bp measured on
 the transcript, so reads crossing an exon junction get an ``N`` gap) and 10 % from random
 genomic positions (intronic / intergenic: no feature). Read 1 is on the gene's strand or the
-opposite with equal probability (an unstranded library). Sequences and qualities are drawn
-from a pool of random strings, so the BAM compresses about like a real one.
+opposite with equal probability (an unstranded library), or always on it (``stranded=
+"forward"``, featureCounts ``-s 1``) or always opposite (``"reverse"``, ``-s 2``, e.g. TruSeq
+stranded); intergenic pairs take either strand. Sequences and qualities are drawn from a pool
+of random strings, so the BAM compresses about like a real one.
+
+``overlapping=False`` lays the genes out one per slot of 60,800 bp along the chromosomes
+(in turn), so no two genes overlap or come within 1,000 bp: every fragment then hits at most
+one gene (at most ~9,800 genes). The random draws are the same either way.
 
 Multi-mappers: a fraction ``multi_fraction`` (3 %) of the genic fragments also align, as
 secondary pairs (flag 0x100), to 1 or 2 other genes (picked uniformly); all their records carry
@@ -21,7 +27,8 @@ Every record is properly paired; featureCounts' default filters drop only the mu
 The SAM text is built in Python and converted to BAM by pysam's bundled samtools.
 
     .venv/bin/python bench/simulate_bam.py OUTDIR [--pairs 2000000] [--genes 20000]
-        [--multi-fraction 0.03]
+        [--multi-fraction 0.03] [--stranded forward|reverse] [--no-overlap] [--seed 7]
+        [--name reads] [--read-seed N]
 """
 
 from __future__ import annotations
@@ -37,10 +44,17 @@ import pysam
 READ_LEN = 75
 N_CHROM, CHROM_LEN = 10, 60_000_000
 POOL = 4096
+STRANDED = ("unstranded", "forward", "reverse")
+# Longest gene: 12 exons of 400 bp and 11 introns of 5,000 bp; then at least 1,000 bp apart.
+SLOT = 12 * 400 + 11 * 5_000 + 1_000
 
 
-def simulate_gtf(path: Path, n_genes: int, rng: np.random.Generator) -> list[tuple]:
+def simulate_gtf(path: Path, n_genes: int, rng: np.random.Generator,
+                 overlapping: bool = True) -> list[tuple]:
     """Write the GTF; return per gene (chrom, strand, exon starts, exon ends) 0-based."""
+    per_chrom = (CHROM_LEN - 100_000) // SLOT
+    if not overlapping and n_genes > N_CHROM * per_chrom:
+        raise ValueError(f"at most {N_CHROM * per_chrom:,} genes without overlaps")
     genes = []
     lines = []
     for g in range(n_genes):
@@ -50,6 +64,8 @@ def simulate_gtf(path: Path, n_genes: int, rng: np.random.Generator) -> list[tup
         lengths = rng.integers(100, 401, n_exons)
         introns = rng.integers(300, 5001, n_exons - 1)
         start = int(rng.integers(1_000, CHROM_LEN - 100_000))
+        if not overlapping:
+            chrom, start = str(g % N_CHROM + 1), 1_000 + (g // N_CHROM) * SLOT
         starts = start + np.r_[0, np.cumsum(lengths[:-1] + introns)]
         ends = starts + lengths
         genes.append((chrom, strand, starts, ends))
@@ -116,17 +132,32 @@ def _genic_pair(gene: tuple, insert: int, rng: np.random.Generator) -> tuple[int
 
 
 def simulate_bam(outdir: Path, n_pairs: int = 2_000_000, n_genes: int = 20_000,
-                 seed: int = 7, multi_fraction: float = 0.03) -> tuple[Path, Path]:
-    """Write ``annotation.gtf`` and ``reads.bam`` (coordinate-sorted) under ``outdir``."""
+                 seed: int = 7, multi_fraction: float = 0.03, stranded: str = "unstranded",
+                 overlapping: bool = True, bam_name: str = "reads",
+                 read_seed: int | None = None) -> tuple[Path, Path]:
+    """Write ``annotation.gtf`` and ``{bam_name}.bam`` (coordinate-sorted) under ``outdir``.
+
+    ``stranded``: "unstranded" (read 1 on either strand), "forward" (read 1 on the gene's
+    strand) or "reverse" (read 1 opposite); ``overlapping``: see the module docstring.
+    ``read_seed``: draw the expression and reads from their own seed (the GTF still from
+    ``seed``), for several samples of one annotation.
+    """
+    if stranded not in STRANDED:
+        raise ValueError(f"stranded must be one of {', '.join(STRANDED)}, got {stranded!r}")
     rng = np.random.default_rng(seed)
     outdir.mkdir(parents=True, exist_ok=True)
-    gtf, bam = outdir / "annotation.gtf", outdir / "reads.bam"
-    genes = simulate_gtf(gtf, n_genes, rng)
+    gtf, bam = outdir / "annotation.gtf", outdir / f"{bam_name}.bam"
+    genes = simulate_gtf(gtf, n_genes, rng, overlapping)
+    if read_seed is not None:
+        rng = np.random.default_rng([seed, read_seed])
     expression = rng.lognormal(0, 1.5, n_genes)
     chosen = rng.choice(n_genes, size=n_pairs, p=expression / expression.sum())
     genic = rng.random(n_pairs) < 0.9
     insert = rng.integers(150, 401, n_pairs)
     flip = rng.random(n_pairs) < 0.5
+    intergenic_flip = flip.copy()
+    if stranded != "unstranded":  # read 1 (the leftmost read when forward) on a fixed side
+        flip[:] = stranded == "reverse"
     pool_seq = ["".join(rng.choice(list("ACGT"), READ_LEN)) for _ in range(POOL)]
     pool_qual = ["".join(rng.choice(list("?@ABCDEFGHIJ"), READ_LEN)) for _ in range(POOL)]
     picks = rng.integers(0, POOL, (n_pairs, 2))
@@ -146,7 +177,7 @@ def simulate_bam(outdir: Path, n_pairs: int = 2_000_000, n_genes: int = 20_000,
             chrom = str(rng.integers(1, N_CHROM + 1))
             p1 = int(rng.integers(0, CHROM_LEN - 1_000))
             p2, c1, c2 = p1 + int(insert[i]) - READ_LEN, f"{READ_LEN}M", f"{READ_LEN}M"
-            forward = bool(flip[i])
+            forward = bool(intergenic_flip[i])
         nh = 1 + int(n_other[i]) if multi[i] else 1
         records += _pair_lines(name, chrom, p1, c1, p2, c2, forward, seqs, nh, 1)
         for hi in range(2, nh + 1):
@@ -155,7 +186,7 @@ def simulate_bam(outdir: Path, n_pairs: int = 2_000_000, n_genes: int = 20_000,
             records += _pair_lines(name, other[0], q1, d1, q2, d2,
                                    (other[1] == "+") != bool(flip[i]), seqs, nh, hi)
     records.sort(key=lambda r: (r[0], r[1]))
-    sam = outdir / "reads.sam"
+    sam = outdir / f"{bam_name}.sam"
     with sam.open("w") as fh:
         fh.write("@HD\tVN:1.6\tSO:coordinate\n")
         for c in range(1, N_CHROM + 1):
@@ -173,10 +204,20 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=2_000_000)
     parser.add_argument("--genes", type=int, default=20_000)
     parser.add_argument("--multi-fraction", type=float, default=0.03)
+    parser.add_argument("--stranded", choices=STRANDED, default="unstranded",
+                        help="read 1 on either strand, the gene's (forward) or the other")
+    parser.add_argument("--no-overlap", action="store_true",
+                        help="genes in disjoint slots: a fragment hits at most one gene")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--name", default="reads", help="BAM file name without .bam")
+    parser.add_argument("--read-seed", type=int, default=None,
+                        help="seed of the reads alone (samples of one annotation)")
     args = parser.parse_args()
     t = time.perf_counter()
-    gtf, bam = simulate_bam(args.outdir, args.pairs, args.genes,
-                            multi_fraction=args.multi_fraction)
+    gtf, bam = simulate_bam(args.outdir, args.pairs, args.genes, seed=args.seed,
+                            multi_fraction=args.multi_fraction, stranded=args.stranded,
+                            overlapping=not args.no_overlap, bam_name=args.name,
+                            read_seed=args.read_seed)
     print(f"wrote {gtf} and {bam} ({bam.stat().st_size / 1e6:.0f} MB) "
           f"in {time.perf_counter() - t:.0f} s")
 

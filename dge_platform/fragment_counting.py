@@ -374,24 +374,34 @@ def _resolve(records, s, e, mate, flag, nh, hit, multi_start, multi_n, flat, mod
         return
     n_touched = 0
     overflow = False
+    # Strand evidence, whatever the mode: the one gene (code) the records hit ignoring
+    # strand, and the forward-mode sides of the records that hit it.
+    only = -1
+    several = False
+    frag_sides = 0
     for a in range(s, e):
         i = records[a]
-        side = 0
-        if mode != 0:
-            j = mate[i]
-            if j >= 0:
-                first = i if (flag[i] & 0x40) != 0 else j
-                minus = (flag[first] & 0x10) != 0
-            else:
-                minus = ((flag[i] & 0x10) != 0) != ((flag[i] & 0x80) != 0)
-            if mode == 2:
-                minus = not minus
-            side = 2 if minus else 1
+        j = mate[i]
+        if j >= 0:
+            first = i if (flag[i] & 0x40) != 0 else j
+            minus = (flag[first] & 0x10) != 0
+        else:
+            minus = ((flag[i] & 0x10) != 0) != ((flag[i] & 0x80) != 0)
+        read_side = 2 if minus else 1  # forward mode's side
+        side = 0 if mode == 0 else (read_side if mode == 1 else 3 - read_side)
         h = hit[i]
         if h >= 0:
+            if only < 0:
+                only = h
+            elif (only >> 2) != (h >> 2):
+                several = True
+            else:
+                only |= h
+            frag_sides |= read_side
             if side == 0 or (h & side) != 0:
                 n_touched = _vote(h >> 2, votes, touched, n_touched)
         elif h <= -2:
+            several = True
             mi = -2 - h
             k = multi_n[mi]
             if k < 0:
@@ -427,6 +437,10 @@ def _resolve(records, s, e, mate, flag, nh, hit, multi_start, multi_n, flat, mod
         out[2] += 1
     if mate[records[s]] >= 0:
         out[6] += 1
+    if only >= 0 and not several:
+        gene_side = only & 3  # 3: a '.' gene (or exons on both strands), no evidence
+        if (gene_side == 1 or gene_side == 2) and (frag_sides == 1 or frag_sides == 2):
+            out[7 if frag_sides == gene_side else 8] += 1
 
 
 @numba.njit(cache=True)
@@ -444,13 +458,19 @@ def _assign(use, mate, grouped, lone_order, lone_group, flag, nh, hit, multi_sta
     the fragment's records. Votes rule (featureCounts): the gene hit by the most records, if
     unique.
 
+    Strand evidence, in every mode: a resolved fragment whose records, ignoring strand, hit
+    exactly one gene, on + or - (not '.'), is sense when its forward-mode strand (that of its
+    records hitting the gene) is the gene's, antisense when it is the other; neither when those
+    records disagree (several unpaired records of one read name).
+
     Returns counts and (assigned, ambiguous, no feature, multi-mappers dropped, secondary
-    dropped, multi-mappers among the fragments not dropped as secondary, resolved pairs).
+    dropped, multi-mappers among the fragments not dropped as secondary, resolved pairs,
+    sense, antisense).
     """
     counts = np.zeros(n_genes, np.int64)
     votes = np.zeros(n_genes, np.int64)
     touched = np.empty(n_genes, np.int64)  # the distinct genes of a fragment
-    out = np.zeros(7, np.int64)
+    out = np.zeros(9, np.int64)
     pair = np.empty(2, np.int64)
     for i in range(use.shape[0]):
         if not use[i]:
@@ -634,6 +654,38 @@ def unpaired_groups(name_hash: np.ndarray, lone: np.ndarray,
     return lone[by_group].astype(np.int64), group[by_group]
 
 
+STRAND_EVIDENCE_MIN = 1000
+"""Fewest evidence fragments (sense + antisense) :func:`infer_strandedness` decides on."""
+
+
+def strand_fraction(stats: dict[str, int]) -> float | None:
+    """``strand_sense / (strand_sense + strand_antisense)`` of :func:`count_fragments`'s
+    stats (RSeQC infer_experiment's "1++,1--,2+-,2-+" fraction for pairs), None without
+    evidence."""
+    sense, antisense = stats.get("strand_sense", 0), stats.get("strand_antisense", 0)
+    return sense / (sense + antisense) if sense + antisense else None
+
+
+def infer_strandedness(stats: dict[str, int], min_fragments: int = STRAND_EVIDENCE_MIN,
+                       stranded: float = 0.8, unstranded: tuple[float, float] = (0.4, 0.6),
+                       ) -> str | None:
+    """The library's ``strandedness`` from the strand evidence of :func:`count_fragments`'s
+    stats (computed whatever strandedness it was counted with): "forward" when at least
+    ``stranded`` of the evidence fragments are sense, "reverse" when at least ``stranded``
+    are antisense, "unstranded" when the sense fraction is within ``unstranded``; None when
+    undecided (fewer than ``min_fragments`` evidence fragments, or a fraction in between)."""
+    fraction = strand_fraction(stats)
+    if fraction is None or stats["strand_sense"] + stats["strand_antisense"] < min_fragments:
+        return None
+    if fraction >= stranded:
+        return "forward"
+    if 1 - fraction >= stranded:
+        return "reverse"
+    if unstranded[0] <= fraction <= unstranded[1]:
+        return "unstranded"
+    return None
+
+
 def count_fragments(bam_path: str | Path, models: GeneModels,
                     strandedness: str = "unstranded", primary_only: bool = False,
                     both_mates: bool = False, resolution: str = "union",
@@ -686,7 +738,16 @@ def count_fragments(bam_path: str | Path, models: GeneModels,
         ``records``, ``fragments`` (resolved: Assigned + NoFeatures + Ambiguity),
         ``fragments_pairs`` and ``fragments_singletons`` (of those) and
         ``multimapping_fragments``: fragments with NH > 1 among those the other filters
-        keep, counted ("count") or not ("skip").
+        keep, counted ("count") or not ("skip"). Strand evidence, the same whatever
+        ``strandedness`` (see :func:`infer_strandedness`): ``strand_sense`` and
+        ``strand_antisense``, among the resolved fragments (those counted in ``fragments``)
+        that hit, ignoring strand, exactly one gene and that gene is on + or - (not "."),
+        those whose strand (read 1's for a pair; an unpaired record's own, inverted for read
+        2: the "forward" rule) is the gene's, and the opposite. Unpaired records of one read
+        name that hit the gene on both strands count in neither. Without "." genes,
+        unstranded union ``Assigned`` = sense + antisense (except those rare read names);
+        without genes of opposite strands overlapping one fragment, "forward" ``Assigned`` =
+        sense and "reverse" ``Assigned`` = antisense (union).
 
     Raises
     ------
@@ -737,8 +798,8 @@ def count_fragments(bam_path: str | Path, models: GeneModels,
         rec["multi_start"], rec["multi_n"], rec["flat"],
         STRANDEDNESS.index(strandedness), resolution == "votes", multimapping == "skip",
         primary_only, len(models.genes))
-    assigned, ambiguous, no_feature, multi_skipped, secondary_skipped, multi_kept, pairs = (
-        int(v) for v in out)
+    (assigned, ambiguous, no_feature, multi_skipped, secondary_skipped, multi_kept, pairs,
+     sense, antisense) = (int(v) for v in out)
     n_fragments = assigned + ambiguous + no_feature  # _assign gives each one outcome
     # An unmapped fragment: an unmapped record whose mate is unmapped too (or that has
     # none), counted once per pair, as featureCounts reports it.
@@ -757,6 +818,8 @@ def count_fragments(bam_path: str | Path, models: GeneModels,
         "fragments_pairs": pairs,
         "fragments_singletons": n_fragments - pairs,
         "multimapping_fragments": multi_kept,
+        "strand_sense": sense,
+        "strand_antisense": antisense,
     }
     series = pd.Series(counts, index=models.genes.index.copy(), name=bam_path.name)
     series.index.name = "gene_id"

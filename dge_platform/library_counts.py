@@ -51,7 +51,7 @@ SOURCE_KEYS = ("gtf", "tx2gene", "transcriptome", "counts_from_abundance", "mult
                "quantifier")
 """study.yaml keys that only mean something when counts come from a sheet column."""
 SOURCE_FILE_KEYS = ("gtf", "transcriptome", "tx2gene")
-COUNTING_VERSION = "1"
+COUNTING_VERSION = "2"
 """Part of every cache key: bump it when a change alters per-sample results."""
 SALMON_KMER = 31
 INDEX_FOLDER = "salmon_index"
@@ -73,6 +73,8 @@ STAT_COLUMNS = {
     "unassigned_not_in_tx2gene": "BIGINT",
     "assigned_fraction": "DOUBLE",
     "mapping_rate": "DOUBLE",
+    "strand_sense_fraction": "DOUBLE",
+    "inferred_strandedness": "VARCHAR",
 }
 
 
@@ -636,7 +638,9 @@ class BuiltCounts:
     estimated
         Whether counts are estimates (to round): quantifier outputs.
     notes
-        Observations for the user (unmapped transcripts, multi-mappers).
+        Observations for the user (unmapped transcripts, multi-mappers, strandedness).
+    problems
+        Why the counts must not be used (reads on the other strand than configured).
     """
 
     counts: pd.DataFrame
@@ -644,6 +648,7 @@ class BuiltCounts:
     gene_symbols: pd.Series | None
     estimated: bool
     notes: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
 
 
 def assemble_counts(plan: CountPlan, cache: Path | None = None,
@@ -651,6 +656,10 @@ def assemble_counts(plan: CountPlan, cache: Path | None = None,
     """The genes x samples matrix and per-sample statistics from the plan's cached
     per-sample results (``keys`` from :func:`count_libraries`); quant outputs are imported
     directly.
+
+    A BAM study whose reads lie on the other strand than ``strandedness`` says gets a
+    problem in ``problems`` (its counts would miss most fragments); a stranded library counted
+    as unstranded, or the reverse, gets a note.
 
     Raises
     ------
@@ -708,13 +717,55 @@ def _assemble_bam(plan: CountPlan, cache: Path, keys: Mapping[str, str]) -> Buil
     multi = int(stats["unassigned_multimapping"].sum())
     if plan.settings["multimapping"] == "skip" and multi:
         notes.append(f"{multi:,} multi-mapping fragments not counted (multimapping: skip)")
-    return BuiltCounts(counts, stats, symbols if len(symbols) else None, False, notes)
+    problems, strand_notes = strandedness_findings(stats, plan.settings["strandedness"])
+    return BuiltCounts(counts, stats, symbols if len(symbols) else None, False,
+                       notes + strand_notes, problems)
+
+
+def strandedness_findings(stats: pd.DataFrame,
+                          configured: str) -> tuple[list[Problem], list[str]]:
+    """Problems and notes comparing ``strandedness`` with what the fragments show.
+
+    Per sample, ``strand_sense_fraction`` is the share of fragments on exactly one stranded
+    gene whose read 1 lies on that gene's strand (near 1 forward, near 0 reverse, near 0.5
+    unstranded) and ``inferred_strandedness`` what it says (null when undecided). Counting a
+    library on the wrong strand loses most fragments: a problem. Counting a stranded library
+    as unstranded also counts antisense transcription into overlapping genes, and the reverse
+    loses half the fragments: notes.
+    """
+    inferred = stats["inferred_strandedness"].dropna()
+    if inferred.empty:
+        return [], []
+    majority = inferred.mode().iloc[0]
+    others = sorted(inferred.index[inferred != majority])
+    notes = [f"sample(s) {', '.join(others)} look {', '.join(sorted(set(inferred[others])))}"
+             f" while most look {majority}: check their library prep"] if others else []
+    fraction = float(stats.loc[inferred.index, "strand_sense_fraction"].astype(float).median())
+    shown = (f"{fraction:.0%} of fragments on their gene's strand, {1 - fraction:.0%} on the "
+             "opposite one (median sample)")
+    if majority == configured:
+        return [], notes
+    if configured in ("forward", "reverse") and majority in ("forward", "reverse"):
+        return [Problem(STUDY_FILE, "strandedness", f"is {configured} but the reads are "
+                        f"{majority}-stranded: {shown}; counting on the wrong strand misses "
+                        "most fragments", f"set strandedness: {majority}")], notes
+    if configured == "unstranded":
+        return [], notes + [f"the library looks {majority}-stranded ({shown}) but strandedness "
+                            "is unstranded: antisense fragments count for overlapping genes; "
+                            f"set strandedness: {majority}"]
+    return [], notes + [f"strandedness is {configured} but the library looks unstranded "
+                        f"({shown}): about half of the fragments are not counted; set "
+                        "strandedness: unstranded"]
 
 
 def _bam_stats(sample: str, stats: dict[str, int]) -> dict[str, Any]:
     assigned = stats["Assigned"]
     total = stats["fragments"] + stats["Unassigned_Unmapped"] + stats["Unassigned_MultiMapping"]
+    from dge_platform.fragment_counting import infer_strandedness, strand_fraction
+
     return {"sample": sample, "count_source": "bam", "total_fragments": total,
+            "strand_sense_fraction": strand_fraction(stats),
+            "inferred_strandedness": infer_strandedness(stats),
             "assigned": assigned,
             "unassigned_ambiguity": stats["Unassigned_Ambiguity"],
             "unassigned_no_features": stats["Unassigned_NoFeatures"],

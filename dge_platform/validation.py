@@ -189,10 +189,12 @@ def with_built_counts(study: ValidatedStudy, built: BuiltCounts) -> ValidatedStu
     Raises
     ------
     StudyInputError
-        When the built counts fail a check (e.g. a sample with no assigned fragment).
+        When the built counts fail a check (e.g. a sample with no assigned fragment), or
+        the reads lie on the other strand than ``strandedness`` says.
     """
     where = study.plan.describe()
     counts, problems = check_counts(built.counts, where, round_counts=built.estimated)
+    problems = built.problems + problems
     if problems:
         raise StudyInputError(str(study.study_dir), problems)
     counts = counts[list(study.samples.index)]

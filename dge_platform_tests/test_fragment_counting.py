@@ -18,7 +18,9 @@ import pandas as pd
 import pysam
 import pytest
 
-from dge_platform.fragment_counting import BamError, count_fragments
+from bench.simulate_bam import simulate_bam
+from dge_platform.fragment_counting import (STRANDEDNESS, BamError, count_fragments,
+                                            infer_strandedness, strand_fraction)
 from dge_platform.gene_models import GtfError, read_gtf
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,15 +114,7 @@ GTF_TEXT = (
 
 def write_bam(path: Path, reads: list[tuple], chrom: str = "1") -> Path:
     """reads: (name, flag, pos0, cigar, mate_pos0); mates on the same chromosome."""
-    header = {"HD": {"VN": "1.6", "SO": "coordinate"}, "SQ": [{"SN": chrom, "LN": 10_000}]}
-    with pysam.AlignmentFile(str(path), "wb", header=header) as out:
-        for name, flag, pos, cigar, mpos in sorted(reads, key=lambda r: r[2]):
-            a = pysam.AlignedSegment(out.header)
-            a.query_name, a.flag, a.reference_id, a.reference_start = name, flag, 0, pos
-            a.cigarstring, a.mapping_quality = cigar, 60
-            a.next_reference_id, a.next_reference_start = 0, mpos
-            out.write(a)
-    return path
+    return write_tagged_bam(path, [(*read, []) for read in reads], chrom)
 
 
 def test_union_semantics_on_small_cases(tmp_path):
@@ -272,10 +266,10 @@ def test_skip_drops_exactly_the_multimapping_fragments(unstranded, models):
         count_fragments(bam("SRR1039508"), models, multimapping="all")
 
 
-def write_tagged_bam(path: Path, reads: list[tuple]) -> Path:
-    """reads: (name, flag, pos0, cigar or None for unmapped, mate_pos0, tags) on chromosome
-    1; tags as pysam ``set_tags`` takes them (with an optional value type)."""
-    header = {"HD": {"VN": "1.6", "SO": "coordinate"}, "SQ": [{"SN": "1", "LN": 10_000}]}
+def write_tagged_bam(path: Path, reads: list[tuple], chrom: str = "1") -> Path:
+    """reads: (name, flag, pos0, cigar or None for unmapped, mate_pos0, tags), mates on the
+    same chromosome; tags as pysam ``set_tags`` takes them (with an optional value type)."""
+    header = {"HD": {"VN": "1.6", "SO": "coordinate"}, "SQ": [{"SN": chrom, "LN": 10_000}]}
     with pysam.AlignmentFile(str(path), "wb", header=header) as out:
         for name, flag, pos, cigar, mpos, tags in sorted(reads, key=lambda r: r[2]):
             a = pysam.AlignedSegment(out.header)
@@ -393,3 +387,128 @@ def test_read_over_many_genes_still_votes(tmp_path):
     assert votes.to_dict() == {"G1": 1, "G2": 0, "G3": 0, "G4": 0, "G5": 0}
     union, stats = count_fragments(path, models)
     assert union.sum() == 0 and stats["Unassigned_Ambiguity"] == 1
+
+
+# --------------------------------------------------------------------------- strand evidence
+
+def test_airway_strand_evidence_is_unstranded(unstranded, models):
+    # The airway libraries are unstranded (Illumina TruSeq, not stranded): sense ~ antisense.
+    # No airway gene is on ".": unstranded union Assigned is exactly sense + antisense.
+    for sample, (_, stats) in unstranded.items():
+        sense, antisense = stats["strand_sense"], stats["strand_antisense"]
+        assert 0.4 <= strand_fraction(stats) <= 0.6, (sample, sense, antisense)
+        assert sense + antisense == stats["Assigned"], sample
+        assert infer_strandedness(stats) == "unstranded", sample
+    # The same single-pass evidence whatever strandedness is counted with; a stranded count
+    # assigns at least the fragments that are evidence for its strand.
+    for sample in ("SRR1039508", "SRR1039517"):
+        _, ref = unstranded[sample]
+        for mode, key in (("forward", "strand_sense"), ("reverse", "strand_antisense")):
+            _, stats = count_fragments(bam(sample), models, mode)
+            assert (stats["strand_sense"], stats["strand_antisense"]) == (
+                ref["strand_sense"], ref["strand_antisense"]), (sample, mode)
+            assert stats["Assigned"] >= stats[key]
+
+
+STRAND_GTF = (
+    '1\tt\texon\t101\t200\t.\t+\t.\tgene_id "A";\n'
+    '1\tt\texon\t301\t400\t.\t+\t.\tgene_id "A";\n'
+    '1\tt\texon\t1001\t1100\t.\t-\t.\tgene_id "B";\n'
+    '1\tt\texon\t2001\t2100\t.\t.\t.\tgene_id "D";\n')
+NH1, NH2 = [("NH", 1)], [("NH", 2)]
+STRAND_READS = [
+    # pairs: read 1 forward (99/147) or reverse (163 leftmost read 2, 83 read 1)
+    ("p1", 99, 150, "10M", 320, NH1), ("p1", 147, 320, "10M", 150, NH1),  # A +: sense
+    ("p2", 163, 150, "10M", 320, NH1), ("p2", 83, 320, "10M", 150, NH1),  # A -: antisense
+    ("p3", 99, 1010, "10M", 1050, NH1), ("p3", 147, 1050, "10M", 1010, NH1),  # B +: anti
+    ("p4", 163, 1010, "10M", 1050, NH1), ("p4", 83, 1050, "10M", 1010, NH1),  # B -: sense
+    # single-end reads, and read 2s whose mate is not in the file (strand inverted)
+    ("s1", 0, 120, "10M", -1, NH1),  # A +: sense
+    ("s2", 16, 130, "10M", -1, NH1),  # A -: antisense
+    ("s3", 1 | 16 | 128, 140, "10M", 5000, NH1),  # read 2 on - in A, fragment +: sense
+    ("s4", 1 | 128, 1060, "10M", 5000, NH1),  # read 2 on + in B, fragment -: sense
+    # neither: A and B (ambiguous), the "." gene D, no gene
+    ("a1", 99, 380, "10M", 1070, NH1), ("a1", 147, 1070, "10M", 380, NH1),
+    ("d1", 99, 2010, "10M", 2050, NH1), ("d1", 147, 2050, "10M", 2010, NH1),
+    ("n1", 99, 600, "10M", 700, NH1), ("n1", 147, 700, "10M", 600, NH1),
+    # a multi-mapper in A (sense) and a secondary pair in B (antisense)
+    ("m1", 99, 160, "10M", 330, NH2), ("m1", 147, 330, "10M", 160, NH2),
+    ("c1", 99 | 256, 1020, "10M", 1080, NH1), ("c1", 147 | 256, 1080, "10M", 1020, NH1),
+    # one read name, two unpaired records in A on opposite strands: one union fragment with
+    # no strand (neither), two votes fragments (one sense, one antisense)
+    ("x1", 0, 170, "10M", -1, NH1), ("x1", 16 | 256, 350, "10M", -1, NH1),
+]
+
+
+@pytest.mark.parametrize("options, sense, antisense", [
+    ({}, 6, 4),
+    ({"resolution": "votes"}, 7, 5),
+    ({"multimapping": "skip"}, 5, 4),  # not m1
+    ({"primary_only": True}, 7, 3),  # not c1; x1's primary record alone: sense
+    ({"both_mates": True}, 3, 3),  # pairs only: p1, p4, m1 / p2, p3, c1
+])
+def test_strand_evidence_on_known_orientations(tmp_path, options, sense, antisense):
+    gtf = tmp_path / "g.gtf"
+    gtf.write_text(STRAND_GTF)
+    models = read_gtf(gtf)
+    path = write_tagged_bam(tmp_path / "strand.bam", STRAND_READS)
+    for mode in STRANDEDNESS:
+        _, stats = count_fragments(path, models, mode, **options)
+        assert (stats["strand_sense"], stats["strand_antisense"]) == (sense, antisense), mode
+        assert sense + antisense <= stats["fragments"]
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    """Small simulated BAMs (bench/simulate_bam.py), 3 % multi-mappers: per library
+    strandedness the GTF and BAM; genes apart, so a fragment hits at most one gene."""
+    folder = tmp_path_factory.mktemp("simulated")
+    return {s: simulate_bam(folder / s, n_pairs=20_000, n_genes=300, seed=3, stranded=s,
+                            overlapping=False)
+            for s in ("unstranded", "forward", "reverse")}
+
+
+@pytest.mark.parametrize("library", ["forward", "reverse"])
+def test_stranded_simulation_is_inferred(simulated, library):
+    gtf, path = simulated[library]
+    models = read_gtf(gtf)
+    for mode in STRANDEDNESS:
+        _, stats = count_fragments(path, models, mode)
+        fraction = strand_fraction(stats)
+        # only intergenic pairs (random strand) landing in exons go the other way
+        assert (fraction if library == "forward" else 1 - fraction) > 0.99, (mode, fraction)
+        assert infer_strandedness(stats) == library
+    # counting a reverse library as forward keeps only that stray evidence
+    _, right = count_fragments(path, models, library)
+    _, wrong = count_fragments(path, models, "reverse" if library == "forward" else "forward")
+    assert wrong["Assigned"] < 0.01 * right["Assigned"]
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"resolution": "votes"}, {"multimapping": "skip"}, {"primary_only": True},
+    {"resolution": "votes", "multimapping": "skip", "primary_only": True}])
+def test_strand_evidence_equals_stranded_counts_when_genes_apart(simulated, options):
+    # When no fragment hits two genes and no gene is on ".": forward Assigned is exactly the
+    # sense evidence, reverse Assigned the antisense, unstranded Assigned both.
+    gtf, path = simulated["unstranded"]
+    models = read_gtf(gtf)
+    stats = {mode: count_fragments(path, models, mode, **options)[1] for mode in STRANDEDNESS}
+    u = stats["unstranded"]
+    assert u["Unassigned_Ambiguity"] == 0 and u["strand_sense"] > 1000
+    assert 0.45 <= strand_fraction(u) <= 0.55
+    for mode in STRANDEDNESS:
+        assert (stats[mode]["strand_sense"], stats[mode]["strand_antisense"]) == (
+            u["strand_sense"], u["strand_antisense"])
+    assert stats["forward"]["Assigned"] == u["strand_sense"]
+    assert stats["reverse"]["Assigned"] == u["strand_antisense"]
+    assert u["Assigned"] == u["strand_sense"] + u["strand_antisense"]
+
+
+def test_infer_strandedness_thresholds():
+    assert infer_strandedness({"strand_sense": 980, "strand_antisense": 19}) is None  # < 1000
+    assert infer_strandedness({"strand_sense": 9_000, "strand_antisense": 1_000}) == "forward"
+    assert infer_strandedness({"strand_sense": 500, "strand_antisense": 4_500}) == "reverse"
+    assert infer_strandedness({"strand_sense": 2_600, "strand_antisense": 2_400}) \
+        == "unstranded"
+    assert infer_strandedness({"strand_sense": 7_000, "strand_antisense": 3_000}) is None
+    assert strand_fraction({"strand_sense": 0, "strand_antisense": 0}) is None

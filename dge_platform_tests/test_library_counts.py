@@ -31,20 +31,26 @@ AIRWAY = {"SRR1039508": ("N61311", "untrt"), "SRR1039509": ("N61311", "trt"),
           "SRR1039516": ("N080611", "untrt"), "SRR1039517": ("N080611", "trt"),
           "SRR1039520": ("N061011", "untrt"), "SRR1039521": ("N061011", "trt")}
 CONTRAST = {"name": "trt_vs_untrt", "factor": "dex", "level": "trt", "reference": "untrt"}
+GROUP_CONTRAST = {"name": "b_vs_a", "factor": "group", "level": "b", "reference": "a"}
+
+
+def write_sheet_and_yaml(folder: Path, rows: list[dict], **config) -> Path:
+    """samples.csv from ``rows`` and a bulk study.yaml naming it (``config`` on top)."""
+    pd.DataFrame(rows).to_csv(folder / "samples.csv", index=False)
+    (folder / "study.yaml").write_text(yaml.safe_dump({
+        "kind": "bulk", "organism": "human", "samples": "samples.csv", **config}))
+    return folder
 
 
 def write_bam_study(folder: Path, **extra) -> Path:
     """The eight airway BAM subsets as a study counted from BAM + GTF."""
     shutil.copytree(UPSTREAM / "bam_subsets", folder / "bams")
     shutil.copy(UPSTREAM / "Homo_sapiens.GRCh37.75_subset.gtf.gz", folder / "genes.gtf.gz")
-    sheet = pd.DataFrame([{"sample": s, "cell": c, "dex": d, "bam": f"bams/{s}_subset.bam"}
-                          for s, (c, d) in AIRWAY.items()])
-    sheet.to_csv(folder / "samples.csv", index=False)
-    config = {"id": "airway_bam", "kind": "bulk", "organism": "human",
-              "samples": "samples.csv", "gtf": "genes.gtf.gz", "design": "~ cell + dex",
-              "contrasts": [CONTRAST], **extra}
-    (folder / "study.yaml").write_text(yaml.safe_dump(config))
-    return folder
+    return write_sheet_and_yaml(
+        folder, [{"sample": s, "cell": c, "dex": d, "bam": f"bams/{s}_subset.bam"}
+                 for s, (c, d) in AIRWAY.items()],
+        id="airway_bam", gtf="genes.gtf.gz", design="~ cell + dex", contrasts=[CONTRAST],
+        **extra)
 
 
 def write_quant_study(folder: Path, **extra) -> Path:
@@ -55,17 +61,13 @@ def write_quant_study(folder: Path, **extra) -> Path:
         shutil.copytree(UPSTREAM / "salmon_quants" / run, quants / run)
         shutil.copytree(UPSTREAM / "salmon_quants" / run, quants / f"{run}_copy")
     shutil.copy(UPSTREAM / "human_tx2gene_orgHsEgDb_3.16.tsv.gz", folder / "tx2gene.tsv.gz")
-    sheet = pd.DataFrame([
+    return write_sheet_and_yaml(folder, [
         {"sample": "A", "dex": "untrt", "quant": "salmon/SRR1039508"},
         {"sample": "B", "dex": "trt", "quant": "salmon/SRR1039509"},
         {"sample": "C", "dex": "untrt", "quant": "salmon/SRR1039508_copy/quant.sf.gz"},
-        {"sample": "D", "dex": "trt", "quant": "salmon/SRR1039509_copy"}])
-    sheet.to_csv(folder / "samples.csv", index=False)
-    config = {"id": "airway_quant", "kind": "bulk", "organism": "human",
-              "samples": "samples.csv", "tx2gene": "tx2gene.tsv.gz", "design": "~ dex",
-              "contrasts": [CONTRAST], **extra}
-    (folder / "study.yaml").write_text(yaml.safe_dump(config))
-    return folder
+        {"sample": "D", "dex": "trt", "quant": "salmon/SRR1039509_copy"}],
+        id="airway_quant", tx2gene="tx2gene.tsv.gz", design="~ dex", contrasts=[CONTRAST],
+        **extra)
 
 
 @pytest.fixture(scope="module")
@@ -497,11 +499,8 @@ def test_fastq_study_without_salmon_says_how_to_install(tmp_path, monkeypatch):
             (folder / "fastq" / f"s{i}_{mate}.fq").write_text("@r\nACGT\n+\nIIII\n")
         rows.append({"sample": f"s{i}", "group": group, "fastq_1": f"fastq/s{i}_1.fq",
                      "fastq_2": f"fastq/s{i}_2.fq"})
-    pd.DataFrame(rows).to_csv(folder / "samples.csv", index=False)
-    (folder / "study.yaml").write_text(yaml.safe_dump({
-        "id": "reads", "kind": "bulk", "organism": "human", "samples": "samples.csv",
-        "transcriptome": "tx.fa", "tx2gene": "t2g.tsv", "design": "~ group",
-        "contrasts": [{"name": "b_vs_a", "factor": "group", "level": "b", "reference": "a"}]}))
+    write_sheet_and_yaml(folder, rows, id="reads", transcriptome="tx.fa", tx2gene="t2g.tsv",
+                         design="~ group", contrasts=[GROUP_CONTRAST])
     monkeypatch.setenv("DGE_SALMON", str(tmp_path / "no-salmon"))
     problems = problems_of(folder)
     assert len(problems) == 1
@@ -539,3 +538,43 @@ def test_damaged_bam_fails_the_run_and_keeps_previous_results(tmp_path, monkeypa
     assert "bams/SRR1039513_subset.bam: unreadable BAM" in result.output
     assert "-> replace the file with a complete copy (dge add) and run again" in result.output
     assert dge("sql", "select * from raw_counts order by all").output == before
+
+
+def test_reads_on_the_other_strand_are_refused_and_unstranded_is_noted(tmp_path):
+    """A reverse-stranded library counted as forward would miss most fragments: an error;
+    counted as unstranded (the default): a note saying what to set."""
+    from bench.simulate_bam import simulate_bam
+
+    folder = tmp_path / "s"
+    (folder / "bams").mkdir(parents=True)
+    rows = []
+    for i, group in enumerate(["a", "a", "b", "b"]):
+        simulate_bam(folder / "bams", n_pairs=3_000, n_genes=200, seed=1, read_seed=10 + i,
+                     stranded="reverse", bam_name=f"s{i}")
+        rows.append({"sample": f"s{i}", "group": group, "bam": f"bams/s{i}.bam"})
+
+    def build(strandedness):
+        write_sheet_and_yaml(folder, rows, id="stranded", gtf="bams/annotation.gtf",
+                             design="~ group", contrasts=[GROUP_CONTRAST],
+                             strandedness=strandedness)
+        report = validate_study(folder)
+        assert report.problems == []
+        study = report.study
+        run = count_libraries(study.plan, tmp_path / "cache", workers=1)
+        return study, assemble_counts(study.plan, tmp_path / "cache", run.keys)
+
+    study, built = build("forward")
+    assert (built.stats["inferred_strandedness"] == "reverse").all()
+    assert (built.stats["strand_sense_fraction"] < 0.01).all()
+    assert [str(p) for p in built.problems] == [
+        "study.yaml: strandedness: is forward but the reads are reverse-stranded: 0% of "
+        "fragments on their gene's strand, 100% on the opposite one (median sample); counting "
+        "on the wrong strand misses most fragments -> set strandedness: reverse"]
+    with pytest.raises(Exception, match="is forward but the reads are reverse-stranded"):
+        with_built_counts(study, built)
+    study, built = build("unstranded")
+    assert built.problems == []
+    assert built.notes[-1].startswith("the library looks reverse-stranded (0% of fragments on "
+                                      "their gene's strand")
+    assert built.notes[-1].endswith("set strandedness: reverse")
+    assert build("reverse")[1].notes == []

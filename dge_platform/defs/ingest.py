@@ -125,6 +125,9 @@ def _library_counts(context: dg.AssetExecutionContext, home: DgeHome, cpus: int,
         "counted": dg.MetadataValue.json(run.counted),
         "reused": dg.MetadataValue.json(run.reused),
         "seconds": dg.MetadataValue.json({s: round(t, 1) for s, t in run.seconds.items()}),
+        # Lineage: each sample's result is the cache entry of this key (inputs' contents,
+        # reference, settings), under DGE_HOME/cache/counting/.
+        "cache_keys": dg.MetadataValue.json(run.keys),
         "fragment_assignment_table": dg.MetadataValue.md(
             stats.reset_index().dropna(axis=1, how="all").to_markdown(index=False)),
         "fragment_assignment": dg.MetadataValue.md(plots.markdown_image(
