@@ -155,20 +155,22 @@ def plan_counts(study_dir: Path, values: Mapping[str, Any], sheet: pd.DataFrame,
                               f"{', '.join(named)}", "keep the one the counts come from")] \
             if named else []
     problems = _unused_key_problems(values, source)
+    libraries, library_problems = _libraries(study_dir, sheet, sheet_file, source)
+    settings = _settings(values, source)
+    if source == "quant" and libraries and not library_problems:
+        tool, problem = detect_quantifier(libraries, sheet_file, values.get("quantifier"))
+        library_problems += [problem] if problem else []
+        settings["quantifier"] = tool or ""
     references = {}
     for key in REFERENCE_KEYS[source]:
+        if key == "tx2gene" and settings.get("quantifier") == "rsem" and not values.get(key):
+            continue  # RSEM outputs carry their genes
         path, problem = _reference(study_dir, values, key, source)
         if problem:
             problems.append(problem)
         else:
             references[key] = path
-    libraries, library_problems = _libraries(study_dir, sheet, sheet_file, source)
     problems += library_problems
-    settings = _settings(values, source)
-    if source == "quant" and libraries:
-        tool, problem = detect_quantifier(libraries, sheet_file, values.get("quantifier"))
-        problems += [problem] if problem else []
-        settings["quantifier"] = tool or ""
     if problems:
         return None, problems
     plan = CountPlan(source, tuple(libraries), references, settings, sheet_file)

@@ -578,3 +578,28 @@ def test_reads_on_the_other_strand_are_refused_and_unstranded_is_noted(tmp_path)
                                       "their gene's strand")
     assert built.notes[-1].endswith("set strandedness: reverse")
     assert build("reverse")[1].notes == []
+
+
+def test_rsem_gene_results_need_no_tx2gene(tmp_path):
+    folder = tmp_path / "rsem"
+    (folder / "rsem").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    genes = [f"ENSG{i:011d}" for i in range(50)]
+    rows = []
+    for i, group in enumerate(["a", "a", "b", "b"]):
+        expected = rng.gamma(2.0, 200.0, len(genes)).round(2)
+        pd.DataFrame({"gene_id": genes, "transcript_id(s)": "t", "length": 1500.0,
+                      "effective_length": 1350.0, "expected_count": expected,
+                      "TPM": expected / expected.sum() * 1e6, "FPKM": 0.0}).to_csv(
+            folder / "rsem" / f"s{i}.genes.results", sep="\t", index=False)
+        rows.append({"sample": f"s{i}", "group": group, "quant": f"rsem/s{i}.genes.results"})
+    write_sheet_and_yaml(folder, rows, id="rsem", design="~ group",
+                         contrasts=[GROUP_CONTRAST], counts_from_abundance="no")
+    report = validate_study(folder)
+    assert report.problems == []
+    study = report.study
+    assert study.plan.settings["quantifier"] == "rsem" and "tx2gene" not in study.plan.references
+    expected = pd.read_csv(folder / "rsem" / "s2.genes.results", sep="\t", index_col=0)
+    assert (study.counts["s2"] == expected["expected_count"].round()).all()
+    assert (study.count_stats["count_source"] == "rsem").all()
+    assert study.count_stats.loc["s2", "assigned"] == round(expected["expected_count"].sum())
