@@ -427,12 +427,22 @@ class _FromPytximport(logging.Filter):
 
 @contextmanager
 def _quiet_pytximport() -> Iterator[None]:
+    """Without pytximport's log records and its tqdm progress bars, which would land in
+    ``dge validate``'s output (tqdm reads ``TQDM_DISABLE`` only at import)."""
+    from unittest import mock
+
     root, quiet = logging.getLogger(), _FromPytximport()
     root.addFilter(quiet)
     try:
-        yield
+        with mock.patch("pytximport.core._tximport.tqdm", _no_progress), \
+                mock.patch("pytximport.utils._summarize_rsem_gene_data.tqdm", _no_progress):
+            yield
     finally:
         root.removeFilter(quiet)
+
+
+def _no_progress(iterable, *_, **__):
+    return iterable
 
 
 def _readers() -> dict[str, Callable]:

@@ -603,3 +603,18 @@ def test_rsem_gene_results_need_no_tx2gene(tmp_path):
     assert (study.counts["s2"] == expected["expected_count"].round()).all()
     assert (study.count_stats["count_source"] == "rsem").all()
     assert study.count_stats.loc["s2", "assigned"] == round(expected["expected_count"].sum())
+
+
+def test_dge_validate_of_a_quant_study_prints_its_summary_only(tmp_path):
+    from click.testing import CliRunner
+
+    from dge_platform.cli import main
+
+    folder = write_quant_study(tmp_path / "q")
+    result = CliRunner().invoke(main, ["validate", str(folder)], catch_exceptions=False)
+    assert result.exit_code == 0
+    assert result.output.splitlines() == [
+        "warning: samples.csv: column 'quant': 182,573 of 205,870 transcripts are not in "
+        "tx2gene.tsv.gz and are left out (up to 87.6% of a sample's reads; "
+        "unassigned_not_in_tx2gene in the samples table)",
+        "OK: study 'airway_quant' (bulk): 4 samples x 12,112 genes, 1 contrast(s), design ~ dex"]
