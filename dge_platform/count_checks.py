@@ -6,17 +6,11 @@ import numpy as np
 import pandas as pd
 
 from dge_platform.count_readers import is_nfcore_counts
-from dge_platform.problems import Problem
+from dge_platform.problems import EXAMPLES, Problem, examples
 
-EXAMPLES = 3
 # Largest count accepted: R's DESeq2 stores counts as 32-bit integers, and the bound keeps
 # int64 sums over any realistic matrix exact (larger values are not read counts).
 MAX_COUNT = 2**31 - 1
-
-
-def _examples(items: list[str]) -> str:
-    shown = ", ".join(items[:EXAMPLES])
-    return shown + (f" (+{len(items) - EXAMPLES} more)" if len(items) > EXAMPLES else "")
 
 
 def check_counts(counts: pd.DataFrame, file: str, *, round_counts: bool = False,
@@ -54,7 +48,7 @@ def check_counts(counts: pd.DataFrame, file: str, *, round_counts: bool = False,
     dup = ids[ids.duplicated()].astype(str).unique().tolist()
     if dup:
         problems.append(Problem(file, "gene id column", f"{len(dup)} duplicate gene id(s): "
-                                f"{_examples(dup)}", "make gene ids unique (sum or drop "
+                                f"{examples(dup)}", "make gene ids unique (sum or drop "
                                 "duplicated rows before loading)"))
     numeric = {}
     for col in counts.columns:
@@ -99,7 +93,7 @@ def _value_problems(values: np.ndarray, counts: pd.DataFrame, file: str,
     def where(mask: np.ndarray) -> str:
         genes, cols = np.nonzero(mask)
         cells = [f"{counts.index[g]}/{samples[c]}" for g, c in zip(genes[:EXAMPLES], cols)]
-        return f"{int(mask.sum())} value(s), e.g. gene/sample {_examples(cells)}"
+        return f"{int(mask.sum())} value(s), e.g. gene/sample {examples(cells)}"
 
     nan = ~np.isfinite(values)
     if nan.any():
@@ -120,6 +114,6 @@ def _value_problems(values: np.ndarray, counts: pd.DataFrame, file: str,
                                 _non_integer_fix(file)))
     zero = [s for s, total in zip(samples, finite.sum(axis=0)) if total == 0]
     if zero and not allow_empty_samples:
-        problems.append(Problem(file, "samples", f"all-zero sample(s): {_examples(zero)}",
+        problems.append(Problem(file, "samples", f"all-zero sample(s): {examples(zero)}",
                                 "remove failed libraries from the matrix and the sample sheet"))
     return problems

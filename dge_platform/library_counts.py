@@ -41,7 +41,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dge_platform.problems import Problem, short_repr
+from dge_platform.problems import Problem, examples
 from dge_platform.study import STUDY_FILE, resolved_problem, study_path
 
 SOURCE_COLUMNS = {"bam": ("bam",), "quant": ("quant",), "fastq": ("fastq_1", "fastq_2")}
@@ -57,7 +57,6 @@ SALMON_KMER = 31
 INDEX_FOLDER = "salmon_index"
 CACHE_DAYS = 30
 """Cached per-sample results unused this long are removed (they are recomputed if needed)."""
-EXAMPLES = 3
 
 # Per-sample statistics (samples and sample_qc tables); null where the source has none.
 STAT_COLUMNS = {
@@ -267,7 +266,7 @@ def _libraries(study_dir: Path, sheet: pd.DataFrame, sheet_file: str,
         empty = [str(s) for s, v in values.items() if pd.isna(v) or not str(v).strip()]
         if empty and (column not in OPTIONAL_COLUMNS or len(empty) < len(values)):
             problems.append(Problem(sheet_file, f"column '{column}'", f"no file for "
-                                    f"{len(empty)} sample(s): {_examples(empty)}",
+                                    f"{len(empty)} sample(s): {examples(empty)}",
                                     "give every sample its file"))
         refused, missing = [], []
         for sample, value in values.items():
@@ -282,11 +281,11 @@ def _libraries(study_dir: Path, sheet: pd.DataFrame, sheet_file: str,
                 files[sample][column] = path
         if refused:
             problems.append(Problem(sheet_file, f"column '{column}'", f"{len(refused)} path(s) "
-                                    f"refused: {_examples(refused)}", "name files inside the "
+                                    f"refused: {examples(refused)}", "name files inside the "
                                     "study folder by their path relative to it"))
         if missing:
             problems.append(Problem(sheet_file, f"column '{column}'", f"{len(missing)} file(s) "
-                                    f"not found: {_examples(missing)}", "check the paths; "
+                                    f"not found: {examples(missing)}", "check the paths; "
                                     "they are relative to the study folder"))
     named = [(s, p.resolve()) for s, cols in files.items() for p in cols.values()]
     seen: dict[Path, str] = {}
@@ -413,11 +412,6 @@ def _relative(problem: Problem, study_dir: Path) -> Problem:
     prefix = f"{study_dir}{os.sep}"
     return Problem(problem.file.removeprefix(prefix), problem.field,
                    problem.message.replace(prefix, ""), problem.fix)
-
-
-def _examples(items: list[str]) -> str:
-    shown = ", ".join(short_repr(i)[1:-1] for i in items[:EXAMPLES])
-    return shown + (f" (+{len(items) - EXAMPLES} more)" if len(items) > EXAMPLES else "")
 
 
 # --------------------------------------------------------------------------- readers (memoised)

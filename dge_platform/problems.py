@@ -27,6 +27,16 @@ def short_repr(value: Any) -> str:
     return _SHORT.repr(value)
 
 
+EXAMPLES = 3
+"""Offending values quoted in one problem message."""
+
+
+def examples(items: list[str]) -> str:
+    """The first :data:`EXAMPLES` items, each cut short, and how many more there are."""
+    shown = ", ".join(short_repr(str(i))[1:-1] for i in items[:EXAMPLES])
+    return shown + (f" (+{len(items) - EXAMPLES} more)" if len(items) > EXAMPLES else "")
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with a study's inputs.

@@ -31,7 +31,7 @@ from dge_platform.count_readers import (
     first_line,
     open_text,
 )
-from dge_platform.problems import Problem, format_problems
+from dge_platform.problems import EXAMPLES, Problem, format_problems
 from dge_platform.study import STUDY_FILE
 
 Tool = Literal["salmon", "kallisto", "rsem"]
@@ -61,7 +61,6 @@ ID_TYPES = (
     (re.compile(r"^FBgn\d"), "FlyBase gene ids (FBgn...)"),
     (re.compile(r"^\d+$"), "numeric ids (e.g. Entrez)"),
 )
-EXAMPLES = 3
 
 
 class QuantInputError(ValueError):
