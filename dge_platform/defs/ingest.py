@@ -142,8 +142,9 @@ def _count(home: DgeHome, study_id: str, study: ValidatedStudy, cpus: int, log):
         return run, assemble_counts(study.plan, home.counting_cache, run.keys)
     except COUNTING_ERRORS as err:
         text = str(err).replace(f"{study.study_dir}/", "")
-        raise dg.Failure(description=f"{study_id}: {text} -> replace the file with a complete "
-                         "copy (dge add) and run again") from None
+        if isinstance(err, BamError):  # salmon's and tximport's errors carry their own fix
+            text += " -> replace the file with a complete copy (dge add) and run again"
+        raise dg.Failure(description=f"{study_id}: {text}") from None
 
 
 def _load(home: DgeHome, study_id: str) -> ValidatedStudy:
