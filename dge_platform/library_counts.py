@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
+from multiprocessing import current_process, get_context
 from pathlib import Path
 from typing import Any
 
@@ -553,7 +553,8 @@ def _run_pending(plan: CountPlan, todo: list[Library], cache: Path, run: Countin
         return
     args = [(library.files["bam"], cache / f"{run.keys[library.sample]}.parquet",
              plan.settings) for library in todo]
-    if workers <= 1 or len(todo) <= 1:
+    # A daemonic process (a Celery prefork worker's) may not start children: count in turn.
+    if workers <= 1 or len(todo) <= 1 or current_process().daemon:
         for library, a in zip(todo, args):
             seconds = _count_bam(plan.references["gtf"], *a)
             log(f"{library.sample}: counted in {seconds:.1f} s")

@@ -618,3 +618,13 @@ def test_dge_validate_of_a_quant_study_prints_its_summary_only(tmp_path):
         "tx2gene.tsv.gz and are left out (up to 87.6% of a sample's reads; "
         "unassigned_not_in_tx2gene in the samples table)",
         "OK: study 'airway_quant' (bulk): 4 samples x 12,112 genes, 1 contrast(s), design ~ dex"]
+
+
+def test_a_daemonic_worker_counts_samples_in_turn(bam_study, tmp_path, monkeypatch):
+    """Celery's prefork workers are daemonic and may not start processes."""
+    import multiprocessing
+
+    plan = validate_study(bam_study).study.plan
+    monkeypatch.setattr(multiprocessing.current_process(), "daemon", True, raising=False)
+    run = count_libraries(plan, tmp_path, workers=2)
+    assert run.counted == list(AIRWAY)
