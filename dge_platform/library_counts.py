@@ -776,23 +776,36 @@ def _bam_stats(sample: str, stats: dict[str, int]) -> dict[str, Any]:
             if total and stats["Unassigned_Unmapped"] else None}
 
 
-def _run_info(path: Path) -> dict[str, float]:
+def _run_info(path: Path) -> dict[str, Any]:
     """Reads processed and mapped, from salmon's ``aux_info/meta_info.json`` or kallisto's
-    ``run_info.json`` next to the output; empty when absent."""
+    ``run_info.json`` next to the output, and the strandedness salmon's library type shows
+    (``lib_format_counts.json``); empty when absent."""
     folder = path if path.is_dir() else path.parent
+    info: dict[str, Any] = {}
     for name, processed, mapped in (("aux_info/meta_info.json", "num_processed", "num_mapped"),
                                     ("run_info.json", "n_processed", "n_pseudoaligned")):
-        info = folder / name
-        if info.is_file():
-            try:
-                data = json.loads(info.read_text())
-                return {"processed": float(data[processed]), "mapped": float(data[mapped])}
-            except (ValueError, KeyError, TypeError):
-                return {}
-    return {}
+        data = _json(folder / name)
+        if processed in data and mapped in data:
+            info = {"processed": float(data[processed]), "mapped": float(data[mapped])}
+            break
+    library_type = str(_json(folder / "lib_format_counts.json").get("expected_format", ""))
+    # Salmon's codes: I/O/M mate orientation, then S stranded (F read 1 sense, R antisense)
+    # or U unstranded.
+    strand = ("forward" if library_type.endswith("SF") else "reverse"
+              if library_type.endswith("SR") else "unstranded" if library_type.endswith("U")
+              else None)
+    return {**info, "strandedness": strand} if strand else info
 
 
-def _quant_stats(plan: CountPlan, quant, info: Mapping[str, dict[str, float]]) -> pd.DataFrame:
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _quant_stats(plan: CountPlan, quant, info: Mapping[str, dict[str, Any]]) -> pd.DataFrame:
     rows = []
     source = plan.settings["quantifier"] if plan.source == "quant" else "fastq"
     for sample in quant.counts.columns:
@@ -805,7 +818,8 @@ def _quant_stats(plan: CountPlan, quant, info: Mapping[str, dict[str, float]]) -
                      "unassigned_unmapped": processed - mapped if processed else None,
                      "unassigned_not_in_tx2gene": round(unmapped),
                      "assigned_fraction": assigned / processed if processed else None,
-                     "mapping_rate": mapped / processed if processed else None})
+                     "mapping_rate": mapped / processed if processed else None,
+                     "inferred_strandedness": run.get("strandedness")})
     return _stats_frame(rows)
 
 

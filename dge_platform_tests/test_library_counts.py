@@ -289,6 +289,8 @@ def test_quant_study_counts_are_rounded_tximport(tmp_path):
     assert stats.loc["A", "total_fragments"] == 22935521
     assert stats.loc["A", "mapping_rate"] == pytest.approx(0.9200054797)
     assert stats.loc["A", "unassigned_not_in_tx2gene"] == round(quant.unmapped_reads["A"])
+    # salmon's library type IU (lib_format_counts.json), also for a quant.sf named directly
+    assert (stats["inferred_strandedness"] == "unstranded").all()
     assert [str(w) for w in report.warnings] == [
         "samples.csv: column 'quant': 182,573 of 205,870 transcripts are not in "
         "tx2gene.tsv.gz and are left out (up to 87.6% of a sample's reads; "
@@ -431,6 +433,8 @@ def test_fastq_gene_counts_follow_the_truth(fastq_run, record_property):
     assert (qc["count_source"] == "fastq").all()
     assert (qc["total_fragments"] == 100_000).all()
     assert (qc["mapping_rate"] > 0.99).all()
+    samples = sql(root, "select inferred_strandedness from samples")
+    assert (samples["inferred_strandedness"] == "unstranded").all()  # salmon's -l A found IU
 
 
 def test_fastq_study_finds_the_simulated_changes(fastq_run):
