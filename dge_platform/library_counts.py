@@ -41,6 +41,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dge_platform.file_memo import file_digest, memoised
 from dge_platform.problems import Problem, examples
 from dge_platform.study import STUDY_FILE, resolved_problem, study_path
 
@@ -416,46 +417,17 @@ def _relative(problem: Problem, study_dir: Path) -> Problem:
 
 # --------------------------------------------------------------------------- readers (memoised)
 
-_MEMO: dict[tuple, Any] = {}
-
-
-def _memoised(path: Path, reader: Callable[[Path], Any]) -> Any:
-    """``reader(path)``, reused while the file is unchanged (validation and counting read the
-    same GTF or tx2gene table in one process)."""
-    st = path.stat()
-    key = (reader.__module__, reader.__name__, str(path.resolve()), st.st_size,
-           st.st_mtime_ns, st.st_ino)
-    if key not in _MEMO:
-        if len(_MEMO) > 8:
-            _MEMO.clear()
-        _MEMO[key] = reader(path)
-    return _MEMO[key]
-
-
 def gene_models(gtf: Path):
     """The GTF's gene models (memoised)."""
     from dge_platform.gene_models import read_gtf
 
-    return _memoised(gtf, read_gtf)
+    return memoised(gtf, read_gtf)
 
 
 def _tx2gene(path: Path):
     from dge_platform.quant_import import read_tx2gene
 
-    return _memoised(path, read_tx2gene)
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes, memoised per (path, size, mtime, inode) in this process."""
-    return _memoised(path, _sha256)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return memoised(path, read_tx2gene)
 
 
 # --------------------------------------------------------------------------- per-sample work

@@ -39,10 +39,10 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
-from hashlib import sha256
 from pathlib import Path
 from threading import Event
 
+from dge_platform.file_memo import file_digest
 from dge_platform.home import file_lock
 
 INSTALL_HINT = ("install Debian's salmon package (sudo apt-get install salmon); see README, "
@@ -151,15 +151,11 @@ def fasta_digest(path: Path) -> str:
     SalmonError
         When the file cannot be read.
     """
-    digest = sha256()
     try:
-        with Path(path).open("rb") as fh:
-            while chunk := fh.read(CHUNK):
-                digest.update(chunk)
+        return file_digest(Path(path))[:16]
     except OSError as exc:
         raise SalmonError(f"transcriptome {path}: cannot be read ({exc.strerror}) -> check the "
                           "path and its permissions") from exc
-    return digest.hexdigest()[:16]
 
 
 def build_index(transcriptome: Path, index_dir: Path, *, kmer: int = DEFAULT_KMER,

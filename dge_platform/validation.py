@@ -24,6 +24,7 @@ from dge_platform.cell_checks import (
 from dge_platform.cell_readers import read_cells
 from dge_platform.count_checks import check_counts
 from dge_platform.count_readers import TEXT_ERRORS, detect_format, read_counts
+from dge_platform.file_memo import file_digest
 from dge_platform.gene_sets import GmtError, read_gmt
 from dge_platform.library_counts import (
     SOURCE_COLUMNS,
@@ -31,7 +32,6 @@ from dge_platform.library_counts import (
     BuiltCounts,
     CountPlan,
     assemble_counts,
-    file_digest,
     plan_counts,
     sheet_source,
     source_files,
