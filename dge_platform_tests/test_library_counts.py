@@ -632,3 +632,12 @@ def test_a_daemonic_worker_counts_samples_in_turn(bam_study, tmp_path, monkeypat
     monkeypatch.setattr(multiprocessing.current_process(), "daemon", True, raising=False)
     run = count_libraries(plan, tmp_path, workers=2)
     assert run.counted == list(AIRWAY)
+
+
+def test_unreadable_gtf_is_named_by_validation(tmp_path):
+    folder = write_bam_study(tmp_path / "s")
+    (folder / "genes.gtf.gz").unlink()
+    (folder / "genes.gtf.gz").write_text('1\tx\texon\tabc\t10\t.\t+\t.\tgene_id "A";\n')
+    assert problems_of(folder) == [
+        "genes.gtf.gz: line 1: start/end must be integers, got 'abc'/'10' -> supply the GTF "
+        "(plain or gzipped) the reads were aligned against"]
