@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test ui bench clean-outputs
+.PHONY: install run test lint docs ui bench clean-outputs
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,docs]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -18,9 +18,18 @@ install: $(STAMP)
 run: install
 	$(BIN)/dge run
 
-## Run the test suite (2 workers, one test file per worker so fits are shared).
-test: install
+## Lint, build the docs strictly, then run the test suite (2 workers, one test file per
+## worker so fits are shared).
+test: lint docs
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+
+## ruff: pycodestyle, pyflakes, import order, bugbear, pyupgrade (pyproject.toml).
+lint: install
+	$(BIN)/ruff check .
+
+## The documentation site (docs/, mkdocs material), built with every warning an error.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet -d site
 
 ## Dagster UI + daemon on http://127.0.0.1:3000 (sensor and schedule run while it is up).
 ui: install

@@ -55,9 +55,9 @@ def simulated_study(folder: Path, n_genes: int, n_samples: int) -> Path:
 
 
 def platform_seconds(study_dir: Path, home: Path) -> float:
-    from dge_platform.home import resolve_home
     from dge_platform.registry import add_study
     from dge_platform.runner import instance_for, run_study
+    from dge_platform.storage.home import resolve_home
 
     dge_home = resolve_home(home).ensure()
     os.environ["DGE_HOME"] = str(home)
@@ -74,7 +74,7 @@ def platform_seconds(study_dir: Path, home: Path) -> float:
 def ready_study(study_dir: Path):
     """Counts, design frame and config; parsing is not timed (the baselines get a ready
     matrix)."""
-    from dge_platform.design import study_design_frame
+    from dge_platform.study.design import study_design_frame
     from dge_platform.validation import load_study
 
     study = load_study(study_dir)
@@ -84,7 +84,7 @@ def ready_study(study_dir: Path):
 
 
 def engine_seconds(study_dir: Path) -> float:
-    from dge_platform.bulk_de import fit_deseq2
+    from dge_platform.de.fit import fit_deseq2
 
     counts, frame, cfg = ready_study(study_dir)
     start = time.perf_counter()
@@ -97,14 +97,14 @@ def pydeseq2_seconds(study_dir: Path) -> float:
     from pydeseq2.default_inference import DefaultInference
     from pydeseq2.ds import DeseqStats
 
-    from dge_platform.defs.resources import DeseqResource
+    from dge_platform.defs.resources import CpuBudgetResource
 
     counts, frame, cfg = ready_study(study_dir)
     counts = counts.T
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        inference = DefaultInference(n_cpus=DeseqResource().cpus())  # as the platform
+        inference = DefaultInference(n_cpus=CpuBudgetResource().cpus())  # as the platform
         dds = DeseqDataSet(counts=counts, metadata=frame, design=cfg.design, inference=inference,
                            quiet=True)
         dds.deseq2()
@@ -119,7 +119,8 @@ def pydeseq2_seconds(study_dir: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="6,000 simulated genes instead of 60,000")
+    parser.add_argument("--quick", action="store_true",
+                        help="6,000 simulated genes instead of 60,000")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dge-bench-"))
     try:

@@ -20,7 +20,6 @@ on disk of both layouts.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import sys
@@ -160,10 +159,10 @@ def main() -> None:
 
     import duckdb
 
-    from dge_platform.catalog import query, refresh_catalog
-    from dge_platform.home import resolve_home
-    from dge_platform import warehouse as warehouse_module
-    from dge_platform.warehouse import Warehouse
+    from dge_platform.storage import warehouse as warehouse_module
+    from dge_platform.storage.catalog import query, refresh_catalog
+    from dge_platform.storage.home import resolve_home
+    from dge_platform.storage.warehouse import Warehouse
 
     if args.unsorted:
         warehouse_module.ROW_GROUP_ROWS = None
@@ -210,8 +209,8 @@ def main() -> None:
     gene = pool[1][int(np.argmax(pool[2]))]  # the most often significant gene
     results = []
     for label, sql in queries(gene, contrasts[len(contrasts) // 2]):
-        t_plat, r_plat = timed(lambda: query(home, sql))
-        t_naive_q, r_naive = timed(lambda: naive_con.execute(sql).df())
+        t_plat, r_plat = timed(lambda sql=sql: query(home, sql))
+        t_naive_q, r_naive = timed(lambda sql=sql: naive_con.execute(sql).df())
         same = r_plat.reset_index(drop=True).equals(
             r_naive[r_plat.columns].reset_index(drop=True))
         results.append((label, t_plat, t_naive_q, len(r_plat), same))

@@ -51,9 +51,9 @@ import time
 import numpy as np
 import pandas as pd
 
-from dge_platform import cross_study
-from dge_platform.cross_study import contrast_similarity
-from dge_platform.signature_search import connectivity_scores, query_from_contrast
+from dge_platform.cross_study.meta_analysis import contrast_similarity
+from dge_platform.cross_study.meta_analysis import meta_analysis as cross_study
+from dge_platform.cross_study.signature_search import connectivity_scores, query_from_contrast
 
 N_GENES, STUDY_SIZE, N_PROGRAMS, TOP_K, MIN_SHARED = 20_000, 20, 20, 10, 100
 

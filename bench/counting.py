@@ -3,7 +3,7 @@
 Target (issue 9): counting a simulated BAM of 2 million read pairs against a 20,000-gene
 annotation within 3x of Debian's ``subread`` featureCounts, same files, same run.
 
-Inputs: ``bench/simulate_bam.py`` (seeded; 3 % of the genic fragments are multi-mappers with
+Inputs: ``dge_platform.sim.bam`` (seeded; 3 % of the genic fragments are multi-mappers with
 secondary alignment pairs and NH 2-3; written once into ``--workdir`` and reused while its
 parameters match).
 
@@ -28,7 +28,7 @@ ambiguous).
     .venv/bin/python bench/counting.py [--pairs 2000000] [--genes 20000] [--workdir DIR]
 
 Several samples (``--samples N``, default 4, instead of the comparison above):
-``dge_platform.library_counts.count_libraries`` on N simulated BAMs of one 20,000-gene
+``dge_platform.counting.libraries.count_libraries`` on N simulated BAMs of one 20,000-gene
 annotation (``--pairs`` each, default 500,000; 3 % multi-mappers; each its own reads), as a
 study with ``strandedness: unstranded``, ``multimapping: count`` runs them: ``workers=1``
 into an empty cache, ``workers=2`` into another empty cache, then ``workers=2`` again on
@@ -82,7 +82,7 @@ def inputs(workdir: Path, pairs: int, genes: int) -> tuple[Path, Path]:
     if stamp.exists() and json.loads(stamp.read_text()) == params and bam.exists():
         return gtf, bam
     t = time.perf_counter()
-    subprocess.run([sys.executable, str(REPO / "bench" / "simulate_bam.py"), str(workdir),
+    subprocess.run([sys.executable, "-m", "dge_platform.sim.bam", str(workdir),
                     "--pairs", str(pairs), "--genes", str(genes),
                     "--multi-fraction", str(MULTI_FRACTION)], check=True)
     stamp.write_text(json.dumps(params))
@@ -107,7 +107,7 @@ def sample_inputs(workdir: Path, n: int, pairs: int, genes: int) -> tuple[Path, 
         if len(running) >= max(1, os.cpu_count() or 1):
             _finish(*running.pop(0), params)
         running.append((d, subprocess.Popen(
-            [sys.executable, str(REPO / "bench" / "simulate_bam.py"), str(d),
+            [sys.executable, "-m", "dge_platform.sim.bam", str(d),
              "--pairs", str(pairs), "--genes", str(genes), "--multi-fraction",
              str(MULTI_FRACTION), "--read-seed", str(k)], stdout=subprocess.DEVNULL)))
     for d, proc in running:
@@ -128,7 +128,7 @@ def _finish(folder: Path, proc: subprocess.Popen, params: dict) -> None:
 
 
 def sample_plan(gtf: Path, bams: list[Path]):
-    from dge_platform.library_counts import CountPlan, Library
+    from dge_platform.counting.libraries import CountPlan, Library
 
     return CountPlan(source="bam",
                      libraries=tuple(Library(f"S{k}", {"bam": b})
@@ -141,7 +141,8 @@ def sample_plan(gtf: Path, bams: list[Path]):
 def libraries(cache: Path, workers: int, gtf: Path, bams: list[Path]) -> None:
     """Child process: time one ``count_libraries`` call, print JSON (with, when every sample
     was reused, the time to hash the inputs again without the memo)."""
-    from dge_platform.library_counts import _sha256, count_libraries
+    from dge_platform._core.memo import _sha256
+    from dge_platform.counting.libraries import count_libraries
 
     plan = sample_plan(gtf, bams)
     t = time.perf_counter()
@@ -169,7 +170,7 @@ def run_libraries(cache: Path, workers: int, gtf: Path, bams: list[Path]) -> dic
 
 def samples_bench(workdir: Path, n: int, pairs: int, genes: int) -> None:
     """``--samples``: count_libraries with workers=1, workers=2 and on a full cache."""
-    from dge_platform.library_counts import assemble_counts
+    from dge_platform.counting.libraries import assemble_counts
 
     gtf, bams = sample_inputs(workdir, n, pairs, genes)
     size_mb = sum(b.stat().st_size for b in bams) / 1e6
@@ -220,8 +221,8 @@ def _rss_mb() -> float:
 
 def one(gtf: Path, bam: Path, resolution: str, multimapping: str, out: Path) -> None:
     """Child process: warm up, time GTF + counting, print JSON, write counts to ``out``."""
-    from dge_platform.fragment_counting import count_fragments
-    from dge_platform.gene_models import read_gtf
+    from dge_platform.counting.fragments import count_fragments
+    from dge_platform.readers.gene_models import read_gtf
 
     count_fragments(WARMUP_BAM, read_gtf(WARMUP_GTF))  # numba load/compile
     t = time.perf_counter()

@@ -5,13 +5,15 @@ contrast and <= 2 GB peak memory on the 2-core machine, agreeing with gseapy pre
 same input (Spearman of NES >= 0.95 over sets with FDR < 0.25 in either tool; same top-10).
 
 Inputs (seeded, no network): the first 5,000 sets with 15-500 genes of the shared GO BP
-symbol GMT shipped in data/genesets, and a ranking of 20,000 symbols (the union of those sets' genes, padded with
-made-up names) with a N(0, 1) statistic plus a planted signal (+/-1 on the genes of 20 sets).
+symbol GMT shipped in dge_platform/resources/genesets, and a ranking of 20,000 symbols (the
+union of those sets' genes, padded with made-up names) with a N(0, 1) statistic plus a planted
+signal (+/-1 on the genes of 20 sets).
 
 Measured, each in its own subprocess (time of the GSEA call; peak resident memory of the
 whole process tree, from wait4's ru_maxrss and a /proc sampler of the tree's RSS):
 
-* ``fast``: the platform's numba implementation (``dge_platform.gsea.prerank``; numba is pinned)
+* ``fast``: the platform's numba implementation (``dge_platform.enrichment.gsea.prerank``;
+  numba is pinned)
   at full size, 5,000 sets x 1,000 permutations, in two processes: the first compiles the
   kernels and caches them on disk (in a temporary NUMBA_CACHE_DIR), the second loads them;
   each also times a warm second call with the same seed (which must give identical results).
@@ -44,11 +46,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dge_platform.gsea import prerank
+from dge_platform.enrichment.gsea import prerank
 
 # The GO BP symbol collection the platform ships; GO_BP_GMT overrides.
 GMT = Path(os.environ.get("GO_BP_GMT") or Path(__file__).resolve().parents[1]
-           / "data/genesets/go_bp_human_symbols.gmt.gz")
+           / "dge_platform/resources/genesets/go_bp_human_symbols.gmt.gz")
 N_GENES, N_SETS, N_SUBSET, N_PLANTED, EFFECT, PERMUTATIONS = 20_000, 5_000, 500, 20, 1.0, 1_000
 FDR_CUT = 0.25
 
@@ -291,8 +293,10 @@ def main() -> None:
     fast_compile = measure("fast", "full", PERMUTATIONS, 1, threads, tmp)
     show(fast_compile, "(1st call compiles the numba kernels and caches them on disk)")
     fast_full = measure("fast", "full", PERMUTATIONS, 1, threads, tmp)
+    identical = (fast_full["same_seed_identical"]
+                 and fast_full["result"].equals(fast_compile["result"]))
     show(fast_full, f"(new process, kernels from the disk cache); same-seed rerun identical: "
-                    f"{fast_full['same_seed_identical'] and fast_full['result'].equals(fast_compile['result'])}")
+                    f"{identical}")
     g_perms = 100 if args.quick else PERMUTATIONS
     gp = measure("gseapy", "subset", g_perms, 1, threads, tmp)
     scaled = gp["seconds"] * (N_SETS / gp["n_sets"]) * (PERMUTATIONS / g_perms)

@@ -1,6 +1,6 @@
 """DRUG-seq screen: the platform's vectorized DESeq2 engine against PyDESeq2, same run.
 
-Simulates a plate (``bench/simulate_screen.py``: 20,000 genes; 96 wells = 16 DMSO + 10
+Simulates a plate (``dge_platform.sim.screen``: 20,000 genes; 96 wells = 16 DMSO + 10
 compounds x 4 doses x 2, or 384 wells = 24 DMSO + 30 x 6 x 2) and runs, each in its own
 subprocess on the same counts, design ``~ condition`` and every compound-dose vs DMSO:
 (a) the engine as the screen asset runs it (``fit_deseq2(engine="vectorized")``: fit, Wald
@@ -32,7 +32,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.simulate_screen import CONTROL, simulate_screen  # noqa: E402
+from dge_platform.sim.screen import CONTROL, simulate_screen  # noqa: E402
 
 
 def design_frame(plate_map: pd.DataFrame) -> pd.DataFrame:
@@ -43,7 +43,7 @@ def design_frame(plate_map: pd.DataFrame) -> pd.DataFrame:
 
 
 def contrasts_of(frame: pd.DataFrame) -> list:
-    from dge_platform.study import Contrast
+    from dge_platform.study.config import Contrast
 
     return [Contrast(name=f"{lv}_vs_DMSO", factor="condition", level=lv, reference=CONTROL)
             for lv in frame["condition"].cat.categories[1:]]
@@ -63,7 +63,7 @@ def worker(kind: str, data: Path, out: Path, sf_type: str) -> None:
     if kind == "pydeseq2":
         from pydeseq2.default_inference import DefaultInference
 
-        from dge_platform.bulk_de import _fitted, contrast_stats, results_table
+        from dge_platform.de.fit import _fitted, contrast_stats, results_table
 
         inference = DefaultInference(n_cpus=2)
         dds = _fitted(counts, frame, "~ condition", inference, sf_type)
@@ -73,7 +73,7 @@ def worker(kind: str, data: Path, out: Path, sf_type: str) -> None:
                              for c in contrasts])
         extra = {"fit_s": fitted - start}
     else:
-        from dge_platform.bulk_de import fit_deseq2
+        from dge_platform.de.fit import fit_deseq2
 
         results = fit_deseq2(counts, frame, "~ condition", contrasts, engine="vectorized",
                              shrink=kind == "engine+shrink",
@@ -133,7 +133,7 @@ def main() -> None:
         worker(args.worker, args.data, args.data, args.size_factors)
         return
 
-    from dge_platform.deseq_engine import size_factor_method
+    from dge_platform.de.engine import size_factor_method
 
     screen = simulate_screen(n_genes=args.genes, plate_format=args.plate)
     data = Path(tempfile.mkdtemp(prefix="dge-screen-"))

@@ -1,6 +1,6 @@
 """What a large DRUG-seq screen costs: 384-well plates through the whole screen chain.
 
-Simulates 384-well plates (``bench/simulate_screen.py``: 20,000 genes, 24 DMSO + 30 compounds
+Simulates 384-well plates (``dge_platform.sim.screen``: 20,000 genes, 24 DMSO + 30 compounds
 x 6 doses x 2 wells each) and materializes them with ``dge add --run`` in a fresh data root,
 each configuration in its own process:
 
@@ -35,7 +35,7 @@ HEAVY = ("deseq2", "compound_activity", "dose_response", "enrichment")
 
 def write_plates(folder: Path, study_id: str, plates: int, genes: int, seed: int) -> Path:
     """A screen study of ``plates`` simulated 384-well plates, one count file per plate."""
-    from bench.simulate_screen import simulate_screen, write_screen_study
+    from dge_platform.sim.screen import simulate_screen, write_screen_study
 
     screen = simulate_screen(n_genes=genes, n_plates=plates, plate_format=384, seed=seed)
     return write_screen_study(folder, screen, study_id)
@@ -46,9 +46,9 @@ def worker(mode: str, plates: int, genes: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         os.environ["DGE_HOME"] = str(root / "home")
-        from dge_platform.home import resolve_home
         from dge_platform.registry import add_study
         from dge_platform.runner import instance_for, run_studies
+        from dge_platform.storage.home import resolve_home
 
         home = resolve_home(root / "home").ensure()
         if mode == "shared":

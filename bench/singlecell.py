@@ -1,13 +1,14 @@
 """Single-cell QC -> pseudobulk -> DE: the platform against a plain scanpy + PyDESeq2 script.
 
-Simulates cells once (``bench/simulate_singlecell.py``; default 100,000 cells x 20,000 genes,
+Simulates cells once (``dge_platform.sim.singlecell``; default 100,000 cells x 20,000 genes,
 16 donors in ctrl and stim, 8 cell types, 5 % doublets, 5 % of genes DE per cell type at
 |log2FC| = 1), writes them to one h5ad in a temporary folder (simulation timed apart and not
 counted), then runs each contender in its own subprocess on that file:
 
-(a) **platform**: ``dge_platform.cell_qc.cell_qc`` on all cells (captures as the capture
+(a) **platform**: ``dge_platform.singlecell.qc.cell_qc`` on all cells (captures as the capture
     key: MAD outliers per capture + Scrublet per capture), keep the passed cells,
-    ``dge_platform.pseudobulk.pseudobulk`` by cell type x donor x condition (min 10 cells),
+    ``dge_platform.singlecell.pseudobulk.pseudobulk`` by cell type x donor x condition
+    (min 10 cells),
     ``pseudobulk_de`` with ``~ donor + condition`` and stim vs ctrl (shrunken LFCs
     included);
 (b) **baseline**: what a user writes with scanpy + PyDESeq2: ``calculate_qc_metrics``,
@@ -134,9 +135,10 @@ def run_platform(h5ad: Path) -> tuple[pd.DataFrame, dict, dict]:
     """The platform's pure functions: cell QC -> passed cells -> pseudobulk -> DE."""
     import anndata as ad
 
-    from dge_platform.cell_qc import cell_qc
-    from dge_platform.pseudobulk import pseudobulk, pseudobulk_de
-    from dge_platform.study import Contrast
+    from dge_platform.singlecell.de import pseudobulk_de
+    from dge_platform.singlecell.pseudobulk import pseudobulk
+    from dge_platform.singlecell.qc import cell_qc
+    from dge_platform.study.config import Contrast
 
     stages: dict[str, float] = {}
     peaks: dict[str, float] = {}  # peak RSS (GB) reached by the end of each stage
@@ -272,7 +274,7 @@ def worker(contender: str, h5ad: Path, out: Path) -> None:
 
 def simulate(args: argparse.Namespace, out: Path) -> None:
     """Subprocess: simulate the cells, write ``cells.h5ad`` and ``truth.parquet``."""
-    from bench.simulate_singlecell import simulate_cells
+    from dge_platform.sim.singlecell import simulate_cells
 
     start = time.perf_counter()
     sim = simulate_cells(n_cells=args.cells, n_genes=args.genes, n_donors=args.donors,

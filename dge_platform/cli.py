@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from dge_platform.home import DgeHome, resolve_home
-from dge_platform.problems import StudyInputError, format_problems
+from dge_platform._core.problems import StudyInputError, format_problems
+from dge_platform.storage.home import DgeHome, resolve_home
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +28,7 @@ def main(ctx: click.Context, home: str | None) -> None:
     """dge-platform: differential expression studies as Dagster assets, queryable with SQL."""
     ctx.obj = resolve_home(home)
     try:
-        ctx.obj.warehouse  # a bad DGE_WAREHOUSE is reported here, not as a traceback later
+        _ = ctx.obj.warehouse  # a bad DGE_WAREHOUSE is reported here, not as a traceback later
     except ValueError as err:
         raise click.UsageError(str(err)) from None
 
@@ -37,7 +37,7 @@ def main(ctx: click.Context, home: str | None) -> None:
 @click.argument("study_dir", type=click.Path(path_type=Path))
 def validate(study_dir: Path) -> None:
     """Check a study folder and print every problem at once (exit 1 if any)."""
-    from dge_platform.validation import validate_study
+    from dge_platform.validation import study_summary, validate_study
 
     report = validate_study(study_dir)
     for warning in report.warnings:
@@ -51,17 +51,8 @@ def validate(study_dir: Path) -> None:
             f"built from {study.plan.describe()} by 'dge run'")
     click.echo(f"OK: study '{study.config.id}' ({study.config.kind}): {size}, "
                f"{len(study.config.contrasts)} contrast(s), design {study.config.design}")
-    if study.config.kind == "screen":
-        roles = study.samples["role"].value_counts()
-        click.echo(f"    wells by role: {', '.join(f'{r} {n}' for r, n in roles.items())}; "
-                   f"plates: {study.samples['plate'].nunique()}; control: "
-                   f"{study.config.control} (only sample and control wells are tested)")
-    if study.config.kind == "singlecell":
-        cfg, obs = study.config, study.cells.obs
-        types = (f"{obs[cfg.cell_type].nunique()} cell types in '{cfg.cell_type}'"
-                 if cfg.cell_type else f"cell types from markers ({', '.join(cfg.markers)})")
-        click.echo(f"    {study.cells.n_obs:,} cells from {obs[cfg.donor].nunique()} donors; "
-                   f"{types}; pseudobulks per cell type x {' x '.join(cfg.pseudobulk_keys)}")
+    for line in study_summary(study):
+        click.echo(f"    {line}")
 
 
 @main.command()
@@ -89,9 +80,9 @@ def add(ctx: click.Context, study_dir: Path, run_after: bool) -> None:
 def run(ctx: click.Context, study_ids: tuple[str, ...]) -> None:
     """Materialize every asset of the given studies (default: all registered studies); several
     studies run in batches (one run per batch of contiguous studies)."""
+    from dge_platform._core.study_ids import is_valid_study_id
     from dge_platform.registry import study_folders
     from dge_platform.runner import instance_for, run_studies
-    from dge_platform.study import is_valid_study_id
 
     home = _home(ctx).ensure()
     registered = [p.name for p in study_folders(home)]
@@ -124,8 +115,8 @@ def run(ctx: click.Context, study_ids: tuple[str, ...]) -> None:
 
 
 def _print_summary(home: DgeHome, study_ids: list[str]) -> None:
-    from dge_platform.catalog import query
-    from dge_platform.warehouse import Warehouse
+    from dge_platform.storage.catalog import query
+    from dge_platform.storage.warehouse import Warehouse
 
     degs = query(home, "select d.study_id, d.contrast, coalesce(d.cell_type, '') as cell_type, "
                        "count(*) filter (where d.padj is not null) "
@@ -151,8 +142,8 @@ def _print_summary(home: DgeHome, study_ids: list[str]) -> None:
 def _print_screens(home: DgeHome) -> bool:
     """Per screen: conditions tested and active, the most active ones (screens have too many
     contrasts to list every one). False when there is no screen result."""
-    from dge_platform.catalog import query
-    from dge_platform.warehouse import Warehouse
+    from dge_platform.storage.catalog import query
+    from dge_platform.storage.warehouse import Warehouse
 
     if not Warehouse(home.warehouse).has_data("compound_activity"):
         return False
@@ -182,13 +173,14 @@ def status(ctx: click.Context) -> None:
 
     home = _home(ctx).ensure()
     instance = instance_for(home)
-    versions = current_code_versions()
     rows = []
     for folder in study_folders(home):
         report = validate_study(folder, expected_id=folder.name)
+        kind = report.study.config.kind if report.study else None
         state = (f"invalid ({len(report.problems)} problem(s); run 'dge validate "
                  f"{folder}')" if report.problems
-                 else study_status(instance, folder.name, fingerprint(folder), versions))
+                 else study_status(instance, kind, folder.name, fingerprint(folder),
+                                   current_code_versions(kind)))
         cfg = report.study.config if report.study else None
         rows.append({"study": folder.name, "kind": cfg.kind if cfg else "?",
                      "samples": len(report.study.samples) if cfg else None,
@@ -207,7 +199,7 @@ def status(ctx: click.Context) -> None:
 @click.pass_context
 def sql(ctx: click.Context, sql: str, fmt: str, output: Path | None) -> None:
     """Run a read-only SQL query against the catalog."""
-    from dge_platform.catalog import CatalogQueryError, query
+    from dge_platform.storage.catalog import CatalogQueryError, query
 
     try:
         result = query(_home(ctx), sql)
@@ -241,10 +233,10 @@ def sql(ctx: click.Context, sql: str, fmt: str, output: Path | None) -> None:
 def export(ctx: click.Context, study_id: str, contrast: str | None, fmt: str,
            output: Path | None) -> None:
     """Export a study's DEG results (deg_results) as biologists share them."""
-    from dge_platform.catalog import CatalogQueryError, query
-    from dge_platform.export import build_export, default_output_name, write_export
+    from dge_platform._core.study_ids import is_valid_study_id
+    from dge_platform.outputs.export import build_export, default_output_name, write_export
     from dge_platform.registry import study_folders
-    from dge_platform.study import is_valid_study_id
+    from dge_platform.storage.catalog import CatalogQueryError, query
 
     def fail(message: str) -> None:
         click.echo(f"error: {message}", err=True)
@@ -320,8 +312,8 @@ def signature_search(ctx: click.Context, up_genes: str | None, down_genes: str |
                      top: int, permutations: int, fmt: str) -> None:
     """Rank every contrast in the catalog by its connectivity to a gene signature (CMap-style
     KS score: positive = same direction, negative = reversed)."""
-    from dge_platform.catalog import query
-    from dge_platform.signature_search import connectivity_scores, query_from_contrast
+    from dge_platform.cross_study.signature_search import connectivity_scores, query_from_contrast
+    from dge_platform.storage.catalog import query
 
     if bool(study_id) != bool(contrast) or (study_id and (up_genes or down_genes)):
         click.echo("error: give --up/--down genes, or --study and --contrast (not both)",

@@ -9,7 +9,7 @@ heavy step uses:
   ``DGE_CELERY_BROKER`` and ``DGE_CELERY_BACKEND``, read when a run starts) or ``k8s`` (a pod
   per step, ``dagster-k8s``'s ``k8s_job_executor``). Runs launched by ``dge run`` execute in
   its own process whatever the choice.
-- ``DGE_N_CPUS``: the ``deseq`` resource's CPU budget per heavy step (default: one per core,
+- ``DGE_N_CPUS``: the CPU budget per heavy step (resource ``deseq``) (default: one per core,
   at most 4).
 """
 
@@ -17,30 +17,15 @@ import os
 
 import dagster as dg
 
-from dge_platform.defs.automation import nightly_reprocess, study_job, study_sensor
-from dge_platform.defs.cross_study import (
-    contrast_similarity,
-    cross_study_automation,
-    cross_study_job,
-    gene_recurrence,
-)
-from dge_platform.defs.bulk import batch_corrected, deseq2, sample_qc, study_report
-from dge_platform.defs.enrichment import enrichment
-from dge_platform.defs.ingest import ingest_study, library_counts, salmon_index, study_inputs
-from dge_platform.defs.screen import (
-    compound_activity,
-    compound_potency,
-    compound_similarity,
-    dose_response,
-    well_qc,
-)
+from dge_platform.defs import ASSETS
+from dge_platform.defs.automation import JOBS, SCHEDULES, study_sensor
+from dge_platform.defs.cross_study import cross_study_automation, cross_study_job
 from dge_platform.defs.resources import (
-    DeseqResource,
+    CpuBudgetResource,
     DgeHomeResource,
     H5adIOManager,
     WarehouseIOManager,
 )
-from dge_platform.defs.singlecell import cell_qc, marker_genes, pseudobulks, sc_processed
 
 EXECUTOR_ENV = "DGE_EXECUTOR"
 N_CPUS_ENV = "DGE_N_CPUS"
@@ -75,15 +60,13 @@ def step_executor(choice: str) -> dg.ExecutorDefinition:
 dge_home = DgeHomeResource()
 
 defs = dg.Definitions(
-    assets=[study_inputs, salmon_index, library_counts, ingest_study, deseq2, batch_corrected, sample_qc,
-            enrichment, study_report, well_qc, compound_activity, dose_response,
-            compound_potency, compound_similarity, cell_qc, sc_processed, pseudobulks,
-            marker_genes, gene_recurrence, contrast_similarity],
-    jobs=[study_job, cross_study_job],
+    assets=ASSETS,
+    jobs=[*JOBS.values(), cross_study_job],
     sensors=[study_sensor, cross_study_automation],
-    schedules=[nightly_reprocess],
+    schedules=SCHEDULES,
+    # The CPU budget keeps its resource key "deseq" (run configs and UI history use it).
     resources={"dge_home": dge_home,
-               "deseq": DeseqResource(n_cpus=cpu_setting(os.environ.get(N_CPUS_ENV, "0"))),
+               "deseq": CpuBudgetResource(n_cpus=cpu_setting(os.environ.get(N_CPUS_ENV, "0"))),
                "warehouse_io": WarehouseIOManager(dge_home=dge_home),
                "h5ad_io": H5adIOManager(dge_home=dge_home)},
     executor=step_executor(os.environ.get(EXECUTOR_ENV, "multiprocess")),

@@ -7,23 +7,11 @@ import shutil
 import uuid
 from pathlib import Path
 
-from dge_platform.cell_readers import tenx_names
-from dge_platform.home import DgeHome
-from dge_platform.library_counts import declared_sheet, source_files
-from dge_platform.problems import Problem, StudyInputError
-from dge_platform.study import (
-    STUDY_FILE,
-    read_study_yaml,
-    resolved_problem,
-    study_glob,
-    study_path,
-)
-from dge_platform.validation import ValidatedStudy, hash_files, load_study
-from dge_platform.warehouse import remove_stale_temps
-
-# study.yaml keys naming input files (or globs, or a 10x matrix folder), in the order
-# validation lists them, so a study's fingerprint equals the input hash its ingest records.
-FILE_KEYS = ("counts", "cells", "samples", "plate_map")
+from dge_platform._core.problems import Problem, StudyInputError
+from dge_platform.storage.home import DgeHome
+from dge_platform.storage.warehouse import remove_stale_temps
+from dge_platform.study.paths import STUDY_FILE
+from dge_platform.validation import ValidatedStudy, hash_files, input_files, load_study
 
 
 def study_folders(home: DgeHome) -> list[Path]:
@@ -33,46 +21,10 @@ def study_folders(home: DgeHome) -> list[Path]:
     return sorted(p for p in home.studies.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def input_files(study_dir: Path) -> list[Path]:
-    """The files a study.yaml names that exist inside the folder, study.yaml first, in the
-    order validation lists them (the three files of a 10x matrix folder included).
-
-    Works on invalid studies too, so a change to any input can be noticed cheaply; a path
-    the study rules refuse (:func:`study_path`) is left out: validation reports it.
-    """
-    yaml_path, refused = study_path(study_dir, STUDY_FILE, "")
-    files = [yaml_path] if refused is None and yaml_path.is_file() else []
-    raw, _ = read_study_yaml(study_dir)
-    if raw is None:
-        return files
-    files += _named_files(study_dir, [raw.get(key) for key in FILE_KEYS])
-    files += _sequencing_files(study_dir, raw)
-    return files + _named_files(study_dir, raw.get("gene_sets")
-                                if isinstance(raw.get("gene_sets"), list) else [])
-
-
-def _named_files(study_dir: Path, values: list) -> list[Path]:
-    files = []
-    for value in values:
-        if not isinstance(value, str):
-            continue
-        matches, refused = study_glob(study_dir, value, "")
-        for path in [] if refused else matches:
-            named = [path / name for name in tenx_names(path)] if path.is_dir() else [path]
-            files += [f for f in named if f.is_file()
-                      and not resolved_problem(study_dir, f)]
-    return files
-
-
-def _sequencing_files(study_dir: Path, raw: dict) -> list[Path]:
-    """The BAM, quantifier or FASTQ files (and references) a bulk study's sample sheet names
-    for its counts, as validation lists them."""
-    sheet = declared_sheet(study_dir, raw)
-    return [] if sheet is None else source_files(study_dir, raw, sheet)
-
-
 def fingerprint(study_dir: Path) -> str:
-    """Content hash of a study's input files; changes whenever any input changes."""
+    """Content hash of a study's input files (:func:`input_files`, as validation lists them,
+    so it equals the input hash a study's ingest records); changes whenever any input
+    changes. Works on invalid studies too."""
     return hash_files(study_dir, input_files(study_dir))
 
 

@@ -15,17 +15,20 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 
-from dge_platform.home import DgeHome, file_lock
-from dge_platform.defs.automation import last_ingested_hash, outdated_assets
+from dge_platform._core.locks import file_lock
+from dge_platform.defs.automation import job_name, last_ingested_hash, outdated_assets
 from dge_platform.defs.batch import batch_label, batch_target, study_batches
-from dge_platform.defs.partitions import study_partitions
+from dge_platform.defs.partitions import STUDY_PARTITIONS
+from dge_platform.storage.home import DgeHome, resolve_home
+from dge_platform.study.config import read_study_yaml
+from dge_platform.study.kinds import KINDS
 
 CROSS_STUDY = "cross-study"
 """The label of the run refreshing the cross-study tables after the studies' runs."""
@@ -107,27 +110,46 @@ def fail_orphaned_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
     return orphans
 
 
-def register_studies(instance: dg.DagsterInstance, study_ids: Sequence[str],
-                     echo: Callable[[str], None] = print) -> list[str]:
-    """Add the studies as partitions (new ones in the given order) and return every study
-    partition in order, under :func:`instance_lock`; first mark the runs of dead ``dge run``
-    processes failed (:func:`fail_orphaned_runs`), saying so."""
+def declared_kind(study_id: str) -> str:
+    """The kind a registered study declares in its study.yaml (under the data root the runs'
+    resources resolve, ``DGE_HOME``: :func:`instance_for` sets it). A study that declares
+    none (or an unknown one) runs in the bulk graph, whose ingest step fails naming every
+    problem of its study.yaml."""
+    raw, _ = read_study_yaml(resolve_home().study_dir(study_id))
+    kind = (raw or {}).get("kind")
+    return kind if isinstance(kind, str) and kind in KINDS else "bulk"
+
+
+def register_studies(instance: dg.DagsterInstance, kinds: Mapping[str, str],
+                     echo: Callable[[str], None] = print) -> dict[str, list[str]]:
+    """Add the studies (``{study_id: kind}``) as partitions of their kinds (new ones in the
+    given order) and return every kind's partitions in order, under :func:`instance_lock`;
+    first mark the runs of dead ``dge run`` processes failed (:func:`fail_orphaned_runs`),
+    saying so."""
     with instance_lock(instance.root_directory):
         for run in fail_orphaned_runs(instance):
             echo(f"marked run {run.run_id[:8]} ({run.job_name}) failed: its dge run process "
                  f"{run.tags[PROCESS_TAG]} died before the run ended")
-        instance.add_dynamic_partitions(study_partitions.name, list(study_ids))
-        return instance.get_dynamic_partitions(study_partitions.name)
+        order = {}
+        for kind, partitions in STUDY_PARTITIONS.items():
+            instance.add_dynamic_partitions(partitions.name,
+                                            [s for s, k in kinds.items() if k == kind])
+            order[kind] = instance.get_dynamic_partitions(partitions.name)
+        return order
 
 
 def run_studies(instance: dg.DagsterInstance, study_ids: Sequence[str],
                 echo: Callable[[str], None] = print) -> list[RunOutcome]:
-    """Materialize every asset of the studies in this process, printing progress: one run per
-    batch of up to ``MAX_STUDIES_PER_RUN`` studies that are contiguous partitions (new
-    studies become partitions in the given order, so a first run of all is one range), then
-    one run refreshing the cross-study tables when any study succeeded."""
-    order = register_studies(instance, study_ids, echo)
-    outcomes = [_run_batch(instance, batch, echo) for batch in study_batches(order, study_ids)]
+    """Materialize every asset of the studies in this process, printing progress: per kind,
+    one run of the kind's job per batch of up to ``MAX_STUDIES_PER_RUN`` studies that are
+    contiguous partitions (new studies become partitions in the given order, so a first run
+    of all is one range per kind), then one run refreshing the cross-study tables when any
+    study succeeded."""
+    kinds = {study_id: declared_kind(study_id) for study_id in study_ids}
+    order = register_studies(instance, kinds, echo)
+    outcomes = [_run_batch(instance, kind, batch, echo) for kind in STUDY_PARTITIONS
+                for batch in study_batches(order[kind], [s for s in study_ids
+                                                         if kinds[s] == kind])]
     if any(o.success for o in outcomes):
         outcomes.append(_run(instance, "cross_study_job", [CROSS_STUDY], None, {}, echo))
     return outcomes
@@ -139,10 +161,10 @@ def run_study(instance: dg.DagsterInstance, study_id: str,
     return run_studies(instance, [study_id], echo)[0]
 
 
-def _run_batch(instance: dg.DagsterInstance, batch: list[str],
+def _run_batch(instance: dg.DagsterInstance, kind: str, batch: list[str],
                echo: Callable[[str], None]) -> RunOutcome:
     partition_key, tags = batch_target(batch)
-    return _run(instance, "study_job", batch, partition_key, tags, echo)
+    return _run(instance, job_name(kind), batch, partition_key, tags, echo)
 
 
 def _run(instance: dg.DagsterInstance, job_name: str, batch: list[str],
@@ -170,10 +192,16 @@ def _run(instance: dg.DagsterInstance, job_name: str, batch: list[str],
     for event in result.all_events:
         if event.is_step_failure:
             error = event.step_failure_data.error
-            outcome.failed_step = event.step_key
+            outcome.failed_step = step_name(event.step_key)
             outcome.error = _failure_text(event) or (error.message.strip() if error else None)
             break
     return outcome
+
+
+def step_name(step_key: str) -> str:
+    """A step as people name it: its asset or multi-asset name, without the kind prefix of the
+    op (``bulk__deseq2`` -> ``deseq2``; the run's job already says which kind)."""
+    return step_key.split("__", 1)[-1]
 
 
 def _process_tag() -> dict[str, str]:
@@ -217,28 +245,29 @@ def _describe(entry) -> tuple[str | None, str] | None:
     if event is None:
         return None
     if event.event_type_value == "STEP_START":
-        return None, f"  {event.step_key}: started"
+        return None, f"  {step_name(event.step_key)}: started"
     if event.event_type_value == "ASSET_MATERIALIZATION":
         mat = event.event_specific_data.materialization
         rows = mat.metadata.get("dagster/row_count")
-        return mat.partition, (f"    wrote {mat.asset_key.to_user_string()}"
+        # The table's name: the kind prefix of the asset key is the run's job already.
+        return mat.partition, (f"    wrote {mat.asset_key.path[-1]}"
                                + (f" ({rows.value:,} rows)" if rows else ""))
     if event.event_type_value == "ASSET_CHECK_EVALUATION":
         check = event.event_specific_data
         return check.partition, (f"    check {check.check_name}: "
                                  f"{'passed' if check.passed else 'FAILED'}")
     if event.event_type_value == "STEP_SUCCESS":
-        return None, f"  {event.step_key}: done"
+        return None, f"  {step_name(event.step_key)}: done"
     if event.event_type_value == "STEP_FAILURE":
-        return None, f"  {event.step_key}: FAILED"
+        return None, f"  {step_name(event.step_key)}: FAILED"
     return None
 
 
-def study_status(instance: dg.DagsterInstance, study_id: str, current_hash: str,
+def study_status(instance: dg.DagsterInstance, kind: str, study_id: str, current_hash: str,
                  versions: dict[dg.AssetKey, str]) -> str:
     """'up to date', 'inputs changed', 'code changed (...)' or 'never run' for one valid
-    registered study."""
-    last = last_ingested_hash(instance, study_id)
+    registered study of the kind (``versions``: the kind graph's code versions)."""
+    last = last_ingested_hash(instance, kind, study_id)
     if last is None:
         return "never run"
     if last != current_hash:

@@ -19,7 +19,7 @@ BUNDLED = REPO / "data" / "studies"
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     """An empty data root, also exported as DGE_HOME/DAGSTER_HOME for code that reads them."""
-    from dge_platform.home import resolve_home
+    from dge_platform.storage.home import resolve_home
 
     root = tmp_path / "dge_home"
     monkeypatch.setenv("DGE_HOME", str(root))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 import numpy as np
@@ -14,11 +14,11 @@ import pytest
 import yaml
 
 from dge_platform.defs.automation import (
-    current_code_versions,
-    outdated_assets,
     DATA_VERSION_TAG,
+    SCHEDULES,
+    current_code_versions,
     last_ingested_hash,
-    nightly_reprocess,
+    outdated_assets,
     study_sensor,
 )
 from dge_platform.defs.batch import RANGE_END_TAG, RANGE_START_TAG
@@ -51,7 +51,7 @@ def evaluate(instance, home, cursor: str | None = None) -> dg.SensorResult:
 def schedule_requests(instance, home, when: datetime) -> list[dg.RunRequest]:
     context = dg.build_schedule_context(instance=instance, scheduled_execution_time=when,
                                         resources=_resources(home))
-    out = nightly_reprocess(context)
+    out = {s.name: s for s in SCHEDULES}["nightly_reprocess_bulk"](context)
     if out is None:
         return []
     if isinstance(out, (dg.RunRequest, dg.SkipReason)):
@@ -76,19 +76,20 @@ def test_new_valid_study_is_registered_observed_and_requested(home, instance):
     result = evaluate(instance, home)
 
     assert [(r.partitions_def_name, list(r.partition_keys))
-            for r in result.dynamic_partitions_requests] == [("studies", ["toy"])]
+            for r in result.dynamic_partitions_requests] == [("bulk_studies", ["toy"])]
     assert len(result.run_requests) == 1
     request = result.run_requests[0]
     assert request.partition_key == "toy"
+    assert request.job_name == "bulk_job"
     assert request.run_key == f"toy:{version}"
     observations = [e for e in result.asset_events if isinstance(e, dg.AssetObservation)]
     assert len(observations) == 1
     obs = observations[0]
-    assert obs.asset_key == dg.AssetKey("study_inputs")
+    assert obs.asset_key == dg.AssetKey(["bulk", "study_inputs"])
     assert obs.partition == "toy"
     assert obs.tags[DATA_VERSION_TAG] == version
     assert json.loads(result.cursor) == {"toy": version}
-    assert instance.get_dynamic_partitions("studies") == ["toy"]
+    assert instance.get_dynamic_partitions("bulk_studies") == ["toy"]
 
 
 def test_unchanged_study_is_not_requested_again(home, instance):
@@ -133,7 +134,7 @@ def test_invalid_study_is_logged_and_skipped_until_changed(home, instance, capfd
     assert result.run_requests == []
     assert result.dynamic_partitions_requests == []
     assert result.asset_events == []
-    assert instance.get_dynamic_partitions("studies") == []
+    assert instance.get_dynamic_partitions("bulk_studies") == []
     # Recorded in the cursor, so it is not validated again until its files change.
     assert json.loads(result.cursor) == {"broken": version}
     # The sensor's log (shown on the tick in the UI) carries every problem.
@@ -160,7 +161,7 @@ def test_folder_name_differing_from_id_is_not_requested(home, instance, capfd):
 
     assert result.run_requests == []
     assert result.dynamic_partitions_requests == []
-    assert instance.get_dynamic_partitions("studies") == []
+    assert instance.get_dynamic_partitions("bulk_studies") == []
     assert "differs from the study's folder name 'other'" in logged
 
 
@@ -191,7 +192,7 @@ def test_materialized_study_is_up_to_date_until_inputs_change(home):
     try:
         outcome = run_study(instance, "toy", echo=lambda line: None)
         assert outcome.success, outcome.error
-        assert last_ingested_hash(instance, "toy") == version
+        assert last_ingested_hash(instance, "bulk", "toy") == version
 
         # A fresh sensor (empty cursor) still observes it, but requests no run.
         fresh = evaluate(instance, home)
@@ -199,19 +200,21 @@ def test_materialized_study_is_up_to_date_until_inputs_change(home):
         assert fresh.dynamic_partitions_requests == []
         assert [e.tags[DATA_VERSION_TAG] for e in fresh.asset_events] == [version]
 
-        night = datetime(2025, 1, 2, 3, 0, tzinfo=timezone.utc)
+        night = datetime(2025, 1, 2, 3, 0, tzinfo=UTC)
         assert schedule_requests(instance, home, night) == []
 
         # A method change (bumped code_version of an asset) makes the study stale too.
-        versions = current_code_versions()
+        versions = current_code_versions("bulk")
         assert outdated_assets(instance, "toy", versions) == []
-        bumped = {**versions, dg.AssetKey("deg_results"): "bulk-next"}
-        assert outdated_assets(instance, "toy", bumped) == ["deg_results"]
+        bumped = {**versions, dg.AssetKey(["bulk", "deg_results"]): "bulk-next"}
+        assert outdated_assets(instance, "toy", bumped) == ["bulk/deg_results"]
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr("dge_platform.defs.automation.current_code_versions", lambda: bumped)
+            mp.setattr("dge_platform.defs.automation.current_code_versions",
+                       lambda kind=None: bumped)
             assert [r.partition_key for r in schedule_requests(instance, home, night)] == ["toy"]
-            assert study_status(instance, "toy", version, bumped) == "code changed (deg_results)"
-        assert study_status(instance, "toy", version, versions) == "up to date"
+            assert study_status(instance, "bulk", "toy", version, bumped) == \
+                "code changed (bulk/deg_results)"
+        assert study_status(instance, "bulk", "toy", version, versions) == "up to date"
 
         rewrite_counts(folder)
         new_version = fingerprint(folder)
@@ -230,13 +233,13 @@ def test_materialized_study_is_up_to_date_until_inputs_change(home):
 
 def test_schedule_requests_registered_study_that_never_ran(home, instance):
     write_study(home.studies / "toy")
-    instance.add_dynamic_partitions("studies", ["toy"])
-    when = datetime(2025, 1, 2, 3, 0, tzinfo=timezone.utc)
+    instance.add_dynamic_partitions("bulk_studies", ["toy"])
+    when = datetime(2025, 1, 2, 3, 0, tzinfo=UTC)
 
     assert [r.partition_key for r in schedule_requests(instance, home, when)] == ["toy"]
 
     # A partition whose folder was removed is skipped.
-    instance.add_dynamic_partitions("studies", ["gone"])
+    instance.add_dynamic_partitions("bulk_studies", ["gone"])
     assert [r.partition_key for r in schedule_requests(instance, home, when)] == ["toy"]
 
 
@@ -251,8 +254,8 @@ def test_failed_ingest_is_retried(home):
     try:
         outcome = run_study(instance, "toy", echo=lambda line: None)
         assert not outcome.success
-        assert last_ingested_hash(instance, "toy") != fingerprint(folder)
-        night = datetime(2025, 1, 2, 3, 0, tzinfo=timezone.utc)
+        assert last_ingested_hash(instance, "bulk", "toy") != fingerprint(folder)
+        night = datetime(2025, 1, 2, 3, 0, tzinfo=UTC)
         assert [r.partition_key for r in schedule_requests(instance, home, night)] == ["toy"]
     finally:
         instance.dispose()
@@ -261,8 +264,8 @@ def test_failed_ingest_is_retried(home):
 def test_schedule_batches_contiguous_stale_studies(home, instance):
     for study_id in ("a", "b", "c"):
         write_study(home.studies / study_id, config={"id": study_id})
-    instance.add_dynamic_partitions("studies", ["a", "b", "c"])
-    when = datetime(2025, 1, 2, 3, 0, tzinfo=timezone.utc)
+    instance.add_dynamic_partitions("bulk_studies", ["a", "b", "c"])
+    when = datetime(2025, 1, 2, 3, 0, tzinfo=UTC)
 
     request, = schedule_requests(instance, home, when)
 

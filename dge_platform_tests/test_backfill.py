@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dge_platform.catalog import query
+from dge_platform.definitions import defs
 from dge_platform.defs.batch import (
     MAX_STUDIES_PER_RUN,
     RANGE_END_TAG,
     RANGE_START_TAG,
     study_batches,
 )
-from dge_platform.definitions import defs
 from dge_platform.runner import instance_for, run_studies, run_study
+from dge_platform.storage.catalog import query
 from dge_platform_tests.conftest import write_screen, write_study
 
 STUDIES = ["bulk_a", "bulk_b", "screen_c"]
@@ -54,32 +54,46 @@ def _table(home, table: str, study_id: str) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def test_one_run_materializes_every_study(batch_home):
+def test_one_run_per_kind_materializes_every_study(batch_home):
     home, instance, outcomes = batch_home
-    assert [(o.study_ids, o.success) for o in outcomes] == [(STUDIES, True),
-                                                           (["cross-study"], True)], \
-        outcomes[0].error
-    runs = instance.get_runs(dg.RunsFilter(job_name="study_job"))
-    assert len(runs) == 1 and len(instance.get_runs()) == 2  # + the cross-study refresh
-    assert (runs[0].tags[RANGE_START_TAG], runs[0].tags[RANGE_END_TAG]) == ("bulk_a", "screen_c")
+    assert [(o.study_ids, o.success) for o in outcomes] == [
+        (["bulk_a", "bulk_b"], True), (["screen_c"], True), (["cross-study"], True)], \
+        [o.error for o in outcomes]
+    runs = instance.get_runs(dg.RunsFilter(job_name="bulk_job"))
+    assert len(runs) == 1 and len(instance.get_runs()) == 3  # + screen_job, cross-study
+    assert (runs[0].tags[RANGE_START_TAG], runs[0].tags[RANGE_END_TAG]) == ("bulk_a", "bulk_b")
+    screen_run, = instance.get_runs(dg.RunsFilter(job_name="screen_job"))
 
     degs = query(home, "select study_id, count(*) n from deg_results group by 1 order by 1")
     assert degs.values.tolist() == [["bulk_a", 12], ["bulk_b", 12], ["screen_c", 60 * 4]]
     wells = query(home, "select study_id, count(*) n from well_qc group by 1")
-    assert wells.values.tolist() == [["screen_c", 15]]  # bulk studies: empty tables
+    assert wells.values.tolist() == [["screen_c", 15]]
+    # No table of one kind holds anything, not even an empty file, for another kind's study.
+    for table, study_id in (("well_qc", "bulk_a"), ("compound_activity", "bulk_b"),
+                            ("sample_qc", "screen_c"), ("cell_qc", "bulk_a")):
+        assert not (home.warehouse / table / f"study_id={study_id}").exists(), table
     assert len(_table(home, "sample_qc", "bulk_b")) == 6
     assert len(_table(home, "compound_activity", "screen_c")) == 4
 
-    # One materialization per study and asset, each from the batch run with its own row count.
-    for key, rows in {"deg_results": [12, 12, 240], "well_qc": [0, 0, 15],
-                      "raw_counts": [72, 72, 900]}.items():
-        for study_id, n in zip(STUDIES, rows):
+    # One materialization per study and asset of its kind, with its own row count; none of
+    # another kind's assets.
+    for kind, run, key, rows in (("bulk", runs[0], "deg_results", [12, 12]),
+                                 ("bulk", runs[0], "raw_counts", [72, 72]),
+                                 ("screen", screen_run, "deg_results", [240]),
+                                 ("screen", screen_run, "well_qc", [15])):
+        studies = [s for s in STUDIES if s.startswith(kind)]
+        for study_id, n in zip(studies, rows):
             records = instance.fetch_materializations(dg.AssetRecordsFilter(
-                asset_key=dg.AssetKey(key), asset_partitions=[study_id]), limit=5).records
-            assert [r.run_id for r in records] == [runs[0].run_id], (key, study_id)
+                asset_key=dg.AssetKey([kind, key]), asset_partitions=[study_id]),
+                limit=5).records
+            assert [r.run_id for r in records] == [run.run_id], (key, study_id)
             assert records[0].asset_materialization.metadata["dagster/row_count"].value == n
+    assert not instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey(["screen", "well_qc"]), asset_partitions=["bulk_a"]),
+        limit=1).records
     report = instance.fetch_materializations(dg.AssetRecordsFilter(
-        asset_key=dg.AssetKey("study_report"), asset_partitions=["screen_c"]), limit=1).records
+        asset_key=dg.AssetKey(["screen", "study_report"]), asset_partitions=["screen_c"]),
+        limit=1).records
     assert report[0].asset_materialization.metadata["size_bytes"].value > 0
     for study_id in ("bulk_a", "screen_c"):  # one report per study of the batch, by kind
         assert (home.warehouse / "reports" / f"study_id={study_id}" / "report.html").exists()
@@ -105,15 +119,16 @@ def test_checks_of_a_batch_cover_every_study(batch_home):
     for evaluation in by_name.values():
         assert evaluation.passed
         assert evaluation.metadata["failed_studies"].value == []
-        assert evaluation.metadata["studies_checked"].value == STUDIES
-    assert by_name["deg_results_valid"].metadata["screen_c/problems"].value == []
+        assert evaluation.metadata["studies_checked"].value == ["bulk_a", "bulk_b"]
+    assert by_name["deg_results_valid"].metadata["bulk_b/problems"].value == []
 
 
 def test_every_asset_has_the_multi_run_backfill_policy():
     graph = defs.resolve_asset_graph()
     keys = [k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable
             and graph.get(k).partitions_def is not None]
-    assert len(keys) == 27  # ingest 7, bulk 8, screen 5, enrichment 1, single-cell 6
+    # bulk 15 (ingest 4 + counting 2), screen 17, single-cell 18 (with cell_counts)
+    assert len(keys) == 50
     cross_study = [k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable
                    and graph.get(k).partitions_def is None]
     assert sorted(k.path[-1] for k in cross_study) == ["contrast_similarity", "gene_recurrence"]
@@ -136,10 +151,10 @@ def test_daemon_splits_a_backfill_into_batches():
     keys = [f"s{i:02d}" for i in range(2 * MAX_STUDIES_PER_RUN + 1)]
     launcher = {"module": "dagster._core.test_utils", "class": "MockedRunLauncher"}
     with instance_for_test(overrides={"run_launcher": launcher}) as instance:
-        instance.add_dynamic_partitions("studies", keys)
+        instance.add_dynamic_partitions("bulk_studies", keys)
         graph = defs.resolve_asset_graph()
         selection = [k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable
-                     and graph.get(k).partitions_def is not None]
+                     and k.path[0] == "bulk"]
         instance.add_backfill(PartitionBackfill.from_asset_partitions(
             backfill_id="all_studies", asset_graph=graph, partition_names=keys,
             asset_selection=selection, backfill_timestamp=time.time(), tags={},
@@ -170,7 +185,7 @@ def test_broken_study_fails_the_batch_and_keeps_every_study_intact(batch_home):
     home, instance, _ = batch_home
     before = {(t, s): _table(home, t, s) for t in ("raw_counts", "deg_results", "well_qc")
               for s in STUDIES}
-    # New counts for bulk_a and screen_c, and a negative count for bulk_b.
+    # New counts for bulk_a, and a negative count for bulk_b.
     for study_id in ("bulk_a", "bulk_b"):
         counts = home.studies / study_id / "counts.tsv"
         frame = pd.read_csv(counts, sep="\t", index_col=0) + 5
@@ -178,11 +193,12 @@ def test_broken_study_fails_the_batch_and_keeps_every_study_intact(batch_home):
             frame.iloc[0, 0] = -5
         frame.to_csv(counts, sep="\t")
 
-    outcome, = run_studies(instance, STUDIES, **SILENT)
+    outcome, screen, _ = run_studies(instance, STUDIES, **SILENT)
 
-    assert not outcome.success and outcome.study_ids == STUDIES
+    assert not outcome.success and outcome.study_ids == ["bulk_a", "bulk_b"]
+    assert screen.success  # another kind's run is not held back
     assert outcome.failed_step == "ingest_study"
-    assert outcome.error.startswith("study 'bulk_b' failed (this step covers 3 studies; none "
+    assert outcome.error.startswith("study 'bulk_b' failed (this step covers 2 studies; none "
                                     "of them were written)")
     assert "negative counts" in outcome.error
     for (table, study_id), frame in before.items():

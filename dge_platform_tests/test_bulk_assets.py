@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
-from dge_platform.tables import TABLES
+from dge_platform.storage.tables import TABLES
+from dge_platform_tests._helpers import simulate
 from dge_platform_tests.conftest import copy_bundled, dge, sql, write_study
-from dge_platform_tests.test_bulk_de import simulate
 
 
 @pytest.fixture(scope="module")

@@ -7,18 +7,13 @@ import os
 import time
 import uuid
 
-import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from dge_platform.catalog import CatalogQueryError, connect, query, refresh_catalog
-from dge_platform.tables import TABLES
-from dge_platform.warehouse import STALE_TEMP_SECONDS, Warehouse
-
-
-def counts_frame(n: int, offset: int = 0) -> pd.DataFrame:
-    return pd.DataFrame({"gene_id": [f"g{i}" for i in range(n)], "sample": "s1",
-                         "count": range(offset, offset + n)})
+from dge_platform.storage.catalog import CatalogQueryError, query, refresh_catalog
+from dge_platform.storage.tables import TABLES
+from dge_platform.storage.warehouse import STALE_TEMP_SECONDS, Warehouse
+from dge_platform_tests._helpers import REFUSED_BY_CONNECTION, counts_frame, run_on
 
 
 def test_empty_catalog_has_every_table_with_its_columns(home):
@@ -38,7 +33,8 @@ def test_new_study_is_visible_without_rebuilding_the_catalog(home):
     assert refresh_catalog(home) is False
     assert home.catalog.stat().st_mtime_ns == stamp
     result = query(home, "select study_id, count(*) as n from raw_counts group by 1 order by 1")
-    assert result.to_dict("records") == [{"study_id": "s-one", "n": 3}, {"study_id": "s-two", "n": 5}]
+    assert result.to_dict("records") == [{"study_id": "s-one", "n": 3},
+                                         {"study_id": "s-two", "n": 5}]
 
 
 def test_numeric_looking_study_id_stays_text(home):
@@ -100,7 +96,7 @@ def test_sql_is_read_only_and_confined_to_the_warehouse(home, tmp_path, sql, exp
 
 
 def test_notebook_connection_cannot_unlock_settings(home):
-    from dge_platform.catalog import open_catalog
+    from dge_platform.storage.catalog import open_catalog
 
     refresh_catalog(home)
     con = open_catalog(home.root)
@@ -141,29 +137,6 @@ def _cells():
     return ad.AnnData(np.ones((2, 2), dtype=np.float32))
 
 
-def run_on(surface: str, home, sql: str) -> pd.DataFrame:
-    """``sql`` through ``query`` (``dge sql``) or the notebook connection (``connect``)."""
-    if surface == "query":
-        return query(home, sql)
-    with connect(home) as con:
-        return con.sql(sql).df()
-
-
-# Refused through both surfaces, whatever the warehouse ({wh}: its location; {tmp}: a local
-# folder outside it holding outside.parquet). DuckDB itself would run the first two: its file
-# confinement lets the warehouse be written too, so the statement check stops them.
-REFUSED_BY_CONNECTION = [
-    ("COPY raw_counts TO '{wh}/raw_counts/study_id=s1/data.parquet' (FORMAT parquet)",
-     "COPY statements are not allowed"),
-    ("EXPORT DATABASE '{wh}/dump'", "EXPORT statements are not allowed"),
-    ("COPY (select 1) TO '{tmp}/x.csv'", "COPY statements are not allowed"),
-    ("ATTACH '{tmp}/other.duckdb' AS other", "ATTACH statements are not allowed"),
-    ("INSTALL httpfs", "LOAD statements are not allowed"),
-    ("LOAD httpfs", "LOAD statements are not allowed"),
-    ("select * from read_parquet('{tmp}/outside.parquet')", "refused: Permission Error"),
-    ("select * from read_csv('/etc/passwd')", "refused: Permission Error"),
-]
-
 
 @pytest.mark.parametrize("surface", ["query", "connect"])
 @pytest.mark.parametrize("statement,expect", REFUSED_BY_CONNECTION + [
@@ -184,7 +157,7 @@ def test_both_surfaces_are_read_only_and_confined_to_the_warehouse(home, tmp_pat
 
 
 def test_notebook_connection_hands_out_results_only(home):
-    from dge_platform.catalog import open_catalog
+    from dge_platform.storage.catalog import open_catalog
 
     Warehouse(home.warehouse).write("raw_counts", "s1", counts_frame(4))
     refresh_catalog(home)

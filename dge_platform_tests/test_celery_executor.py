@@ -19,17 +19,15 @@ from itertools import pairwise
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
-import pandas as pd
 import pytest
 
-from dge_platform.catalog import query
 from dge_platform.definitions import defs  # before DGE_EXECUTOR is set: default executor here
 from dge_platform.defs.batch import HEAVY_POOL, range_tags
-from dge_platform.defs.partitions import study_partitions
-from dge_platform.home import DgeHome
+from dge_platform.defs.partitions import STUDY_PARTITIONS
 from dge_platform.runner import instance_for
-from dge_platform_tests.conftest import REPO, write_study
+from dge_platform.storage.catalog import query
+from dge_platform.storage.home import DgeHome
+from dge_platform_tests.conftest import REPO, write_screen
 from dge_platform_tests.services import (  # noqa: F401
     Postgres,
     Redis,
@@ -48,8 +46,10 @@ RUN_TIMEOUT = 300.0
 def celery_home(home: DgeHome, postgres_server: Postgres,  # noqa: F811
                 redis_server: Redis, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
                 tmp_path: Path) -> Iterator[tuple[DgeHome, dg.DagsterInstance, Workers]]:
-    """Three registered bulk studies, the instance on a fresh Postgres database with the heavy
-    pool at 1, and two starting workers; yields (home, instance, {worker name: process})."""
+    """Three registered screens, the instance on a fresh Postgres database with the heavy pool
+    at 1, and two starting workers; yields (home, instance, {worker name: process}). Screens,
+    because their graph has heavy steps ready at the same time (compound_activity and
+    dose_response after deseq2), which only the pool keeps apart."""
     db = f"dge_{uuid.uuid4().hex[:12]}"
     postgres_server.create_database(db)
     env = {**postgres_server.env(db), "DGE_EXECUTOR": "celery",
@@ -59,14 +59,9 @@ def celery_home(home: DgeHome, postgres_server: Postgres,  # noqa: F811
         monkeypatch.setenv(name, value)
     shutil.copy(REPO / "deploy" / "dagster.yaml", home.dagster_home / "dagster.yaml")
     for i, study_id in enumerate(STUDIES):
-        # Negative binomial (mean 50, dispersion 0.2): purely Poisson counts leave no
-        # dispersion to estimate, and the blind VST of such a study is NaN.
-        counts = pd.DataFrame(np.random.default_rng(i).negative_binomial(5, 5 / 55, (12, 6)) + 1,
-                              columns=[f"s{k}" for k in range(1, 7)],
-                              index=pd.Index([f"g{k}" for k in range(12)], name="gene_id"))
-        write_study(home.studies / study_id, config={"id": study_id}, counts=counts)
+        write_screen(home.studies / study_id, config={"id": study_id}, seed=i)
     instance = instance_for(home)
-    instance.add_dynamic_partitions(study_partitions.name, STUDIES)
+    instance.add_dynamic_partitions(STUDY_PARTITIONS["screen"].name, STUDIES)
     # What `dagster instance concurrency set dge_heavy 1` does.
     instance.event_log_storage.set_concurrency_slots(HEAVY_POOL, 1)
     workers = {name: _start_worker(name, tmp_path / f"{name}.log") for name in WORKERS}
@@ -156,19 +151,19 @@ def test_steps_run_on_both_workers_and_heavy_steps_never_overlap(celery_home, tm
     with (tmp_path / "run.log").open("wb") as out:
         launched = subprocess.run(
             [str(BIN / "dagster"), "job", "execute", "-m", "dge_platform.definitions",
-             "-j", "study_job", "--tags", json.dumps(range_tags(STUDIES[0], STUDIES[-1]))],
+             "-j", "screen_job", "--tags", json.dumps(range_tags(STUDIES[0], STUDIES[-1]))],
             stdout=out, stderr=subprocess.STDOUT, timeout=RUN_TIMEOUT, check=False)
     seconds = time.monotonic() - start
     logs = {name: tmp_path / f"{name}.log" for name in ["run", *WORKERS]}
     assert launched.returncode == 0, "\n".join(f"{n}:\n{_tail(p)}" for n, p in logs.items())
     processes = {name: _descendants(process.pid) for name, process in workers.items()}
 
-    [run] = instance.get_runs(dg.RunsFilter(job_name="study_job"))
+    [run] = instance.get_runs(dg.RunsFilter(job_name="screen_job"))
     assert run.status == dg.DagsterRunStatus.SUCCESS
     events = [entry for entry in instance.all_logs(run.run_id) if entry.dagster_event]
     starts = {e.step_key: e for e in events if e.dagster_event.event_type_value == "STEP_START"}
     ends = {e.step_key: e for e in events if e.dagster_event.event_type_value == "STEP_SUCCESS"}
-    assert set(starts) == set(ends) and len(starts) >= 15
+    assert set(starts) == set(ends) and len(starts) >= 10
 
     # Which worker ran each step: the worker name Celery recorded, and the pid of the process
     # that emitted STEP_START, which must belong to that worker's process tree.
@@ -185,7 +180,7 @@ def test_steps_run_on_both_workers_and_heavy_steps_never_overlap(celery_home, tm
     # Pool dge_heavy at 1: heavy steps ran one after the other...
     heavy = _heavy_steps()
     spans = sorted((starts[s].timestamp, ends[s].timestamp, s) for s in heavy)
-    assert len(spans) == 8
+    assert len(spans) == 4  # deseq2, compound_activity, dose_response, enrichment
     for (_, end, step), (start_next, _, step_next) in pairwise(spans):
         assert start_next >= end, f"{step_next} started before {step} ended"
     # ...and the limit is what kept them apart: a heavy step whose inputs were ready before
@@ -200,12 +195,12 @@ def test_steps_run_on_both_workers_and_heavy_steps_never_overlap(celery_home, tm
               if ready[b] <= starts[a].timestamp and submitted[b] >= ends[a].timestamp}
     assert waited, spans
 
-    # Every study's tables are complete: 12 genes x 1 contrast, 6 samples each.
+    # Every study's tables are complete: 60 genes x 4 conditions, 15 wells each.
     counts = query(home, """
         select study_id, (select count(*) from deg_results d where d.study_id = s.study_id),
-               (select count(*) from sample_qc q where q.study_id = s.study_id)
+               (select count(*) from well_qc q where q.study_id = s.study_id)
         from studies s order by 1""")
-    assert counts.to_numpy().tolist() == [[s, 12, 6] for s in STUDIES]
+    assert counts.to_numpy().tolist() == [[s, 240, 15] for s in STUDIES]
     assert all((home.warehouse / "reports" / f"study_id={s}" / "report.html").is_file()
                for s in STUDIES)
     record_property("report: celery run of 3 studies (s)", round(seconds, 1))
@@ -214,6 +209,6 @@ def test_steps_run_on_both_workers_and_heavy_steps_never_overlap(celery_home, tm
 
 
 def _heavy_steps() -> set[str]:
-    job = defs.resolve_job_def("study_job")
+    job = defs.resolve_job_def("screen_job")
     return {name for name, node in job.graph.node_dict.items()
             if node.definition.pool == HEAVY_POOL}

@@ -10,10 +10,10 @@ import scipy.sparse as sp
 from sklearn.metrics import adjusted_rand_score
 from sklearn.neighbors import NearestNeighbors
 
-from bench.simulate_singlecell import NAMED_MARKERS, simulate_cells
-from dge_platform.cell_embedding import annotate_clusters, embed_cells
-from dge_platform.marker_genes import MARKER_COLUMNS, marker_genes
-from dge_platform.plots import umap_plot
+from dge_platform.outputs.plots import umap_plot
+from dge_platform.sim.singlecell import NAMED_MARKERS, simulate_cells
+from dge_platform.singlecell.embedding import annotate_clusters, embed_cells
+from dge_platform.singlecell.markers import MARKER_COLUMNS, marker_genes
 
 MARKERS = {cell_type: list(symbols) for cell_type, symbols in NAMED_MARKERS.items()}
 

@@ -12,10 +12,17 @@ import pytest
 import scipy.sparse as sp
 from sklearn.metrics import roc_auc_score
 
-from bench.simulate_singlecell import simulate_cells
-from dge_platform.cell_qc import (QC_COLUMNS, QC_REASONS, cell_qc, doublet_scores,
-                                  outlier_flags, qc_metrics, qc_summary)
-from dge_platform.plots import cell_qc_distributions
+from dge_platform.outputs.plots import cell_qc_distributions
+from dge_platform.sim.singlecell import simulate_cells
+from dge_platform.singlecell.qc import (
+    QC_COLUMNS,
+    QC_REASONS,
+    cell_qc,
+    doublet_scores,
+    outlier_flags,
+    qc_metrics,
+    qc_summary,
+)
 
 N_HIGH_MITO, N_LOW_COUNTS = 6, 6
 

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from dge_platform.cli import main
+from dge_platform_tests._helpers import simulate
 from dge_platform_tests.conftest import copy_bundled, write_study
-from dge_platform_tests.test_bulk_de import simulate
 
 
 def dge(*args):
@@ -187,6 +187,7 @@ def test_run_all_registered_studies_in_one_batched_run(home):
     lines = result.output.splitlines()
     assert "[toy_a..toy_b]   ingest_study: started" in lines
     assert "[toy_b]     wrote raw_counts (72 rows)" in lines
-    assert "[toy_a]     wrote well_qc (0 rows)" in lines  # bulk study: empty screen table
+    # Bulk studies run the bulk graph only: no screen or single-cell table, not even empty.
+    assert not [line for line in lines if "well_qc" in line or "cell_qc" in line]
     assert "[toy_a..toy_b]     check deg_results_valid: passed" in lines
     assert len([line for line in lines if line.startswith("toy_a, toy_b: ok (")]) == 1

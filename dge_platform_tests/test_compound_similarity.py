@@ -10,9 +10,14 @@ import pandas as pd
 import pytest
 from scipy.stats import false_discovery_control, norm
 
-from dge_platform.compound_similarity import (
-    NEIGHBOR_COLUMNS, compound_similarity, conditions, informative_genes, signature_matrix)
-from dge_platform.plots import similarity_heatmap
+from dge_platform.outputs.plots import similarity_heatmap
+from dge_platform.screen.similarity import (
+    NEIGHBOR_COLUMNS,
+    compound_similarity,
+    conditions,
+    informative_genes,
+    signature_matrix,
+)
 
 MECHANISMS = {"HDAC": ["VORINOSTAT", "PANOBINOSTAT", "ENTINOSTAT"],
               "TOP2": ["ETOPOSIDE", "DOXORUBICIN", "MITOXANTRONE"],
@@ -29,7 +34,7 @@ def screen_results(seed: int = 0, n_genes: int = 2000, n_signature: int = 150,
     rng = np.random.default_rng(seed)
     genes = [f"G{i:05d}" for i in range(n_genes)]
     frames = []
-    for m, (mechanism, compounds) in enumerate(MECHANISMS.items()):
+    for compounds in MECHANISMS.values():
         signature = np.zeros(n_genes)
         members = rng.choice(n_genes, n_signature, replace=False)
         signature[members] = rng.choice([-5.0, 5.0], n_signature)

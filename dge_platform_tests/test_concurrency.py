@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 import dagster as dg
 import pytest
 
-from bench.soak import write_version
-from dge_platform.catalog import query
 from dge_platform.defs.batch import range_tags
-from dge_platform.defs.partitions import study_partitions
-from dge_platform.home import DgeHome
+from dge_platform.defs.partitions import STUDY_PARTITIONS
 from dge_platform.runner import QUIET_LOGS, instance_for
+from dge_platform.sim.soak import write_version
+from dge_platform.storage.catalog import query
+from dge_platform.storage.home import DgeHome
 from dge_platform_tests.conftest import REPO, dge_process
 
 STUDIES = ["c0", "c1", "c2", "c3"]
@@ -103,12 +103,12 @@ def assert_complete(home: DgeHome, full: dict[tuple[str, str], int]) -> None:
 
 
 def multiprocess_study_job() -> dg.JobDefinition:
-    """The study job on the multiprocess executor (each step in its own process), built from
+    """The bulk job on the multiprocess executor (each step in its own process), built from
     the platform's definitions; step processes rebuild it by importing this module."""
     from dge_platform.definitions import defs
-    from dge_platform.defs.automation import study_job
+    from dge_platform.defs.automation import JOBS
 
-    job = dg.define_asset_job("study_job_multiprocess", selection=study_job.selection,
+    job = dg.define_asset_job("bulk_job_multiprocess", selection=JOBS["bulk"].selection,
                               executor_def=dg.multiprocess_executor)
     return dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def(job.name)
 
@@ -121,7 +121,7 @@ def test_one_multiprocess_run_over_four_studies(home, four_studies, record_prope
 
 
 def _multiprocess_run(home, instance, four_studies, record_property):
-    instance.add_dynamic_partitions(study_partitions.name, STUDIES)
+    instance.add_dynamic_partitions(STUDY_PARTITIONS["bulk"].name, STUDIES)
     # Steps fork from a server that imported the definitions once; spawning a fresh
     # interpreter per step would import them for each of the job's steps.
     executor = {"max_concurrent": len(STUDIES), "start_method": {
@@ -169,7 +169,7 @@ def test_four_dge_run_processes_at_once(home, four_studies, record_property):
 STARTER = """
 import sys, time
 from pathlib import Path
-from dge_platform.home import resolve_home
+from dge_platform.storage.home import resolve_home
 from dge_platform.runner import instance_for, register_studies
 go, ready, study_id = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 ready.touch()
@@ -178,7 +178,7 @@ while not go.exists():
     if time.monotonic() > deadline:
         sys.exit("no go signal")
     time.sleep(0.001)
-register_studies(instance_for(resolve_home()), [study_id], echo=print)
+register_studies(instance_for(resolve_home()), {study_id: "bulk"}, echo=print)
 """
 
 
@@ -200,4 +200,5 @@ def test_dge_processes_starting_together_on_a_fresh_instance(home, tmp_path):
     go.touch()
     outputs = [s.communicate(timeout=300)[0] for s in starters]
     assert [s.returncode for s in starters] == [0] * len(STUDIES), outputs
-    assert sorted(instance_for(home).get_dynamic_partitions(study_partitions.name)) == STUDIES
+    registered = instance_for(home).get_dynamic_partitions(STUDY_PARTITIONS["bulk"].name)
+    assert sorted(registered) == STUDIES

@@ -29,7 +29,8 @@ def set_yaml(folder, **changes):
 def test_airway_csv_with_short_header_and_crlf(tmp_path):
     study = validate_study(copy_bundled("airway", tmp_path)).study
     # First and last rows of the published airway matrix.
-    assert study.counts.loc["ENSG00000000003"].tolist() == [679, 448, 873, 408, 1138, 1047, 770, 572]
+    assert study.counts.loc["ENSG00000000003"].tolist() == [679, 448, 873, 408, 1138, 1047, 770,
+                                                            572]
     # Independent parse with the csv module: same genes, same per-sample totals.
     with gzip.open(tmp_path / "airway" / "airway_counts.csv.gz", "rt", newline="") as fh:
         rows = list(csv.reader(fh))
@@ -90,7 +91,8 @@ def test_star_needs_strandedness(toy_study):
 def test_star_glob_matching_nothing(toy_study):
     set_yaml(toy_study, counts="star/*ReadsPerGene.out.tab", strandedness="reverse")
     problems = [str(p) for p in validate_study(toy_study).problems]
-    assert problems[0].startswith("study.yaml: counts: no file matches 'star/*ReadsPerGene.out.tab'")
+    assert problems[0].startswith(
+        "study.yaml: counts: no file matches 'star/*ReadsPerGene.out.tab'")
 
 
 @pytest.mark.parametrize("sparse", [False, True])
@@ -137,7 +139,8 @@ def test_csv_extension_detects_comma(tmp_path):
 def test_fingerprint_covers_glob_matches_validation_reads(toy_study):
     """A glob may match a file whose name starts with '~' (refused when named directly):
     validation reads it, so the sensor's fingerprint must cover it too."""
-    from dge_platform.registry import fingerprint, input_files
+    from dge_platform.registry import fingerprint
+    from dge_platform.validation import input_files
 
     frame = reference(toy_study)
     frame = frame.rename(columns={frame.columns[0]: "~" + frame.columns[0]})

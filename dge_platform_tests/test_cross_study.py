@@ -8,11 +8,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dge_platform.cross_study import (
-    NEIGHBOR_COLUMNS, RECURRENCE_COLUMNS, contrast_similarity, gene_recurrence,
-    signature_key, signature_values)
-from dge_platform.signature_search import (
-    SEARCH_COLUMNS, connectivity_scores, query_from_contrast)
+from dge_platform.cross_study.meta_analysis import (
+    NEIGHBOR_COLUMNS,
+    RECURRENCE_COLUMNS,
+    contrast_similarity,
+    gene_recurrence,
+    signature_key,
+    signature_values,
+)
+from dge_platform.cross_study.signature_search import (
+    SEARCH_COLUMNS,
+    connectivity_scores,
+    query_from_contrast,
+)
 
 TP53, MYC, GAPDH = "ENSG00000141510", "ENSG00000136997", "ENSG00000111640"
 

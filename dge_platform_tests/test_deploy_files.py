@@ -13,8 +13,10 @@ from dge_platform_tests.conftest import REPO
 from dge_platform_tests.services import PG_ENV
 
 DEPLOY = REPO / "deploy"
-HEAVY_ASSETS = {"library_counts", "deseq2", "compound_activity", "dose_response", "cell_qc",
-                "sc_processed", "marker_genes", "enrichment"}
+HEAVY_ASSETS = {"bulk": {"library_counts", "deseq2", "enrichment"},
+                "screen": {"deseq2", "compound_activity", "dose_response", "enrichment"},
+                "singlecell": {"cell_qc", "sc_processed", "deseq2", "marker_genes", "enrichment"}}
+"""The steps of each kind's job that fit models or hold a study's cells in memory."""
 
 
 def _load(name: str) -> dict:
@@ -99,13 +101,16 @@ def test_heavy_steps_are_in_the_pool_with_pod_resources():
 
     from dge_platform.definitions import defs
 
-    job = defs.resolve_job_def("study_job")
-    pools = {name: node.definition.pool for name, node in job.graph.node_dict.items()}
-    assert {name for name, pool in pools.items() if pool == HEAVY_POOL} == HEAVY_ASSETS
-    assert set(pools.values()) == {HEAVY_POOL, None}
-    for name in HEAVY_ASSETS:
-        tag = json.loads(job.graph.node_dict[name].definition.tags["dagster-k8s/config"])
-        assert tag["container_config"]["resources"] == HEAVY_STEP_RESOURCES
+    for kind, heavy in HEAVY_ASSETS.items():
+        job = defs.resolve_job_def(f"{kind}_job")
+        pools = {name.removeprefix(f"{kind}__"): node.definition.pool
+                 for name, node in job.graph.node_dict.items()}
+        assert {name for name, pool in pools.items() if pool == HEAVY_POOL} == heavy
+        assert set(pools.values()) == {HEAVY_POOL, None}
+        for name in heavy:
+            node = job.graph.node_dict[f"{kind}__{name}"]
+            tag = json.loads(node.definition.tags["dagster-k8s/config"])
+            assert tag["container_config"]["resources"] == HEAVY_STEP_RESOURCES
     assert HEAVY_POOL in (DEPLOY / "dagster.yaml").read_text()
     assert HEAVY_POOL in (DEPLOY / "helm" / "values.yaml").read_text()
 

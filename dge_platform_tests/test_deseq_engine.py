@@ -9,9 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.simulate_screen import simulate_screen
-from dge_platform.bulk_de import fit_deseq2
-from dge_platform.deseq_engine import (
+from dge_platform.de.engine import (
     DispersionTrend,
     GroupBlockDesign,
     blind_vst,
@@ -22,13 +20,15 @@ from dge_platform.deseq_engine import (
     shrinkage_prior_scale,
     two_group_test,
 )
-from dge_platform.design import study_design_frame
-from dge_platform.plate_map import analysis_wells
-from dge_platform.study import Contrast
+from dge_platform.de.fit import fit_deseq2
+from dge_platform.screen.plate_map import analysis_wells
+from dge_platform.screen.well_qc import well_qc
+from dge_platform.sim.screen import simulate_screen
+from dge_platform.study.config import Contrast
+from dge_platform.study.design import study_design_frame
 from dge_platform.validation import load_study
-from dge_platform.well_qc import well_qc
+from dge_platform_tests._helpers import jaccard, simulate
 from dge_platform_tests.conftest import BUNDLED
-from dge_platform_tests.test_bulk_de import jaccard, simulate
 
 
 def both_engines(counts, frame, design, contrasts, **kwargs):

@@ -17,16 +17,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import dge_platform.deseq_engine as engine
-from dge_platform.dispersion import (
+import dge_platform.de.engine as engine
+from dge_platform.de.dispersion import (
     _EXP_Q,
     RRandomStream,
     _exp_rand_length,
     _exp_rand_value,
     simulated_prior_variance,
 )
-from dge_platform.study import Contrast
-from dge_platform_tests.test_bulk_de import jaccard
+from dge_platform.study.config import Contrast
+from dge_platform_tests._helpers import jaccard
 
 FIXTURES = Path(__file__).parent / "fixtures" / "r_deseq2"
 MONOCYTES = ["CD14+ Monocytes", "FCGR3A+ Monocytes"]

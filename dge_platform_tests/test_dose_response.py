@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 
-from dge_platform.dose_response import compound_potency, fit_dose_response
+from dge_platform.screen.dose_response import compound_potency, fit_dose_response
 
 # An 8-point 3-fold dilution series topping out at 10 (uM), as in a DRUG-seq screen.
 LEVELS = 10 * 3.0 ** -np.arange(8)[::-1]

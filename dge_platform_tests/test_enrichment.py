@@ -7,24 +7,24 @@ import pandas as pd
 import pytest
 from scipy.stats import hypergeom, spearmanr
 
-from dge_platform.enrichment import (
-    deg_lists,
-    enrich_contrast,
-    genes_tested,
-    gsea_prerank,
-    over_representation,
-)
-from dge_platform.gene_annotation import map_symbols, strip_version
-from dge_platform.gsea import prerank
-from dge_platform.gene_sets import (
+from dge_platform.enrichment.annotation import map_symbols, strip_version
+from dge_platform.enrichment.gene_sets import (
     GmtError,
     filter_sets,
     load_collections,
     read_gmt,
     shipped_collections,
 )
+from dge_platform.enrichment.gsea import prerank
+from dge_platform.enrichment.ora import (
+    deg_lists,
+    enrich_contrast,
+    genes_tested,
+    gsea_prerank,
+    over_representation,
+)
 from dge_platform.validation import validate_study
-from dge_platform_tests.test_validation import edit_yaml, problems_of
+from dge_platform_tests._helpers import edit_yaml, problems_of
 
 
 def test_shipped_human_collections_read():
@@ -76,7 +76,8 @@ def test_ora_pvalues_equal_scipy_hypergeometric():
                             "log2_fold_change_shrunk": rng.normal(0, 1, 1000)})
     results.loc[:99, "padj"] = np.nan  # untested genes are not in the universe
     planted = genes[100:140]
-    results.loc[results["gene_key"].isin(planted), ["padj", "log2_fold_change_shrunk"]] = [1e-4, 2.0]
+    results.loc[results["gene_key"].isin(planted),
+                ["padj", "log2_fold_change_shrunk"]] = [1e-4, 2.0]
     sets = {"planted": planted + genes[:10], "random": list(rng.choice(genes, 60, replace=False))}
     universe = genes_tested(results)
     hits = deg_lists(universe, alpha=0.05, lfc_threshold=0.0)["ora_up"]

@@ -7,18 +7,18 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
 import pytest
 from openpyxl import load_workbook
 
-from dge_platform.export import (
+from dge_platform.outputs.export import (
     GENE_COLUMNS,
     build_export,
-    deg_export_tables,
     default_output_name,
+    deg_export_tables,
     export_table,
     unique_sheet_names,
     write_export,
@@ -258,7 +258,7 @@ def test_single_cell_sheet_per_contrast_and_cell_type():
         ["stim_vs_ctrl", "B cells"], ["stim_vs_ctrl", "CD14+ Monocytes"],
         ["late_vs_ctrl", "B cells"]]
 
-    when = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    when = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
     export = build_export(results, STUDY, exported_at=when, version="9.9")
     listing = export.about["sheets"]
     assert listing[["sheet", "cell_type", "genes", "tested", "degs_up", "degs_down"]] \

@@ -25,10 +25,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-import pytest
 
-from bench.soak import catalog_mismatches, temp_files, write_version
-from dge_platform.catalog import _catalog_lock, refresh_catalog
 from dge_platform.runner import (
     LAUNCHED_BY_TAG,
     PROCESS_TAG,
@@ -36,8 +33,10 @@ from dge_platform.runner import (
     instance_for,
     process_id,
 )
-from dge_platform.tables import TABLES
-from dge_platform.warehouse import STALE_TEMP_SECONDS, Warehouse
+from dge_platform.sim.soak import catalog_mismatches, temp_files, write_version
+from dge_platform.storage.catalog import _catalog_lock, refresh_catalog
+from dge_platform.storage.tables import TABLES
+from dge_platform.storage.warehouse import STALE_TEMP_SECONDS, Warehouse
 from dge_platform_tests.conftest import REPO, dge, dge_process, sql
 
 TIMEOUT = 300.0
@@ -49,7 +48,7 @@ WRITER = """
 import sys
 import numpy as np
 import pandas as pd
-from dge_platform.warehouse import Warehouse
+from dge_platform.storage.warehouse import Warehouse
 root, study, rows = sys.argv[1], sys.argv[2], int(sys.argv[3])
 genes = np.array([f"g{i}" for i in range(1000)], dtype=object)
 frame = pd.DataFrame({"gene_id": np.resize(genes, rows), "sample": "s1",
@@ -59,8 +58,8 @@ while True:
 """
 REFRESHER = """
 import sys
-from dge_platform.catalog import refresh_catalog
-from dge_platform.home import resolve_home
+from dge_platform.storage.catalog import refresh_catalog
+from dge_platform.storage.home import resolve_home
 home = resolve_home(sys.argv[1])
 while True:
     refresh_catalog(home, force=True)
@@ -210,7 +209,7 @@ def test_kill_dge_run_mid_run(home):
     # The next run needs no clean-up: it marks the dead run failed and replaces every table.
     result = dge("run", STUDY)
     assert result.exit_code == 0, result.output
-    assert f"marked run {killed.run_id[:8]} (study_job) failed" in result.output
+    assert f"marked run {killed.run_id[:8]} (bulk_job) failed" in result.output
     assert instance_for(home).get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.FAILURE
     assert count("deg_results") == 400
     assert catalog_mismatches(home) == []
@@ -227,7 +226,7 @@ def test_only_runs_of_dead_dge_processes_are_failed(home):
               "other host": f"elsewhere:{dead}:1"}
     runs = {}
     for name, owner in owners.items():
-        runs[name] = dg.DagsterRun(job_name="study_job", run_id=str(uuid.uuid4()),
+        runs[name] = dg.DagsterRun(job_name="bulk_job", run_id=str(uuid.uuid4()),
                                    status=dg.DagsterRunStatus.STARTED,
                                    tags={LAUNCHED_BY_TAG: "dge run", PROCESS_TAG: owner})
         instance.add_run(runs[name])

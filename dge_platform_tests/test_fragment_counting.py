@@ -18,10 +18,15 @@ import pandas as pd
 import pysam
 import pytest
 
-from bench.simulate_bam import simulate_bam
-from dge_platform.fragment_counting import (STRANDEDNESS, BamError, count_fragments,
-                                            infer_strandedness, strand_fraction)
-from dge_platform.gene_models import GtfError, read_gtf
+from dge_platform.counting.fragments import (
+    STRANDEDNESS,
+    BamError,
+    count_fragments,
+    infer_strandedness,
+    strand_fraction,
+)
+from dge_platform.readers.gene_models import GtfError, read_gtf
+from dge_platform.sim.bam import simulate_bam
 
 REPO = Path(__file__).resolve().parents[1]
 AIRWAY = REPO / "data" / "upstream" / "airway"
@@ -460,7 +465,7 @@ def test_strand_evidence_on_known_orientations(tmp_path, options, sense, antisen
 
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory):
-    """Small simulated BAMs (bench/simulate_bam.py), 3 % multi-mappers: per library
+    """Small simulated BAMs (dge_platform/sim/bam.py), 3 % multi-mappers: per library
     strandedness the GTF and BAM; genes apart, so a fragment hits at most one gene."""
     folder = tmp_path_factory.mktemp("simulated")
     return {s: simulate_bam(folder / s, n_pairs=20_000, n_genes=300, seed=3, stranded=s,

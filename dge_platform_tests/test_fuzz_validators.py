@@ -28,7 +28,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dge_platform.study import STUDY_FILE, StudyConfig
+from dge_platform.study.config import StudyConfig
+from dge_platform.study.paths import STUDY_FILE
 from dge_platform.validation import ValidationReport, validate_study
 from dge_platform_tests.conftest import dge, write_screen, write_study
 

@@ -13,15 +13,11 @@ import pysam
 import pytest
 import yaml
 
-from dge_platform.library_counts import (
-    STAT_COLUMNS,
-    assemble_counts,
-    count_libraries,
-    summed_stats,
-)
-from dge_platform.quant_import import import_quantifications, read_tx2gene
-from dge_platform.registry import fingerprint, input_files
-from dge_platform.validation import validate_study, with_built_counts
+from dge_platform.counting.libraries import assemble_counts, count_libraries, summed_stats
+from dge_platform.counting.tximport import import_quantifications, read_tx2gene
+from dge_platform.registry import fingerprint
+from dge_platform.storage.tables import STAT_COLUMNS
+from dge_platform.validation import input_files, validate_study, with_built_counts
 
 UPSTREAM = Path(__file__).resolve().parents[1] / "data" / "upstream" / "airway"
 FIXTURES = Path(__file__).parent / "fixtures" / "r_counting"
@@ -336,8 +332,8 @@ def bam_run(tmp_path_factory):
 
 
 def sql(root: Path, text: str) -> pd.DataFrame:
-    from dge_platform.catalog import query
-    from dge_platform.home import DgeHome
+    from dge_platform.storage.catalog import query
+    from dge_platform.storage.home import DgeHome
 
     return query(DgeHome(root), text)
 
@@ -378,7 +374,8 @@ def test_report_and_ui_show_counting(bam_run):
     import dagster as dg
 
     with dg.DagsterInstance.from_config(str(root / "dagster_home")) as instance:
-        event = instance.get_latest_materialization_event(dg.AssetKey("library_counts"))
+        event = instance.get_latest_materialization_event(
+            dg.AssetKey(["bulk", "library_counts"]))
     metadata = event.asset_materialization.metadata
     assert sorted(metadata["counted"].value) == sorted(AIRWAY)
     assert "![fragment_assignment](data:image/png;base64," in metadata[
@@ -393,9 +390,9 @@ def fastq_run(tmp_path_factory):
     after a change that does not touch the reads, reuses the index and every quantification."""
     from click.testing import CliRunner
 
-    from bench.simulate_reads import simulate_study
     from dge_platform.cli import main
-    from dge_platform_tests.test_salmon_quant import require_salmon
+    from dge_platform.sim.reads import simulate_study
+    from dge_platform_tests._helpers import require_salmon
 
     require_salmon()
     source = tmp_path_factory.mktemp("incoming") / "reads"
@@ -427,7 +424,8 @@ def test_fastq_gene_counts_follow_the_truth(fastq_run, record_property):
     assert set(counts.index) == set(truth.index)
     for sample in truth.columns:
         rho = counts[sample].reindex(truth.index).corr(truth[sample], method="spearman")
-        record_property(f"report: FASTQ->salmon->raw_counts Spearman {sample}", round(float(rho), 4))
+        record_property(f"report: FASTQ->salmon->raw_counts Spearman {sample}",
+                        round(float(rho), 4))
         assert rho >= 0.95, sample
     qc = sql(root, "select * from sample_qc order by sample").set_index("sample")
     assert (qc["count_source"] == "fastq").all()
@@ -457,7 +455,7 @@ def test_second_run_reuses_index_and_quantifications(fastq_run):
     with dg.DagsterInstance.from_config(str(root / "dagster_home")) as instance:
         def events(asset):
             return [r.asset_materialization.metadata for r in instance.fetch_materializations(
-                dg.AssetKey(asset), limit=10).records]
+                dg.AssetKey(["bulk", asset]), limit=10).records]
 
         index = events("salmon_index")
         counted = events("library_counts")
@@ -467,7 +465,7 @@ def test_second_run_reuses_index_and_quantifications(fastq_run):
 
 
 def test_quantifier_is_detected_from_the_outputs(tmp_path):
-    from dge_platform.library_counts import Library, detect_quantifier
+    from dge_platform.counting.libraries import Library, detect_quantifier
 
     (tmp_path / "k1").mkdir()
     (tmp_path / "k1" / "abundance.h5").write_bytes(b"x")
@@ -547,7 +545,7 @@ def test_damaged_bam_fails_the_run_and_keeps_previous_results(tmp_path, monkeypa
 def test_reads_on_the_other_strand_are_refused_and_unstranded_is_noted(tmp_path):
     """A reverse-stranded library counted as forward would miss most fragments: an error;
     counted as unstranded (the default): a note saying what to set."""
-    from bench.simulate_bam import simulate_bam
+    from dge_platform.sim.bam import simulate_bam
 
     folder = tmp_path / "s"
     (folder / "bams").mkdir(parents=True)

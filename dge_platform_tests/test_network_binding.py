@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from dge_platform_tests._helpers import STARTUP_TIMEOUT, _stop
 from dge_platform_tests.services import free_port
-from dge_platform_tests.test_webserver import STARTUP_TIMEOUT, _stop
 
 LISTEN = "0A"
 LOOPBACK = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1, ::1 in /proc/net

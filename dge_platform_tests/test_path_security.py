@@ -1,4 +1,4 @@
-"""Nothing a study supplies reaches outside the data root (README, "Security").
+"""Nothing a study supplies reaches outside the data root (docs/security.md).
 
 Study ids (study.yaml, registered folder names, ``dge add``, ``dge run``) must match the id
 pattern; a path in study.yaml is relative to the study folder and, after symbolic links are
@@ -19,9 +19,10 @@ import pytest
 import scipy.sparse as sp
 import yaml
 
-from dge_platform.registry import add_study, fingerprint, input_files
-from dge_platform.study import STUDY_FILE, is_valid_study_id
-from dge_platform.validation import validate_study
+from dge_platform._core.study_ids import is_valid_study_id
+from dge_platform.registry import add_study, fingerprint
+from dge_platform.study.paths import STUDY_FILE
+from dge_platform.validation import input_files, validate_study
 from dge_platform_tests.conftest import BUNDLED, dge, write_screen, write_study
 
 TENX = Path(__file__).parent / "fixtures" / "tenx" / "3.0.0" / "filtered_feature_bc_matrix"
@@ -299,7 +300,7 @@ def test_dge_run_skips_stray_folders_that_are_not_study_ids(home):
 
 
 def test_add_removes_staging_copies_of_killed_adds(home, tmp_path):
-    from dge_platform.warehouse import STALE_TEMP_SECONDS
+    from dge_platform.storage.warehouse import STALE_TEMP_SECONDS
 
     old = home.studies / ".incoming-toy-deadbeef"
     fresh = home.studies / ".retired-toy-cafecafe"  # another add may still be using it

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dge_platform.home import DgeHome
+from dge_platform.storage.home import DgeHome
 from dge_platform_tests.conftest import REPO, dge, write_study
 from dge_platform_tests.services import Postgres, postgres_server  # noqa: F401
 
@@ -37,26 +37,26 @@ def test_dge_run_is_recorded_in_postgres(pg_home, postgres_server: Postgres,  # 
 
     runs = postgres_server.query(db, "select pipeline_name, status from runs "
                                      "order by create_timestamp")
-    assert runs == [("study_job", "SUCCESS"), ("cross_study_job", "SUCCESS")]
+    assert runs == [("bulk_job", "SUCCESS"), ("cross_study_job", "SUCCESS")]
     assert postgres_server.query(db, "select partitions_def_name, partition "
-                                      "from dynamic_partitions") == [("studies", "pg_study")]
+                                      "from dynamic_partitions") == [("bulk_studies", "pg_study")]
     # The study's run: every step started and succeeded, in Postgres's event log.
     events = dict(postgres_server.query(db, """
         select e.dagster_event_type, count(*) from event_logs e join runs r using (run_id)
-        where r.pipeline_name = 'study_job' and e.dagster_event_type is not null group by 1"""))
-    assert events["STEP_START"] == events["STEP_SUCCESS"] >= 15
+        where r.pipeline_name = 'bulk_job' and e.dagster_event_type is not null group by 1"""))
+    assert events["STEP_START"] == events["STEP_SUCCESS"] >= 8
     assert "STEP_FAILURE" not in events
     # Materializations carry the study partition; the asset index knows every table.
     materialized = {key for key, in postgres_server.query(db, """
         select asset_key from event_logs
         where dagster_event_type = 'ASSET_MATERIALIZATION' and partition = %s""", "pg_study")}
-    assert {f'["{table}"]' for table in ("deg_results", "raw_counts", "sample_qc",
+    assert {f'["bulk", "{table}"]' for table in ("deg_results", "raw_counts", "sample_qc",
                                          "study_report")} <= materialized
     indexed = {key for key, in postgres_server.query(db, "select asset_key from asset_keys")}
     assert materialized <= indexed and '["gene_recurrence"]' in indexed
     checks = postgres_server.query(db, """
         select check_name, execution_status from asset_check_executions
-        where asset_key = '["deg_results"]'""")
+        where asset_key = '["bulk", "deg_results"]'""")
     assert checks == [("deg_results_valid", "SUCCEEDED")]
 
     # Nothing went to the default SQLite storage, and the password is nowhere in the records.

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from dge_platform.pseudobulk import pseudobulk, pseudobulk_de
-from dge_platform.study import Contrast
+from dge_platform.singlecell.de import pseudobulk_de
+from dge_platform.singlecell.pseudobulk import pseudobulk
+from dge_platform.study.config import Contrast
 
 CELLS = Path(__file__).parent / "fixtures" / "r_deseq2" / "singlecell_sim_cells.h5ad"
 KEYS = ["cell_type", "donor", "condition"]
@@ -53,8 +54,8 @@ def test_cell_types_without_two_donors_per_group_are_skipped_with_the_reason():
 
 
 def test_summaries_count_per_cell_type_and_per_reason():
-    from dge_platform.cell_qc import failed_by_reason
-    from dge_platform.pseudobulk import pseudobulk_summary
+    from dge_platform.singlecell.pseudobulk import pseudobulk_summary
+    from dge_platform.singlecell.qc import failed_by_reason
 
     samples = pd.DataFrame({"cell_type": ["A", "A", "B"], "kept": [True, False, True],
                             "n_cells": [10, 3, 12], "donor": ["d1", "d2", "d1"]})

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial.distance import pdist, squareform
 
-from dge_platform.qc import flag_outliers, pca, sample_distances
+from dge_platform.bulk.qc import flag_outliers, pca, sample_distances
 
 
 def expression(seed: int = 0, n_genes: int = 800, n_samples: int = 8) -> pd.DataFrame:

@@ -16,9 +16,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from dge_platform.count_checks import check_counts
-from dge_platform.quant_import import (QuantInputError, import_quantifications, read_tx2gene,
-                                       strip_version)
+from dge_platform.counting.tximport import (
+    QuantInputError,
+    import_quantifications,
+    read_tx2gene,
+    strip_version,
+)
+from dge_platform.readers.count_checks import check_counts
 from dge_platform.validation import validate_study
 
 ROOT = Path(__file__).resolve().parents[1]

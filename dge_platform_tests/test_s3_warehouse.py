@@ -20,13 +20,13 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from dge_platform import warehouse
-from dge_platform.catalog import CatalogQueryError, connect, query, refresh_catalog
 from dge_platform.cli import main
-from dge_platform.home import resolve_home
-from dge_platform.warehouse import Warehouse, warehouse_root
+from dge_platform.storage import warehouse
+from dge_platform.storage.catalog import CatalogQueryError, connect, query, refresh_catalog
+from dge_platform.storage.home import resolve_home
+from dge_platform.storage.warehouse import Warehouse, warehouse_root
+from dge_platform_tests._helpers import REFUSED_BY_CONNECTION, counts_frame, run_on
 from dge_platform_tests.conftest import dge, sql, write_study
-from dge_platform_tests.test_catalog import REFUSED_BY_CONNECTION, counts_frame, run_on
 
 BUCKET, OTHER_BUCKET = "dge", "dge-other"
 REGION = "eu-west-1"
@@ -132,10 +132,10 @@ def test_bad_warehouse_location_names_its_variable(tmp_path, monkeypatch):
     monkeypatch.setenv("DGE_WAREHOUSE", "s3://AKIA:hunter2@bucket/prefix")
     home = resolve_home(tmp_path)
     with pytest.raises(ValueError, match="^DGE_WAREHOUSE: an s3:// warehouse") as err:
-        home.warehouse
+        _ = home.warehouse
     assert "hunter2" not in str(err.value)
     with pytest.raises(ValueError, match="^DGE_WAREHOUSE: .*not a 'gs://' location"):
-        resolve_home(tmp_path, "gs://bucket/prefix").warehouse
+        _ = resolve_home(tmp_path, "gs://bucket/prefix").warehouse
     monkeypatch.setenv("DGE_HOME", str(tmp_path))
     result = CliRunner().invoke(main, ["sql", "select 1"])
     assert result.exit_code == 2 and result.exception.__class__ is SystemExit

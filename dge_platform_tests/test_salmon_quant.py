@@ -10,31 +10,29 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import os
 import stat
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from bench.simulate_reads import random_abundances, simulate_sample, simulate_transcriptome
-from dge_platform.quant_import import import_quantifications, read_tx2gene
-from dge_platform.salmon_quant import (SalmonError, build_index, fasta_digest, quantify,
-                                       read_run, salmon_executable, salmon_version)
+from dge_platform.counting.salmon import (
+    SalmonError,
+    build_index,
+    fasta_digest,
+    quantify,
+    read_run,
+    salmon_executable,
+    salmon_version,
+)
+from dge_platform.counting.tximport import import_quantifications, read_tx2gene
+from dge_platform.sim.reads import random_abundances, simulate_sample, simulate_transcriptome
+from dge_platform_tests._helpers import require_salmon
 
 N_GENES = 200
 N_PAIRS = 200_000
 MIN_SPEARMAN = 0.95
 
-
-def require_salmon() -> str:
-    """Salmon's path; skip without it, or fail under CI."""
-    try:
-        return salmon_executable()
-    except SalmonError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"{exc} (.ci/run should have installed it)", pytrace=False)
-        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +99,7 @@ def test_few_and_short_transcripts(tmp_path, caplog):
     fasta = tmp_path / "with_short.fa"
     with gzip.open(ref.fasta, "rt") as fh:
         fasta.write_text(fh.read() + ">ENSTSIMSHORT.1\nACGTTGCAACGTAGCT\n")
-    with caplog.at_level(logging.WARNING, logger="dge_platform.salmon_quant"):
+    with caplog.at_level(logging.WARNING, logger="dge_platform.counting.salmon"):
         index = build_index(fasta, tmp_path / "index")
     assert "1 of" in caplog.text and "at most 31 bp" in caplog.text
     run = quantify(index, sim.fastq_1, sim.fastq_2, tmp_path / "quant")

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.simulate_screen import simulate_screen, write_screen_study
-from dge_platform.tables import TABLES
+from dge_platform.sim.screen import simulate_screen, write_screen_study
+from dge_platform.storage.tables import TABLES
 from dge_platform_tests.conftest import copy_bundled, dge, sql
 
 

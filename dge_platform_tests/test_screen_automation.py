@@ -44,8 +44,11 @@ def add_plate(folder, plate: str, template: str = "P1") -> None:
 def test_new_screen_then_new_plate_trigger_runs(instance, home):
     folder = write_screen(home.studies / "toy_screen")
     first = tick(instance, home)
-    assert [r.partition_key for r in first.run_requests] == ["toy_screen"]
-    assert instance.get_dynamic_partitions("studies") == ["toy_screen"]
+    assert [(r.partition_key, r.job_name) for r in first.run_requests] == [
+        ("toy_screen", "screen_job")]
+    # A screen is a partition of the screens only.
+    assert instance.get_dynamic_partitions("screens") == ["toy_screen"]
+    assert instance.get_dynamic_partitions("bulk_studies") == []
     assert tick(instance, home, first.cursor).run_requests == []  # nothing changed
 
     add_plate(folder, "P2")

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from dge_platform.plate_map import condition_label, well_role
+from dge_platform.screen.plate_map import condition_label, well_role
 from dge_platform.validation import validate_study
-
 from dge_platform_tests.conftest import BUNDLED, write_screen
 
 

@@ -1,4 +1,4 @@
-"""The single-cell simulator (bench/simulate_singlecell.py): shape, sparse integer counts,
+"""The single-cell simulator (dge_platform/sim/singlecell.py): shape, sparse integer counts,
 metadata, determinism, mitochondrial fraction, doublets, and planted DE recoverable from a
 crude pseudobulk."""
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from bench.simulate_singlecell import MITO_SYMBOLS, cell_type_names, simulate_cells
+from dge_platform.sim.singlecell import MITO_SYMBOLS, cell_type_names, simulate_cells
 
 N_CELLS, N_GENES, N_DONORS, N_TYPES = 3000, 800, 6, 4
 

@@ -119,8 +119,9 @@ def test_kang_pseudobulk_de_on_the_same_matrix_agrees_with_r():
     by simulation (replayed exactly): fold changes and DEG sets must match R. In B cells R's
     parametric dispersion trend fails and R switches to a locfit trend, which the platform
     does not have (it falls back to the mean, as PyDESeq2): fold changes only there."""
-    from dge_platform.pseudobulk import Pseudobulk, pseudobulk_de
-    from dge_platform.study import Contrast
+    from dge_platform.singlecell.de import pseudobulk_de
+    from dge_platform.singlecell.pseudobulk import Pseudobulk
+    from dge_platform.study.config import Contrast
 
     counts, samples = _pseudobulk_fixture("kang")
     pb = Pseudobulk(counts, samples.set_index("pseudobulk_sample"), "cell_type")
@@ -156,7 +157,7 @@ def test_interferon_stimulated_genes_top_stimulated_monocytes(catalog):
 def test_marker_annotation_recovers_the_authors_cell_types():
     """Kang without its labels: Leiden clusters on the Harmony embedding, named by the
     study.yaml markers, agree with the authors' annotation."""
-    from dge_platform.cell_embedding import annotate_clusters, embed_cells
+    from dge_platform.singlecell.embedding import annotate_clusters, embed_cells
 
     cells = ad.read_h5ad(BUNDLED / "kang2018_pbmc" / "cells.h5ad")
     markers = yaml.safe_load((BUNDLED / "kang2018_pbmc" / "study.yaml").read_text())["markers"]
@@ -190,11 +191,11 @@ def test_catalog_tables_of_a_singlecell_study(catalog):
 
 
 def test_run_summary_lists_degs_per_cell_type(catalog):
-    line = next(l for l in catalog.splitlines()
-                if l.strip().startswith("kang2018_pbmc") and "CD14+ Monocytes" in l)
+    line = next(text for text in catalog.splitlines()
+                if text.strip().startswith("kang2018_pbmc") and "CD14+ Monocytes" in text)
     assert "stim_vs_ctrl" in line
-    report = Path(next(l for l in catalog.splitlines()
-                       if l.startswith("Report kang2018_pbmc:")).split(": ", 1)[1])
+    report = Path(next(text for text in catalog.splitlines()
+                       if text.startswith("Report kang2018_pbmc:")).split(": ", 1)[1])
     html = report.read_text()
     qc = sql("select count(*) n, count(*) filter (where passed) passed from cell_qc "
              "where study_id = 'kang2018_pbmc'").iloc[0]

@@ -1,12 +1,23 @@
-"""A short soak (bench/soak.py): a study re-materialized while its inputs change leaves one
-Parquet file per table, no temp, stray or staging files, no plot of a removed contrast, and a
-catalog whose views count what the files hold."""
+"""A short soak (bench/soak.py, dge_platform/sim/soak.py): a study re-materialized while its
+inputs change leaves one Parquet file per table of its kind, no temp, stray or staging files,
+no plot of a removed contrast, and a catalog whose views count what the files hold."""
 
-from bench.soak import problems, soak
+from dge_platform.defs import tables_of
+from dge_platform.registry import add_study
+from dge_platform.runner import instance_for, run_studies
+from dge_platform.sim.soak import STUDY_ID, problems, soak
 
 
 def test_short_soak_keeps_the_warehouse_and_catalog_clean(home, record_property):
-    results = soak(home, iterations=3)
+    instance = instance_for(home)
+
+    def add_and_run(folder):  # ``dge add DIR --run`` in this process, as bench/soak.py does
+        add_study(home, folder)
+        outcomes = run_studies(instance, [STUDY_ID], echo=lambda line: None)
+        return all(o.success for o in outcomes), instance.get_runs_count()
+
+    # One file per table of a bulk study (its kind's tables only) and per cross-study table.
+    results = soak(home, 3, add_and_run, len(tables_of("bulk")) + 2)
     record_property("report: soak, 3 iterations",
                     ", ".join(f"#{f.iteration}: {f.seconds} s, {f.parquet_files} files, "
                               f"{f.artifacts} plots/reports, RSS {f.rss_mb:.0f} MB, Dagster "

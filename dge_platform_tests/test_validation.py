@@ -8,16 +8,10 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from dge_platform.validation import validate_study
+from dge_platform_tests._helpers import edit_yaml, problems_of
 from dge_platform_tests.conftest import copy_bundled, write_study
-
-
-def problems_of(folder) -> list[str]:
-    report = validate_study(folder)
-    assert report.study is None, "expected the study to be rejected"
-    return [str(p) for p in report.problems]
 
 
 def only_problem(folder) -> str:
@@ -25,16 +19,6 @@ def only_problem(folder) -> str:
     assert len(found) == 1, found
     return found[0]
 
-
-def edit_yaml(folder, **changes):
-    path = folder / "study.yaml"
-    config = yaml.safe_load(path.read_text())
-    for key, value in changes.items():
-        if value is None:
-            config.pop(key, None)
-        else:
-            config[key] = value
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
 def test_valid_toy_study_passes(toy_study):
@@ -54,7 +38,7 @@ def test_bundled_real_studies_are_valid(tmp_path, name, genes, samples):
 
 def test_missing_study_yaml(tmp_path):
     assert only_problem(tmp_path) == (f"study.yaml: not found in {tmp_path} -> create study.yaml "
-                                      "(see README, 'Study format')")
+                                      "(see the docs, 'Study format')")
 
 
 def test_malformed_yaml_names_the_line(toy_study):
@@ -150,7 +134,8 @@ def test_symlink_leaving_the_study_folder_is_refused(toy_study, tmp_path):
 
 def test_empty_counts_file(toy_study):
     (toy_study / "counts.tsv").write_text("")
-    assert only_problem(toy_study) == "counts.tsv: file is empty -> supply the file with its contents"
+    assert only_problem(toy_study) == \
+        "counts.tsv: file is empty -> supply the file with its contents"
 
 
 def test_unreadable_counts_file(toy_study, monkeypatch):

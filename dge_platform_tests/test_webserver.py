@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,14 +14,14 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-
 from conftest import write_study
+
+from dge_platform_tests._helpers import STARTUP_TIMEOUT, _stop
 from dge_platform_tests.services import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 WORKSPACE = REPO / "workspace.yaml"
-STARTUP_TIMEOUT = 90.0
-ASSETS = {"studies", "samples", "genes", "raw_counts", "study_inputs"}
+ASSETS = {"bulk/studies", "bulk/samples", "bulk/genes", "bulk/raw_counts", "bulk/study_inputs"}
 
 
 class Server:
@@ -47,24 +46,6 @@ class Server:
     def log_tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
 
-
-def _stop(proc: subprocess.Popen) -> None:
-    """End the webserver and its code-server child (same process group)."""
-    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
-        # The leader is gone; make sure no child of the group lingers.
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        return
 
 
 def _wait_ready(server: Server) -> None:
@@ -96,7 +77,7 @@ def server(tmp_path_factory):
     Module-scoped (one start for every test here), so it builds its data root the same way
     the ``home`` fixture does instead of using that function-scoped fixture.
     """
-    from dge_platform.home import resolve_home
+    from dge_platform.storage.home import resolve_home
 
     tmp = tmp_path_factory.mktemp("webserver")
     home = resolve_home(tmp / "dge_home").ensure()
@@ -106,8 +87,8 @@ def server(tmp_path_factory):
         mp.setenv("DGE_HOME", str(home.root))
         instance = dg.DagsterInstance.get()
         try:
-            instance.add_dynamic_partitions("studies", ["toy"])
-            assert instance.get_dynamic_partitions("studies") == ["toy"]
+            instance.add_dynamic_partitions("bulk_studies", ["toy"])
+            assert instance.get_dynamic_partitions("bulk_studies") == ["toy"]
         finally:
             instance.dispose()
 
@@ -150,20 +131,38 @@ def test_assets_are_partitioned_by_the_study_key(server):
         assert node["partitionKeys"] == ["toy"], key
         assert node["partitionDefinition"]["type"] == "DYNAMIC", key
         assert [d["dynamicPartitionsDefinitionName"]
-                for d in node["partitionDefinition"]["dimensionTypes"]] == ["studies"], key
-        assert node["groupName"] == "ingest", key
-    for key in ASSETS - {"study_inputs"}:
-        assert "study_job" in nodes[key]["jobNames"], key
+                for d in node["partitionDefinition"]["dimensionTypes"]] == ["bulk_studies"], key
+        assert node["groupName"] == "bulk", key
+    for key in ASSETS - {"bulk/study_inputs"}:
+        assert "bulk_job" in nodes[key]["jobNames"], key
+        assert not {"screen_job", "singlecell_job"} & set(nodes[key]["jobNames"]), key
+    # The other kinds' graphs have their own partitions, with no partition for this study.
+    assert nodes["screen/well_qc"]["partitionKeys"] == []
+    assert nodes["singlecell/cell_qc"]["groupName"] == "singlecell"
+
+
+def test_columns_are_described_in_the_ui(server):
+    data = server.graphql("""{ assetNodes(assetKeys: [{path: ["bulk", "deg_results"]}]) {
+        description metadataEntries { label
+            ... on TableSchemaMetadataEntry { schema { columns { name type description } } }
+        } } }""")
+    node, = data["assetNodes"]
+    assert node["description"].startswith("Differential expression")
+    schema, = [e["schema"] for e in node["metadataEntries"]
+               if e["label"] == "dagster/column_schema"]
+    columns = {c["name"]: c["description"] for c in schema["columns"]}
+    assert {"log2_fold_change", "padj", "stat"} <= set(columns)
+    assert all(columns.values()), columns
 
 
 def test_raw_counts_has_its_asset_check(server):
     data = server.graphql("""{ assetNodes { assetKey { path }
         assetChecksOrError { __typename ... on AssetChecks { checks { name blocking } } } } }""")
     checks = {"/".join(n["assetKey"]["path"]): n["assetChecksOrError"] for n in data["assetNodes"]}
-    assert checks["raw_counts"]["__typename"] == "AssetChecks"
-    assert [(c["name"], c["blocking"]) for c in checks["raw_counts"]["checks"]] == [
+    assert checks["bulk/raw_counts"]["__typename"] == "AssetChecks"
+    assert [(c["name"], c["blocking"]) for c in checks["bulk/raw_counts"]["checks"]] == [
         ("raw_counts_complete", True)]
-    for key in ASSETS - {"raw_counts"}:
+    for key in ASSETS - {"bulk/raw_counts"}:
         assert checks[key].get("checks", []) == [], key
 
 
@@ -176,10 +175,11 @@ def test_sensor_and_schedule_are_loaded(server):
     sensors = {s["name"]: s for r in repos["nodes"] for s in r["sensors"]}
     schedules = {s["name"]: s for r in repos["nodes"] for s in r["schedules"]}
     assert "study_sensor" in sensors
-    assert [t["pipelineName"] for t in sensors["study_sensor"]["targets"]] == ["study_job"]
+    assert sorted(t["pipelineName"] for t in sensors["study_sensor"]["targets"]) == [
+        "bulk_job", "screen_job", "singlecell_job"]
     assert sensors["study_sensor"]["sensorState"]["status"] == "RUNNING"
-    assert "nightly_reprocess" in schedules
-    nightly = schedules["nightly_reprocess"]
-    assert nightly["pipelineName"] == "study_job"
-    assert nightly["cronSchedule"] == os.environ.get("DGE_REPROCESS_CRON", "0 3 * * *")
-    assert nightly["scheduleState"]["status"] == "RUNNING"
+    for kind in ("bulk", "screen", "singlecell"):
+        nightly = schedules[f"nightly_reprocess_{kind}"]
+        assert nightly["pipelineName"] == f"{kind}_job"
+        assert nightly["cronSchedule"] == os.environ.get("DGE_REPROCESS_CRON", "0 3 * * *")
+        assert nightly["scheduleState"]["status"] == "RUNNING"

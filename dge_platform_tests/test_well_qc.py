@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dge_platform.plots import plate_heatmap
-from dge_platform.well_qc import plate_layout, well_qc
+from dge_platform.outputs.plots import plate_heatmap
+from dge_platform.screen.well_qc import plate_layout, well_qc
 
 N_GENES, N_MITO = 400, 13
 
@@ -46,7 +46,7 @@ def synthetic_plate(seed: int = 0, depth: float = 20_000, n_genes: int = N_GENES
     for j in range(1, 4):
         effects[rng.choice(np.arange(n_mito, n_genes), 20, replace=False), j] = 1.0
     counts = np.empty((n_genes, len(samples)), dtype=np.int64)
-    for k, (sample, row) in enumerate(plate_map.iterrows()):
+    for k, (_, row) in enumerate(plate_map.iterrows()):
         mu = base.copy()
         if row["well_type"] == "sample":
             mu = mu * 2.0 ** effects[:, int(row["compound"][3:]) - 1]

@@ -34,7 +34,8 @@ def main(src: Path) -> None:
     cells = pd.read_csv(src / "cells.tsv.gz", sep="\t", dtype=str)
     matrix = scipy.io.mmread(src / "counts.mtx.gz")  # genes x cells
     if matrix.shape != (len(genes), len(cells)):
-        raise SystemExit(f"matrix {matrix.shape} does not match {len(genes)} genes x {len(cells)} cells")
+        raise SystemExit(f"matrix {matrix.shape} does not match {len(genes)} genes x "
+                         f"{len(cells)} cells")
     x = scipy.sparse.csr_matrix(matrix.T, dtype=np.float32)
     x.sum_duplicates()
     x.sort_indices()

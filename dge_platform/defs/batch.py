@@ -33,8 +33,8 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from dge_platform.tables import TABLES
-from dge_platform.warehouse import Warehouse
+from dge_platform.storage.tables import TABLES
+from dge_platform.storage.warehouse import Warehouse
 
 MAX_STUDIES_PER_RUN = 10
 """Studies per backfill run. Larger batches save per-run overhead (process start, code
@@ -122,23 +122,6 @@ class _StudyResult:
             self.files.append(event)
         else:
             raise TypeError(f"a study body yielded {type(event).__name__}")
-
-
-def table_out(table: str, code_version: str) -> dg.AssetOut:
-    """A multi-asset output stored as the warehouse table of the same name."""
-    return dg.AssetOut(io_manager_key="warehouse_io", description=TABLES[table].description,
-                       kinds={"parquet"}, code_version=code_version)
-
-
-def table_asset(table: str, *, group: str, code_version: str, note: str = "", **kwargs):
-    """A per-study asset stored as the warehouse table of the same name, batched like
-    every asset (``BACKFILL_POLICY``)."""
-    from dge_platform.defs.partitions import study_partitions
-
-    return dg.asset(name=table, io_manager_key="warehouse_io", partitions_def=study_partitions,
-                    backfill_policy=BACKFILL_POLICY, group_name=group, kinds={"parquet"},
-                    code_version=code_version,
-                    description=f"{TABLES[table].description} {note}".strip(), **kwargs)
 
 
 def for_study(value: Any, study_id: str) -> Any:

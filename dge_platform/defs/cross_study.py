@@ -1,61 +1,52 @@
 """Cross-study assets: computed over every study's DEG table, refreshed when any changes.
 
-They depend on every partition of ``deg_results`` (lineage in the UI) but read it through
-the catalog (DuckDB, only the columns needed) rather than loading each study's partition.
-An eager automation condition re-materializes them after any study's ``deg_results``
-partition is updated (sensor ``cross_study_automation``); ``dge run`` refreshes them after
-its study runs.
+They depend on every kind's ``deg_results`` (lineage in the UI) but read it through the
+catalog (DuckDB, only the columns needed) rather than loading each study's partition. An
+eager automation condition re-materializes them after any study's ``deg_results`` partition
+is updated (sensor ``cross_study_automation``); ``dge run`` refreshes them after its study
+runs.
 """
 
 import dagster as dg
-import pandas as pd
 
-from dge_platform.catalog import connect
-from dge_platform.cross_study import contrast_similarity as similarity_of
-from dge_platform.cross_study import gene_recurrence as recurrence_of
-from dge_platform.defs.resources import DgeHomeResource
-from dge_platform.tables import TABLES
+from dge_platform.defs.steps import column_schema, dagster_metadata
+from dge_platform.pipelines import cross_study as cross_study_steps
+from dge_platform.pipelines.step import StepResult
+from dge_platform.storage.tables import TABLES
+from dge_platform.study.kinds import KINDS
 
 GROUP = "cross_study"
 CODE_VERSION = "cross-study-1"
-COLUMNS = ("study_id, contrast, cell_type, gene_id, gene_symbol, base_mean, log2_fold_change, "
-           "stat, pvalue, padj, significant")
 
 
-def _cross_study_asset(table: str, note: str):
+def _cross_study_asset(table: str):
     return dg.asset(name=table, io_manager_key="warehouse_io", group_name=GROUP,
                     kinds={"parquet"}, code_version=CODE_VERSION,
-                    deps=[dg.AssetKey("deg_results")],
+                    deps=[dg.AssetKey([kind, "deg_results"]) for kind in KINDS],
                     automation_condition=dg.AutomationCondition.eager(),
-                    description=f"{TABLES[table].description} {note}".strip())
+                    required_resource_keys={"dge_home"},
+                    metadata={"dagster/column_schema": column_schema(table)},
+                    description=TABLES[table].description)
 
 
-def _all_results(dge_home: DgeHomeResource) -> pd.DataFrame:
-    con = connect(dge_home.home())
-    try:
-        return con.sql(f"select {COLUMNS} from deg_results").df()
-    finally:
-        con.close()
+def _table(context: dg.AssetExecutionContext, result: StepResult, name: str):
+    context.add_output_metadata(dagster_metadata(result.metadata[name]))
+    return result.outputs[name]
 
 
-@_cross_study_asset("gene_recurrence", "")
-def gene_recurrence(context: dg.AssetExecutionContext, dge_home: DgeHomeResource):
-    results = _all_results(dge_home)
-    table = recurrence_of(results)
-    context.add_output_metadata({
-        "n_genes": len(table), "n_studies": int(results["study_id"].nunique()),
-        "top": dg.MetadataValue.md(table.head(20).to_markdown(index=False))})
-    return table[TABLES["gene_recurrence"].stored_columns]
+@_cross_study_asset("gene_recurrence")
+def gene_recurrence(context: dg.AssetExecutionContext):
+    results = cross_study_steps.all_results(context.resources.dge_home.home())
+    return _table(context, cross_study_steps.gene_recurrence(results), "gene_recurrence")
 
 
-@_cross_study_asset("contrast_similarity", "")
-def contrast_similarity(context: dg.AssetExecutionContext, dge_home: DgeHomeResource):
-    results = _all_results(dge_home)
-    table = similarity_of(results)
-    context.add_output_metadata({"n_pairs": len(table)})
-    return table[TABLES["contrast_similarity"].stored_columns]
+@_cross_study_asset("contrast_similarity")
+def contrast_similarity(context: dg.AssetExecutionContext):
+    results = cross_study_steps.all_results(context.resources.dge_home.home())
+    return _table(context, cross_study_steps.contrast_similarity(results), "contrast_similarity")
 
 
+ASSETS = [gene_recurrence, contrast_similarity]
 cross_study_assets = dg.AssetSelection.groups(GROUP)
 
 cross_study_job = dg.define_asset_job(

@@ -1,19 +1,20 @@
 """Resources: the data root, and the IO manager that owns every warehouse write."""
 
+import os
 from collections.abc import Mapping
 
 import dagster as dg
 import pandas as pd
 
-from dge_platform.catalog import refresh_catalog
-from dge_platform.home import DgeHome, resolve_home
-from dge_platform.warehouse import Warehouse
+from dge_platform.storage.catalog import refresh_catalog
+from dge_platform.storage.home import DgeHome, resolve_home
+from dge_platform.storage.warehouse import Warehouse
 
 
 class DgeHomeResource(dg.ConfigurableResource):
     """The data root; empty ``root`` means ``$DGE_HOME`` or the repository's ``data/``.
 
-    The warehouse location is ``$DGE_WAREHOUSE`` (see :mod:`dge_platform.home`), not config:
+    The warehouse location is ``$DGE_WAREHOUSE`` (see :mod:`dge_platform.storage.home`), not config:
     ``dge sql`` and notebooks read the same variable, so every entry point sees one warehouse
     (two would each rebuild the catalog for their own). S3 settings are environment too.
     """
@@ -106,14 +107,12 @@ def _h5ad_or_none(warehouse: Warehouse, name: str, study_id: str):
         return None
 
 
-class DeseqResource(dg.ConfigurableResource):
-    """CPU budget of a heavy step (PyDESeq2 workers, BLAS and numba threads); ``n_cpus=0``
+class CpuBudgetResource(dg.ConfigurableResource):
+    """CPU budget of a heavy step (PyDESeq2 workers, salmon, BLAS and numba threads); ``n_cpus=0``
     means one per core this process may use (at most 4)."""
 
     n_cpus: int = 0
 
     def cpus(self) -> int:
-        import os
-
         # The affinity mask, not the host's core count: a container or taskset may allow fewer.
         return self.n_cpus or max(1, min(4, len(os.sched_getaffinity(0))))

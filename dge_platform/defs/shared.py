@@ -1,0 +1,161 @@
+"""Assets every kind's graph has, built once per kind: the study's files, ingest, the DESeq2
+step, batch correction, enrichment and the report (keys ``<kind>/<name>``, group ``<kind>``).
+
+Each factory takes what differs between kinds as arguments (the kind's DESeq2 step and its
+inputs, the report builder and its tables), never the kind's name to test.
+"""
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from dge_platform.defs.batch import HEAVY_STEP, run_per_study
+from dge_platform.defs.partitions import STUDY_PARTITIONS
+from dge_platform.defs.steps import (
+    call_step,
+    check_result,
+    kind_ins,
+    run_step,
+    step_events,
+    study_asset,
+    study_multi_asset,
+    table_asset,
+    table_out,
+    warehouse,
+)
+from dge_platform.pipelines import ingest as ingest_steps
+from dge_platform.pipelines.bulk import batch_corrected as batch_corrected_step
+from dge_platform.pipelines.de import DE_OUTPUTS
+from dge_platform.pipelines.enrichment import active_contrasts
+from dge_platform.pipelines.enrichment import enrichment as enrichment_step
+from dge_platform.pipelines.step import StepResult
+from dge_platform.study.config import StudyConfig
+
+INGEST_VERSION, DE_VERSION, ENRICHMENT_VERSION = "ingest-1", "bulk-1", "enrichment-1"
+INGEST_TABLES = ("studies", "samples", "genes", "raw_counts")
+
+
+def study_inputs(kind: str) -> dg.AssetSpec:
+    """The files of a registered study folder (observed by the sensor)."""
+    return dg.AssetSpec(
+        [kind, "study_inputs"], group_name=kind, partitions_def=STUDY_PARTITIONS[kind],
+        description="The files of a registered study folder (study.yaml, counts, sample "
+        "sheet). The study sensor observes them; their content hash is the data version, so a "
+        "changed file marks everything downstream stale.")
+
+
+def ingest_study(kind: str, *, deps: Sequence[str] = (), cells: bool = False,
+                 note: str = "") -> dg.AssetsDefinition:
+    """Validation and the ingest tables (``cells``: also the cells as h5ad)."""
+    outs = {name: table_out(name, kind, INGEST_VERSION) for name in INGEST_TABLES}
+    if cells:
+        outs["cell_counts"] = dg.AssetOut(
+            key_prefix=[kind], io_manager_key="h5ad_io", kinds={"h5ad"},
+            code_version=INGEST_VERSION,
+            description="The study's cells x genes raw counts (sparse) with the validated "
+            "cell metadata and each cell's biological sample, as h5ad in "
+            "warehouse/cell_counts/.")
+
+    @study_multi_asset(
+        kind=kind, name=f"{kind}__ingest_study", outs=outs,
+        deps=[dg.AssetKey([kind, name]) for name in ("study_inputs", *deps)],
+        check_specs=[dg.AssetCheckSpec(
+            "raw_counts_complete", asset=dg.AssetKey([kind, "raw_counts"]), blocking=True,
+            description="Re-reads the stored tables: every gene x sample pair once, counts "
+            "non-negative, samples and genes identical to the samples and genes tables.")],
+        description="Validates the study (every check of 'dge validate'); on any problem the "
+        "run fails before writing, naming the study, so the previous tables of every study "
+        f"in the step stay intact. {note}".strip())
+    def ingest(context: dg.AssetExecutionContext):
+        home, cpus = context.resources.dge_home.home(), context.resources.deseq.cpus()
+        yield from run_per_study(
+            context, lambda study_id: step_events(context, study_id, call_step(
+                ingest_steps.ingest, home, study_id, cpus, context.log.info)),
+            checks_after_write=lambda study_id: [check_result(
+                context, ingest_steps.stored_counts_check(home, study_id))])
+
+    return ingest
+
+
+def deseq2(kind: str, step: Callable[..., StepResult], inputs: Sequence[str],
+           note: str) -> dg.AssetsDefinition:
+    """The kind's DESeq2 step (``step(config, **inputs, n_cpus)``) and its five tables."""
+    @study_multi_asset(
+        kind=kind, name=f"{kind}__deseq2",
+        outs={name: table_out(name, kind, DE_VERSION) for name in DE_OUTPUTS},
+        ins=kind_ins(kind, "studies", *inputs),
+        check_specs=[
+            dg.AssetCheckSpec("size_factors_valid", asset=dg.AssetKey([kind, "size_factors"]),
+                              blocking=True,
+                              description="Every size factor is positive and finite."),
+            dg.AssetCheckSpec("deg_results_valid", asset=dg.AssetKey([kind, "deg_results"]),
+                              blocking=True, description="Every contrast present with every "
+                              "gene; p-values and padj within [0, 1] where not null."),
+        ],
+        **HEAVY_STEP,
+        description="DESeq2 (R parity): Wald test of every contrast (lfc_threshold as the "
+        "alternative hypothesis), Cook's outlier handling, independent filtering, BH padj and "
+        "shrunken log2 fold changes; batch enters the design, corrected counts are never "
+        f"tested. Also the blind VST. {note}")
+    def deseq2_asset(context: dg.AssetExecutionContext, **tables):
+        yield from run_step(context, step, heavy=True, **tables)
+
+    return deseq2_asset
+
+
+def batch_corrected(kind: str) -> dg.AssetsDefinition:
+    """The VST without the study's batch effect."""
+    @table_asset("batch_corrected", kind=kind, code_version=DE_VERSION,
+                 ins=kind_ins(kind, "vst", "samples", "studies"),
+                 note="Empty unless the study names a batch column.")
+    def batch_corrected_asset(context: dg.AssetExecutionContext, **tables):
+        yield from run_step(context, batch_corrected_step, **tables)
+
+    return batch_corrected_asset
+
+
+def enrichment(kind: str, *, gsea_only_for_active: bool = False,
+               note: str = "") -> dg.AssetsDefinition:
+    """ORA and GSEA prerank of every contrast; ``gsea_only_for_active``: GSEA only for the
+    conditions compound_activity calls active (screens)."""
+    extra = ("compound_activity",) if gsea_only_for_active else ()
+
+    @table_asset("enrichment", kind=kind, code_version=ENRICHMENT_VERSION,
+                 ins=kind_ins(kind, "deg_results", "studies", *extra), **HEAVY_STEP,
+                 note=f"Empty when no collection applies. {note}".strip())
+    def enrichment_asset(context: dg.AssetExecutionContext, **tables):
+        home = context.resources.dge_home.home()
+        yield from run_step(context, _enrichment, heavy=True,
+                            per_study=lambda study_id: {"study_dir": home.study_dir(study_id)},
+                            **tables)
+
+    return enrichment_asset
+
+
+def _enrichment(config: StudyConfig, deg_results: pd.DataFrame, study_dir: Path,
+                compound_activity: pd.DataFrame | None = None) -> StepResult:
+    active = None if compound_activity is None else active_contrasts(compound_activity)
+    return enrichment_step(config, study_dir, deg_results, active)
+
+
+def study_report(kind: str, build: Callable[..., StepResult], inputs: Sequence[str], note: str,
+                 extra: Callable[[dg.AssetExecutionContext, str], dict[str, Any]] | None = None
+                 ) -> dg.AssetsDefinition:
+    """The study's HTML report, built by ``build(config, warehouse, **inputs, **extra)``;
+    ``extra(context, study_id)`` adds arguments read from Dagster (the run's metadata)."""
+    @study_asset(kind=kind, name="study_report", ins=kind_ins(kind, "studies", *inputs),
+                 kinds={"html"}, code_version=DE_VERSION,
+                 description="The study's self-contained HTML report, written to "
+                 f"warehouse/reports/study_id=<id>/report.html. {note}")
+    def report(context: dg.AssetExecutionContext, **tables):
+        def per_study(study_id: str) -> dict[str, Any]:
+            return {"warehouse": warehouse(context),
+                    **(extra(context, study_id) if extra else {})}
+
+        yield from run_step(context, build, per_study=per_study, **tables)
+
+    return report
+

@@ -1,0 +1,116 @@
+"""Bulk RNA-seq steps: the DESeq2 fit, batch-corrected VST and sample QC with its plots.
+
+``deseq2`` and ``batch_corrected`` also serve screens, whose DE tests their own wells the same
+way once well QC has chosen them (``pipelines/screen.py``).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from dge_platform.bulk.batch_correction import remove_batch_effect
+from dge_platform.bulk.qc import flag_outliers, pca, sample_distances
+from dge_platform.counting.libraries import summed_stats
+from dge_platform.outputs import plots
+from dge_platform.pipelines.de import de_tables, fit_samples
+from dge_platform.pipelines.step import Markdown, StepResult, png_files
+from dge_platform.storage.frames import sheet_from_samples_table, to_long, to_wide
+from dge_platform.storage.tables import STAT_COLUMNS, TABLES
+from dge_platform.study.config import StudyConfig
+from dge_platform.study.design import study_design_frame, treatment_matrix
+from dge_platform.study.replicates import collapse_sheet
+
+QC_PLOTS = "qc_plots"
+
+
+def deseq2(config: StudyConfig, raw_counts: pd.DataFrame, samples: pd.DataFrame,
+           genes: pd.DataFrame, n_cpus: int) -> StepResult:
+    """One DESeq2 fit of the study's full design, then every contrast (``pipelines/de.py``)."""
+    counts = to_wide(raw_counts, "count").astype("int64")
+    fit = fit_samples(counts, sheet_from_samples_table(samples), config, config.contrasts,
+                      n_cpus)
+    collapsed = int(raw_counts["sample"].nunique() - fit.counts.shape[1])
+    return de_tables([fit], {}, config, genes, collapsed=collapsed)
+
+
+def analysis_sheet(samples: pd.DataFrame, config: StudyConfig) -> pd.DataFrame:
+    """Sample sheet per analysed sample (one row per technical-replicate group)."""
+    sheet = sheet_from_samples_table(samples)
+    return collapse_sheet(sheet, config.replicate_of) if config.replicate_of else sheet
+
+
+def without_batch(expression: pd.DataFrame, sheet: pd.DataFrame,
+                  config: StudyConfig) -> pd.DataFrame:
+    """VST with the batch removed and the other design effects preserved (no-op without batch)."""
+    if not config.batch:
+        return expression
+    frame = study_design_frame(sheet.loc[expression.columns], config.design, config.contrasts,
+                               config.batch)
+    return remove_batch_effect(expression, frame[config.batch],
+                               treatment_matrix(frame, config.batch))
+
+
+def batch_corrected(config: StudyConfig, vst: pd.DataFrame, samples: pd.DataFrame) -> StepResult:
+    """The VST without the study's batch effect (none without a batch column)."""
+    result = StepResult()
+    if not config.batch:
+        result.info("no batch column in study.yaml: nothing to correct")
+        return result
+    corrected = without_batch(to_wide(vst, "vst"), analysis_sheet(samples, config), config)
+    return result.add("batch_corrected", to_long(corrected, "batch_corrected_vst"),
+                      batch=config.batch)
+
+
+def sample_qc(config: StudyConfig, vst: pd.DataFrame, size_factors: pd.DataFrame,
+              deg_results: pd.DataFrame, gene_dispersions: pd.DataFrame,
+              samples: pd.DataFrame) -> StepResult:
+    """Per analysed sample: PCA scores, counting statistics and outlier flags; the QC plots."""
+    expression = to_wide(vst, "vst")
+    sheet = analysis_sheet(samples, config)
+    scores, explained = pca(expression)
+    per_sample = size_factors.set_index("sample")
+    groups = samples.set_index("sample")[config.replicate_of] if config.replicate_of \
+        else pd.Series(samples["sample"].to_numpy(), index=samples["sample"])
+    counting = summed_stats(samples.set_index("sample")[list(STAT_COLUMNS)], groups)
+    flags = flag_outliers(sample_distances(without_batch(expression, sheet, config)),
+                          per_sample["library_size"], per_sample["genes_detected"],
+                          counting["assigned_fraction"])
+    table = pd.DataFrame({"sample": expression.columns, "pc1": scores["PC1"].to_numpy(),
+                          "pc2": scores["PC2"].to_numpy() if "PC2" in scores else 0.0})
+    table = table.join(per_sample["library_size"], on="sample").join(counting, on="sample")
+    table = table.join(flags, on="sample")[TABLES["sample_qc"].stored_columns]
+    figures = _qc_figures(config, expression, sheet, scores, explained, per_sample, flags,
+                          samples, gene_dispersions, deg_results)
+    outliers = table.loc[table["outlier"], ["sample", "outlier_reason"]]
+    result = StepResult(files={QC_PLOTS: png_files(figures)})
+    return result.add(
+        "sample_qc", table, outliers=outliers.to_dict("records"),
+        variance_explained={k: round(float(v), 4) for k, v in explained.head(5).items()},
+        **{name: Markdown(plots.markdown_image(png, name)) for name, png in figures.items()})
+
+
+def _qc_figures(config: StudyConfig, expression: pd.DataFrame, sheet: pd.DataFrame,
+                scores: pd.DataFrame, explained: pd.Series, per_sample: pd.DataFrame,
+                flags: pd.DataFrame, samples: pd.DataFrame, gene_dispersions: pd.DataFrame,
+                deg_results: pd.DataFrame) -> dict[str, bytes]:
+    """PCA by each contrast factor and the batch, distances, library sizes, dispersions, and
+    MA, volcano and p-value plots per contrast (and fragment assignment for reads input)."""
+    figures = {}
+    stats = samples.set_index("sample")[list(STAT_COLUMNS)]
+    if (stats["count_source"] != "matrix").any():
+        figures["qc_fragment_assignment"] = plots.fragment_assignment(stats)
+    for column in dict.fromkeys([c.factor for c in config.contrasts] + [config.batch]):
+        if column:
+            figures[f"qc_pca_{column}"] = plots.pca_plot(
+                scores, explained, sheet.loc[expression.columns, column].rename(column),
+                f"PCA of VST (top 500 genes) by {column}")
+    figures["qc_distances"] = plots.distance_heatmap(sample_distances(expression))
+    figures["qc_library_sizes"] = plots.library_sizes(per_sample["library_size"], flags["outlier"])
+    figures["qc_dispersions"] = plots.dispersion_plot(gene_dispersions)
+    for contrast in config.contrasts:
+        rows = deg_results[deg_results["contrast"] == contrast.name]
+        figures[f"ma_{contrast.name}"] = plots.ma_plot(rows, config.alpha, contrast.name)
+        figures[f"volcano_{contrast.name}"] = plots.volcano_plot(
+            rows, config.alpha, config.lfc_threshold, contrast.name)
+        figures[f"pvalues_{contrast.name}"] = plots.pvalue_histogram(rows, contrast.name)
+    return figures

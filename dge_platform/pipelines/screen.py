@@ -1,0 +1,182 @@
+"""Screen steps: well QC, the shared DESeq2 fit, activity calls, dose-response, potency and
+compound similarity, each for one screen."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from dge_platform._core.problems import format_problems
+from dge_platform.outputs import plots
+from dge_platform.pipelines.de import de_tables, fit_samples
+from dge_platform.pipelines.step import Markdown, StepFailure, StepResult, png_files
+from dge_platform.screen.activity import (
+    NULL_QUANTILE,
+    activity_calls,
+    null_deg_counts,
+    pseudo_treatment_size,
+)
+from dge_platform.screen.dose_response import compound_potency as potency_table
+from dge_platform.screen.dose_response import fit_dose_response
+from dge_platform.screen.plate_map import (
+    ROLE,
+    analysis_wells,
+    condition_plates,
+    condition_table,
+)
+from dge_platform.screen.similarity import compound_similarity as similarity_of
+from dge_platform.screen.similarity import conditions, informative_genes, signature_matrix
+from dge_platform.screen.well_qc import well_qc as well_qc_table
+from dge_platform.storage.frames import sheet_from_samples_table, to_wide
+from dge_platform.storage.tables import TABLES
+from dge_platform.study.config import StudyConfig
+
+MAX_PLATES_SHOWN = 4
+SCREEN_PLOTS, SIMILARITY_PLOTS = "screen_plots", "similarity_plots"
+NULL_SEED = 0
+
+
+def well_qc(config: StudyConfig, raw_counts: pd.DataFrame, samples: pd.DataFrame,
+            genes: pd.DataFrame) -> StepResult:
+    """Per well: depth, genes detected, mitochondrial fraction, control correlation, pass/fail;
+    plate heatmaps of depth, genes and failures."""
+    qc = well_qc_table(to_wide(raw_counts, "count"), sheet_from_samples_table(samples),
+                       genes.set_index("gene_id")["gene_symbol"])
+    figures = {}
+    for plate, wells in qc.groupby("plate", sort=True):
+        by_well = wells.set_index("well")
+        failed = ~by_well["passed"]
+        figures[f"plate_{plate}_depth"] = plots.plate_heatmap(
+            np.log10(by_well["total_counts"].clip(lower=1)), f"{plate}: log10 total counts",
+            label="log10 counts", flagged=failed)
+        figures[f"plate_{plate}_genes"] = plots.plate_heatmap(
+            by_well["genes_detected"], f"{plate}: genes detected", label="genes", flagged=failed)
+        figures[f"plate_{plate}_flags"] = plots.plate_heatmap(
+            failed.astype(float), f"{plate}: failed wells (x)", cmap="Reds", label="failed",
+            flagged=failed)
+    reasons = qc.loc[~qc["passed"], "reason"].str.split("; ").explode().value_counts()
+    shown = sorted(qc["plate"].unique())[:MAX_PLATES_SHOWN]
+    result = StepResult(files={SCREEN_PLOTS: png_files(figures)})
+    return result.add(
+        "well_qc", qc[TABLES["well_qc"].stored_columns], n_wells=len(qc),
+        n_failed=int((~qc["passed"]).sum()), failed_by_reason=reasons.to_dict(),
+        **{name: Markdown(plots.markdown_image(png, name))
+           for name, png in figures.items() if name.split("_")[1] in shown})
+
+
+def deseq2(config: StudyConfig, raw_counts: pd.DataFrame, samples: pd.DataFrame,
+           genes: pd.DataFrame, well_qc: pd.DataFrame, n_cpus: int) -> StepResult:
+    """One DESeq2 fit of the control wells and the treated wells that passed well QC, then
+    every compound x dose against the control (conditions without usable wells untested)."""
+    counts = to_wide(raw_counts, "count").astype("int64")
+    sheet = sheet_from_samples_table(samples)
+    passed = well_qc.set_index("sample")["passed"].astype(bool)
+    wells, untested, problems = analysis_wells(sheet, passed, config.control, config.sheet_file)
+    if problems:
+        raise StepFailure(format_problems(config.id, problems))
+    contrasts = [c for c in config.contrasts if c.name not in untested]
+    fit = fit_samples(counts[wells], sheet.loc[wells], config, contrasts, n_cpus)
+    collapsed = int(raw_counts["sample"].nunique() - fit.counts.shape[1])
+    return de_tables([fit], untested, config, genes, collapsed=collapsed,
+                     conditions=condition_table(fit.sheet))
+
+
+def compound_activity(config: StudyConfig, raw_counts: pd.DataFrame, samples: pd.DataFrame,
+                      size_factors: pd.DataFrame, gene_dispersions: pd.DataFrame,
+                      deg_results: pd.DataFrame) -> StepResult:
+    """Each condition's DEG count against its plate's null of control-well splits."""
+    result = StepResult()
+    analysed = size_factors.set_index("sample")["size_factor"]
+    sheet = sheet_from_samples_table(samples).loc[analysed.index]
+    table = condition_table(sheet)
+    table = table[table["condition"].isin(set(deg_results["contrast"]))]
+    table = table.rename(columns={"condition": "contrast"})
+    table["plate"] = condition_plates(sheet).reindex(table["contrast"]).to_numpy()
+    dispersions = gene_dispersions.set_index("gene_id")
+    counts = to_wide(raw_counts, "count").loc[dispersions.index, analysed.index]
+    nulls = {}
+    for plate, wells in sheet[sheet[ROLE] == "control"].groupby("plate"):
+        controls = wells.index.tolist()
+        n_treated = pseudo_treatment_size(table["n_wells"], len(controls))
+        nulls[plate] = null_deg_counts(
+            counts, analysed, dispersions["dispersion"], dispersions["base_mean"], controls,
+            n_treated, alpha=config.alpha, lfc_threshold=config.lfc_threshold, seed=NULL_SEED)
+        result.info(f"plate {plate}: null of {len(nulls[plate])} control splits "
+                    f"({n_treated} vs {len(controls) - n_treated} wells), 95th percentile "
+                    f"{np.quantile(nulls[plate], NULL_QUANTILE):.1f} DEGs")
+    calls = activity_calls(deg_results, table, nulls, alpha=config.alpha)
+    return result.add(
+        "compound_activity", calls, n_conditions=len(calls), n_active=int(calls["active"].sum()),
+        null_threshold_by_plate={p: float(np.quantile(v, NULL_QUANTILE))
+                                 for p, v in nulls.items()},
+        active=Markdown(calls[calls["active"]].sort_values("n_deg", ascending=False)
+                        .head(40).to_markdown(index=False)))
+
+
+def dose_response(config: StudyConfig, vst: pd.DataFrame, samples: pd.DataFrame,
+                  deg_results: pd.DataFrame, genes: pd.DataFrame) -> StepResult:
+    """Per compound, dose-response models of its responsive genes (padj < alpha at any dose)
+    over its wells and its plates' controls (dose 0)."""
+    result = StepResult()
+    expression = to_wide(vst, "vst")
+    sheet = sheet_from_samples_table(samples).loc[expression.columns]
+    doses = pd.to_numeric(sheet["dose"])
+    significant = deg_results[deg_results["padj"] < config.alpha]
+    fits, skipped = [], {}
+    for compound, wells in sheet[sheet[ROLE] == "sample"].groupby("compound", sort=True):
+        responsive = significant.loc[significant["compound"] == compound, "gene_id"].unique()
+        if len(responsive) == 0:
+            skipped[compound] = "no gene with padj < alpha at any dose"
+            continue
+        controls = sheet.index[(sheet[ROLE] == "control") & sheet["plate"].isin(wells["plate"])]
+        used = wells.index.append(controls)
+        try:
+            fit = fit_dose_response(expression.loc[responsive, used], doses.loc[used])
+        except ValueError as err:
+            skipped[compound] = str(err)
+            continue
+        fits.append(fit.assign(compound=compound))
+    if not fits:
+        result.info("no compound had responsive genes over enough doses")
+        table = TABLES["dose_response"].empty()
+    else:
+        table = pd.concat(fits, ignore_index=True)
+        table["gene_symbol"] = genes.set_index("gene_id")["gene_symbol"] \
+            .reindex(table["gene_id"]).to_numpy()
+        first = TABLES["dose_response"].stored_columns
+        table = table[first + [c for c in table.columns if c not in first]]
+    return result.add("dose_response", table, n_compounds_fitted=len(fits), skipped=skipped,
+                      n_genes_with_bmd=int(table["bmd"].notna().sum()) if len(table) else 0)
+
+
+def compound_potency(config: StudyConfig, dose_response: pd.DataFrame) -> StepResult:
+    """Per compound, the transcriptomic point of departure from its genes' BMDs."""
+    table = potency_table(dose_response) if len(dose_response) \
+        else TABLES["compound_potency"].empty()
+    return StepResult().add(
+        "compound_potency", table,
+        n_compounds_with_tpod=int(table["tpod"].notna().sum()) if len(table) else 0,
+        potency=Markdown(table.sort_values("tpod").head(40).to_markdown(index=False))
+        if len(table) else "")
+
+
+def compound_similarity(config: StudyConfig, deg_results: pd.DataFrame,
+                        compound_activity: pd.DataFrame) -> StepResult:
+    """Similarity of the active conditions' signatures, neighbours and clusters (heatmap)."""
+    active = compound_activity.loc[compound_activity["active"], "contrast"]
+    rows = deg_results[deg_results["contrast"].isin(set(active))]
+    if active.nunique() < 2:
+        result = StepResult(files={SIMILARITY_PLOTS: {}})
+        result.info(f"{active.nunique()} active condition(s): nothing to compare")
+        return result.add("compound_similarity", TABLES["compound_similarity"].empty(),
+                          n_active=int(active.nunique()))
+    genes = informative_genes(rows, alpha=config.alpha)
+    found = similarity_of(signature_matrix(rows), genes, conditions_meta=conditions(rows))
+    table = found.neighbors.join(found.clusters["cluster"], on="contrast")
+    heatmap = plots.similarity_heatmap(found.similarity, found.order, found.clusters["cluster"])
+    result = StepResult(files={SIMILARITY_PLOTS: {"similarity_heatmap.png": heatmap}})
+    return result.add(
+        "compound_similarity", table[TABLES["compound_similarity"].stored_columns],
+        n_active=int(active.nunique()), n_genes=len(genes),
+        n_clusters=int(found.clusters["cluster"].nunique()), notes=found.notes,
+        similarity_heatmap=Markdown(plots.markdown_image(heatmap, "similarity")))

@@ -1,0 +1,270 @@
+"""Screen plate maps: well roles, conditions (compound x dose) and the default contrasts.
+
+A screen's sample sheet is its plate map, one row per well: ``sample, plate, well, compound,
+dose`` (+ optional ``dose_unit``, ``replicate``, ``well_type``). Every well gets a role:
+
+* ``control``: the vehicle named by ``control:`` in study.yaml (e.g. DMSO); the reference of
+  every test;
+* ``sample``: a compound at a dose; tested against the controls;
+* ``positive_control``, ``empty``, ``other``: kept in well QC, never tested.
+
+The rule: a ``well_type`` column, when present, decides the role (values such as ``SA``,
+``treated``, ``Sample`` -> sample; ``RC``, ``vehicle``, ``Vehicle_control``, ``negative`` ->
+control; ``PC``, ``positive``, ``Positive_control`` -> positive_control; ``EMPTY``,
+``blank`` -> empty; anything else -> other). A vehicle-type well is a control only if its
+compound is the study's control (a Media well next to DMSO controls is ``other``). Without
+``well_type``, wells of the control compound are controls and all others are samples.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from dge_platform._core.problems import Problem
+from dge_platform.study.config import Contrast
+from dge_platform.study.paths import STUDY_FILE
+
+REQUIRED_COLUMNS = ("plate", "well", "compound", "dose")
+KNOWN_COLUMNS = (*REQUIRED_COLUMNS, "dose_unit", "replicate", "well_type")
+MIN_CONTROLS_PER_PLATE = 4
+ROLE = "role"
+CONDITION = "condition"
+TESTED_ROLES = ("sample", "control")
+
+_ROLE_WORDS = {
+    "sample": {"sample", "sa", "treated", "treatment", "compound", "test"},
+    "control": {"control", "rc", "vehicle", "vehicle_control", "negative", "negative_control",
+                "neg", "nc", "dmso", "reference", "reference_control"},
+    "positive_control": {"positive_control", "positive", "pc", "pos", "poscontrol"},
+    "empty": {"empty", "blank", "none"},
+}
+
+
+def well_role(well_type: str | None, compound: str | None, control: str) -> str:
+    """The role of one well (see the module docstring for the rule)."""
+    is_control_compound = compound is not None and compound.casefold() == control.casefold()
+    if well_type is None or pd.isna(well_type):
+        return "control" if is_control_compound else "sample"
+    word = re.sub(r"[\s\-]+", "_", str(well_type).strip().casefold())
+    for role, words in _ROLE_WORDS.items():
+        if word in words:
+            if role == "control" and not is_control_compound:
+                return "other"
+            return role
+    return "other"
+
+
+# Longest compound (or unit) part of a condition label; contrast names allow 120 characters.
+MAX_LABEL_PART = 60
+
+
+def _label_part(text: str) -> str:
+    """Text reduced to the characters of contrast names, starting with a letter or digit
+    (micro signs become ``u``) and short enough for a contrast name."""
+    text = re.sub(r"[^A-Za-z0-9_.+-]+", "-", re.sub("[\u00b5\u03bc]", "u", text))
+    return text.lstrip("_.+-")[:MAX_LABEL_PART].rstrip("-")
+
+
+def condition_label(compound: str, dose: float, unit: str | None) -> str:
+    """A contrast-safe label of one compound x dose, e.g. ``ETOPOSIDE_10uM``."""
+    return f"{_label_part(compound) or 'compound'}_{dose:g}{_label_part(unit or '')}"
+
+
+def normalize_columns(sheet: pd.DataFrame) -> pd.DataFrame:
+    """Plate-map columns named in another case (``Plate``, ``DOSE``) under their standard
+    names, unless the standard name is already taken or two columns claim it."""
+    folded = pd.Series([c.casefold() for c in sheet.columns])
+    renames = {c: c.casefold() for c in sheet.columns
+               if c.casefold() in KNOWN_COLUMNS and c != c.casefold()
+               and c.casefold() not in sheet.columns and (folded == c.casefold()).sum() == 1}
+    return sheet.rename(columns=renames)
+
+
+def _roles(sheet: pd.DataFrame, control: str) -> pd.Series:
+    types = sheet["well_type"] if "well_type" in sheet.columns else pd.Series(None, sheet.index)
+    return pd.Series([well_role(t, c, control) for t, c in zip(types, sheet["compound"])],
+                     index=sheet.index)
+
+
+def annotate_plate_map(sheet: pd.DataFrame, control: str) -> pd.DataFrame:
+    """Add ``role`` and ``condition`` (compound x dose label; the control's name for
+    control wells; empty for wells that are not tested) to a validated plate map; wells
+    other than treated ones may leave ``dose`` empty (it becomes 0)."""
+    sheet = sheet.copy()
+    sheet[ROLE] = _roles(sheet, control)
+    sheet["dose"] = sheet["dose"].where(sheet["dose"].notna() | (sheet[ROLE] == "sample"), "0")
+    # empty unit cells are missing values (pd.NA), which have no truth value
+    units = (sheet["dose_unit"].fillna("") if "dose_unit" in sheet.columns
+             else pd.Series("", sheet.index))
+    doses = pd.to_numeric(sheet["dose"])
+    labels = [condition_label(c, d, u) if r == "sample" else (control if r == "control" else None)
+              for c, d, u, r in zip(sheet["compound"], doses, units, sheet[ROLE])]
+    sheet[CONDITION] = labels
+    return sheet
+
+
+def plate_map_problems(sheet: pd.DataFrame, file: str, control: str,
+                       library_size: pd.Series | None = None) -> list[Problem]:
+    """Problems of a screen's plate map: required columns, numeric non-negative doses, a
+    compound for every well, the control present, and at least four usable control wells on
+    every plate (wells with counts)."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in sheet.columns]
+    if missing:
+        return [Problem(file, f"column '{c}'", "missing from the plate map; found columns: "
+                        f"{', '.join(sheet.columns)}", "add it (plate maps need sample, plate, "
+                        "well, compound, dose)") for c in missing]
+    problems = []
+    for column in ("plate", "well", "compound"):
+        empty = sheet.index[sheet[column].isna()].tolist()
+        if empty:
+            problems.append(Problem(file, f"column '{column}'", f"empty for well(s) "
+                                    f"{', '.join(empty[:5])}", f"fill in '{column}' for every "
+                                    "well"))
+    if problems:
+        return problems
+    undosed = sheet.index[sheet["dose"].isna() & (_roles(sheet, control) == "sample")].tolist()
+    if undosed:
+        problems.append(Problem(file, "column 'dose'", f"empty for treated well(s) "
+                                f"{', '.join(undosed[:5])}", "give every compound well its "
+                                "dose (controls may stay empty or 0)"))
+    doses = pd.to_numeric(sheet["dose"], errors="coerce")
+    bad = sheet.index[sheet["dose"].notna() & doses.isna()].tolist()
+    if bad:
+        values = sheet.loc[bad[:3], "dose"].tolist()
+        problems.append(Problem(file, "column 'dose'", f"not numeric for {len(bad)} well(s), "
+                                f"e.g. {', '.join(f'{s}={v!r}' for s, v in zip(bad, values))}",
+                                "give doses as plain numbers and put the unit in 'dose_unit'"))
+    negative = sheet.index[doses < 0].tolist()
+    if negative:
+        problems.append(Problem(file, "column 'dose'", f"negative for well(s) "
+                                f"{', '.join(negative[:5])}", "doses must be >= 0"))
+    infinite = sheet.index[doses == float("inf")].tolist()
+    if infinite:
+        problems.append(Problem(file, "column 'dose'", f"infinite for well(s) "
+                                f"{', '.join(infinite[:5])}", "give every dose as a finite "
+                                "number"))
+    if problems:
+        return problems
+    annotated = annotate_plate_map(sheet, control)
+    if not (annotated[ROLE] == "control").any():
+        return [_no_control_problem(annotated, file, control)]
+    problems += _label_clashes(annotated, file, control)
+    usable = annotated[ROLE] == "control"
+    if library_size is not None:
+        usable &= library_size.reindex(annotated.index).fillna(0).gt(0)
+    for plate, n in plates_short_of_controls(usable, annotated["plate"]).items():
+        problems.append(Problem(file, "column 'plate'", f"plate {plate!r} has {n} usable "
+                                f"control well(s) ({control}); at least "
+                                f"{MIN_CONTROLS_PER_PLATE} are needed to estimate the "
+                                "plate's baseline and its null distribution",
+                                "add control wells to that plate, or leave the plate out "
+                                "of the screen"))
+    duplicated = annotated[["plate", "well"]].duplicated()
+    if duplicated.any():
+        first = annotated.loc[duplicated, ["plate", "well"]].iloc[0]
+        problems.append(Problem(file, "column 'well'", f"well {first['well']} of plate "
+                                f"{first['plate']} is listed more than once", "list each well "
+                                "of a plate once"))
+    return problems
+
+
+def _no_control_problem(annotated: pd.DataFrame, file: str, control: str) -> Problem:
+    """Why no well is a control: the vehicle is absent, or ``well_type`` marks none of its
+    wells as a vehicle control."""
+    compounds = sorted(annotated["compound"].unique())
+    if control.casefold() in {c.casefold() for c in compounds}:
+        return Problem(file, "column 'well_type'", f"no well of compound {control!r} has a "
+                       "control well type", "mark the vehicle wells as control (or RC, "
+                       "vehicle, negative), or drop the well_type column")
+    return Problem(STUDY_FILE, "control", f"no well of {file} has compound {control!r} "
+                   f"(compounds: {', '.join(compounds[:8])} ...)", "name the vehicle used on "
+                   "the plates (case-insensitive), e.g. control: DMSO")
+
+
+def _label_clashes(annotated: pd.DataFrame, file: str, control: str) -> list[Problem]:
+    """Different compounds or doses whose wells would share one condition label (e.g.
+    'cpd A' and 'cpd-A', or doses equal to 6 digits), or whose label is the control's: their
+    wells would be pooled."""
+    treated = annotated[annotated[ROLE] == "sample"]
+    pairs = pd.DataFrame({"compound": treated["compound"], "dose": pd.to_numeric(
+        treated["dose"]), "label": treated[CONDITION]}).drop_duplicates(["compound", "dose"])
+    problems = []
+    for label, group in pairs.groupby("label"):
+        if len(group) > 1 or label == control:
+            shown = ", ".join(f"{c!r} at dose {d:.10g}" for c, d in
+                              zip(group["compound"][:3], group["dose"][:3]))
+            also = ", the control's name" if label == control else ""
+            problems.append(Problem(file, "column 'compound'", f"{shown} would become condition "
+                                    f"{label!r}{also}, pooling different treatments",
+                                    "make compound names differ in letters or digits (and "
+                                    "doses by more than 6 significant digits)"))
+    return problems
+
+
+def screen_design(sheet: pd.DataFrame) -> str:
+    """``~ condition``, or ``~ plate + condition`` when the tested wells span plates."""
+    tested = sheet[sheet[ROLE].isin(TESTED_ROLES)]
+    return "~ plate + condition" if tested["plate"].nunique() > 1 else "~ condition"
+
+
+def screen_contrasts(sheet: pd.DataFrame, control: str) -> list[Contrast]:
+    """Every compound x dose against the control wells, in plate-map order of first use."""
+    conditions = sheet.loc[sheet[ROLE] == "sample", CONDITION]
+    return [Contrast(name=label, factor=CONDITION, level=label, reference=control)
+            for label in pd.unique(conditions)]
+
+
+def condition_table(sheet: pd.DataFrame) -> pd.DataFrame:
+    """One row per tested compound x dose: condition, compound, dose, dose_unit, n_wells."""
+    treated = sheet[sheet[ROLE] == "sample"]
+    unit = treated["dose_unit"] if "dose_unit" in treated.columns else None
+    table = pd.DataFrame({
+        CONDITION: treated[CONDITION], "compound": treated["compound"],
+        "dose": pd.to_numeric(treated["dose"]).astype(float),
+        "dose_unit": unit if unit is not None else pd.Series(None, treated.index, dtype=object)})
+    counts = treated.groupby(CONDITION).size()
+    table = table.drop_duplicates(CONDITION).set_index(CONDITION)
+    table["n_wells"] = counts.reindex(table.index).to_numpy()
+    return table.reset_index()
+
+
+def single_well_conditions(sheet: pd.DataFrame) -> list[str]:
+    """Conditions with one well: testable in a shared fit (dispersion is borrowed from the
+    whole plate) but with little power, and no check of replicate agreement."""
+    counts = sheet.loc[sheet[ROLE] == "sample", CONDITION].value_counts()
+    return sorted(counts.index[counts < 2])
+
+
+
+def plates_short_of_controls(usable_controls: pd.Series, plates: pd.Series) -> dict[str, int]:
+    """Plates with fewer than ``MIN_CONTROLS_PER_PLATE`` usable control wells, and how many
+    they have."""
+    per_plate = usable_controls.groupby(plates).sum()
+    return {plate: int(n) for plate, n in per_plate.items() if n < MIN_CONTROLS_PER_PLATE}
+
+
+def analysis_wells(sheet: pd.DataFrame, passed: pd.Series, control: str,
+                   file: str) -> tuple[list[str], dict[str, str], list[Problem]]:
+    """The wells a screen's fit uses: controls and treated wells that passed well QC.
+
+    Returns the wells, the conditions left untested with the reason (every well failed QC),
+    and problems: a plate left with fewer than four usable controls cannot be analysed.
+    """
+    usable = sheet[ROLE].isin(TESTED_ROLES) & passed.reindex(sheet.index).fillna(False)
+    short = plates_short_of_controls(usable & (sheet[ROLE] == "control"), sheet["plate"])
+    problems = [Problem(file, "column 'plate'", f"plate {plate!r} has {n} control well(s) "
+                        f"({control}) that passed well QC; at least {MIN_CONTROLS_PER_PLATE} "
+                        "are needed", "see the well_qc table for why wells failed; re-run the "
+                        "plate or leave it out of the screen") for plate, n in short.items()]
+    treated = sheet[sheet[ROLE] == "sample"]
+    kept = usable.loc[treated.index].groupby(treated[CONDITION]).sum()
+    untested = {c: "every well failed well QC" for c, n in kept.items() if n == 0}
+    return sheet.index[usable].tolist(), untested, problems
+
+
+def condition_plates(sheet: pd.DataFrame) -> pd.Series:
+    """Plate(s) of each tested condition, comma-joined when a condition spans plates."""
+    treated = sheet[sheet[ROLE] == "sample"]
+    return treated.groupby(CONDITION)["plate"].agg(lambda p: ",".join(sorted(set(p))))

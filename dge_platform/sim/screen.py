@@ -1,0 +1,206 @@
+"""Simulated DRUG-seq dose-response screens with known truth.
+
+Counts are negative binomial around ``base mean x size factor x plate effect x 2^lfc``:
+log-normal base means at DRUG-seq depth (median ~20 UMIs per gene and well), a DESeq2-like
+dispersion trend ``0.05 + 1/mu`` with log-normal scatter, log-normal size factors, and per
+compound a set of responsive genes whose log2 fold change follows a Hill curve in dose.
+
+    from dge_platform.sim.screen import simulate_screen
+    screen = simulate_screen(n_genes=20_000, plate_format=96)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from dge_platform.screen.plate_map import condition_label
+from dge_platform.screen.well_qc import PLATE_SHAPES, ROW_LETTERS
+
+CONTROL = "DMSO"
+UNIT = "uM"
+# Layouts per plate format when not given: 16 + 10 x 4 x 2 = 96 wells; 24 + 30 x 6 x 2 = 384
+# wells (180 compound-dose conditions).
+DEFAULT_LAYOUTS = {
+    96: {"n_controls": 16, "n_compounds": 10, "doses": (0.01, 0.1, 1.0, 10.0)},
+    384: {"n_controls": 24, "n_compounds": 30, "doses": (0.003, 0.01, 0.03, 0.1, 1.0, 10.0)},
+}
+
+
+@dataclass
+class SimulatedScreen:
+    """A simulated screen and its ground truth.
+
+    Attributes
+    ----------
+    counts
+        UMI counts, genes (``G00001``...) x wells (``P1_A01``...), int64.
+    plate_map
+        One row per well: sample, plate, well, compound, dose, dose_unit, well_type
+        (``control`` for DMSO wells, else ``sample``), replicate and condition
+        (``{compound}_{dose:g}uM`` as :func:`dge_platform.screen.plate_map.condition_label`
+        names it, or ``DMSO``).
+    true_lfc
+        True log2 fold change vs DMSO, genes x compound-dose condition.
+    ec50
+        EC50 per compound (uM); NaN for inactive compounds.
+    responsive
+        Whether each gene responds to each compound, genes x compound.
+    size_factors
+        True size factor per well.
+    dispersions
+        True NB dispersion per gene (at its base mean).
+    """
+
+    counts: pd.DataFrame
+    plate_map: pd.DataFrame
+    true_lfc: pd.DataFrame
+    ec50: pd.Series
+    responsive: pd.DataFrame
+    size_factors: pd.Series
+    dispersions: pd.Series
+
+
+def hill(dose: np.ndarray | float, ec50: np.ndarray | float,
+         slope: np.ndarray | float) -> np.ndarray:
+    """Fraction of the maximal effect reached at ``dose``: d^h / (ec50^h + d^h)."""
+    d = np.asarray(dose, dtype=float) ** slope
+    return d / (np.asarray(ec50, dtype=float) ** slope + d)
+
+
+def plate_layout(plate: str, plate_format: int, n_controls: int, compounds: list[str],
+                 doses: tuple[float, ...], n_replicates: int, plate_index: int,
+                 rng: np.random.Generator) -> pd.DataFrame:
+    """Assign controls and compound-dose replicates to the wells of one plate.
+
+    Wells are filled in random order (so controls and each condition are spread over the
+    grid); wells left over stay empty and are not returned. Replicate numbers continue
+    across plates (plate 2 holds replicates n+1..2n of each condition).
+    """
+    n_rows, n_cols = PLATE_SHAPES[plate_format]
+    wells = [f"{ROW_LETTERS[r]}{c + 1:02d}" for r in range(n_rows)
+             for c in range(n_cols)]
+    content = [(CONTROL, 0.0, plate_index * n_controls + i + 1) for i in range(n_controls)]
+    content += [(cmp, dose, plate_index * n_replicates + r + 1) for cmp in compounds
+                for dose in doses for r in range(n_replicates)]
+    if len(content) > len(wells):
+        raise ValueError(f"{len(content)} wells needed, a {plate_format}-well plate has "
+                         f"{len(wells)}")
+    slots = np.sort(rng.choice(len(wells), size=len(content), replace=False))
+    order = rng.permutation(len(content))
+    rows = []
+    for slot, k in zip(slots, order):
+        compound, dose, replicate = content[k]
+        control = compound == CONTROL
+        rows.append({
+            "sample": f"{plate}_{wells[slot]}", "plate": plate, "well": wells[slot],
+            "compound": compound, "dose": dose, "dose_unit": UNIT,
+            "well_type": "control" if control else "sample", "replicate": replicate,
+            "condition": CONTROL if control else condition_label(compound, dose, UNIT),
+        })
+    return pd.DataFrame(rows)
+
+
+def simulate_screen(n_genes: int = 20_000, n_plates: int = 1, plate_format: int = 96,
+                    n_controls: int | None = None, n_compounds: int | None = None,
+                    doses: tuple[float, ...] | None = None, n_replicates: int = 2,
+                    frac_responsive: float = 0.05, inactive_compounds: int = 2,
+                    seed: int = 0) -> SimulatedScreen:
+    """Simulate a DRUG-seq dose-response screen.
+
+    Parameters
+    ----------
+    n_genes
+        Genes. (default: ``20_000``)
+    n_plates
+        Plates; each holds the full layout (controls and every compound-dose replicate),
+        with its own well assignment and small per-gene plate effects. (default: ``1``)
+    plate_format
+        96 or 384 wells. (default: ``96``)
+    n_controls, n_compounds, doses
+        DMSO wells per plate, compounds and doses (uM); ``None`` takes the format's default
+        layout (96: 16, 10, 4 doses; 384: 24, 30, 6 doses = 180 conditions).
+    n_replicates
+        Wells per compound-dose condition and plate. (default: ``2``)
+    frac_responsive
+        Fraction of genes responding to each active compound. (default: ``0.05``)
+    inactive_compounds
+        The last compounds have no effect at all. (default: ``2``)
+    seed
+        Random seed. (default: ``0``)
+    """
+    layout = DEFAULT_LAYOUTS[plate_format]
+    n_controls = layout["n_controls"] if n_controls is None else n_controls
+    n_compounds = layout["n_compounds"] if n_compounds is None else n_compounds
+    doses = tuple(layout["doses"] if doses is None else doses)
+    rng = np.random.default_rng(seed)
+    genes = [f"G{i + 1:05d}" for i in range(n_genes)]
+    compounds = [f"CMP{i + 1:02d}" for i in range(n_compounds)]
+    active = np.arange(n_compounds) < n_compounds - inactive_compounds
+
+    plate_map = pd.concat([
+        plate_layout(f"P{p + 1}", plate_format, n_controls, compounds, doses, n_replicates, p,
+                     rng)
+        for p in range(n_plates)], ignore_index=True)
+
+    base_mean = np.exp(rng.normal(np.log(20), 1.5, n_genes))
+    dispersion = (0.05 + 1 / base_mean) * np.exp(rng.normal(0, 0.5, n_genes))
+    size_factors = np.exp(rng.normal(0, 0.2, len(plate_map)))
+
+    # Truth per compound: responsive genes, maximal effect, EC50 inside the dose range, slope.
+    responsive = (rng.random((n_genes, n_compounds)) < frac_responsive) & active
+    max_lfc = rng.normal(1.5, 0.5, (n_genes, n_compounds)) * rng.choice([-1, 1], (n_genes,
+                                                                              n_compounds))
+    max_lfc = np.where(responsive, max_lfc, 0.0)
+    log_doses = np.log(doses)
+    ec50 = np.where(active, np.exp(rng.uniform(log_doses.min(), log_doses.max(), n_compounds)),
+                    np.nan)
+    slope = rng.uniform(1, 2, n_compounds)
+    conditions = [condition_label(c, d, UNIT) for c in compounds for d in doses]
+    true_lfc = np.column_stack([
+        max_lfc[:, i] * (hill(d, ec50[i], slope[i]) if active[i] else 0.0)
+        for i in range(n_compounds) for d in doses])
+
+    plate_effect = np.ones((n_genes, n_plates))
+    if n_plates > 1:
+        plate_effect = np.exp(rng.normal(0, 0.1, (n_genes, n_plates)))
+    cond_index = {c: j for j, c in enumerate(conditions)}
+    lfc = np.zeros((n_genes, len(plate_map)))
+    treated = plate_map["condition"] != CONTROL
+    cols = plate_map.loc[treated, "condition"].map(cond_index).to_numpy()
+    lfc[:, treated.to_numpy()] = true_lfc[:, cols]
+    plate_idx = plate_map["plate"].str[1:].astype(int).to_numpy() - 1
+    mu = base_mean[:, None] * size_factors[None, :] * plate_effect[:, plate_idx] * 2.0 ** lfc
+    # Gamma-Poisson mixture = NB with mean mu and variance mu + dispersion mu^2.
+    shape = 1 / dispersion[:, None]
+    counts = rng.poisson(rng.gamma(shape, mu / shape)).astype(np.int64)
+
+    samples = plate_map["sample"].tolist()
+    return SimulatedScreen(
+        counts=pd.DataFrame(counts, index=pd.Index(genes, name="gene_id"), columns=samples),
+        plate_map=plate_map,
+        true_lfc=pd.DataFrame(true_lfc, index=genes, columns=conditions),
+        ec50=pd.Series(ec50, index=compounds, name="ec50"),
+        responsive=pd.DataFrame(responsive, index=genes, columns=compounds),
+        size_factors=pd.Series(size_factors, index=samples, name="size_factor"),
+        dispersions=pd.Series(dispersion, index=genes, name="dispersion"),
+    )
+
+
+def write_screen_study(folder: Path, screen: SimulatedScreen, study_id: str) -> Path:
+    """Write ``screen`` as a screen study folder: one gzipped count file per plate, the plate
+    map and study.yaml (control DMSO, default design and contrasts)."""
+    (folder / "counts").mkdir(parents=True)
+    for plate, wells in screen.plate_map.groupby("plate", sort=False):
+        screen.counts[wells["sample"]].rename_axis("gene_id").to_csv(
+            folder / "counts" / f"{plate}.tsv.gz", sep="\t")
+    screen.plate_map.drop(columns="condition").to_csv(folder / "plate_map.tsv", sep="\t",
+                                                      index=False)
+    (folder / "study.yaml").write_text(yaml.safe_dump({
+        "id": study_id, "kind": "screen", "organism": "Homo sapiens",
+        "counts": "counts/*.tsv.gz", "plate_map": "plate_map.tsv", "control": CONTROL}))
+    return folder

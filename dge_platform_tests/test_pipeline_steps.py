@@ -1,0 +1,64 @@
+"""Pipeline steps are plain functions: a study runs through them on frames, without Dagster,
+and a bad study fails with the problems a user reads."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from dge_platform.defs.steps import study_config
+from dge_platform.pipelines import bulk, ingest
+from dge_platform.pipelines.step import StepFailure
+from dge_platform.storage.tables import TABLES
+from dge_platform_tests.conftest import REPO, write_study
+
+STEPS = ("ingest", "de", "bulk", "screen", "singlecell", "enrichment", "report", "cross_study")
+
+
+def test_pipelines_import_no_dagster():
+    code = ("import sys\n" + "".join(f"import dge_platform.pipelines.{m}\n" for m in STEPS)
+            + "assert not [m for m in sys.modules if m.startswith('dagster')], 'dagster'\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_bulk_study_runs_through_its_steps_on_frames(home):
+    write_study(home.studies / "toy")
+    logged = []
+    tables = ingest.ingest(home, "toy", 1, logged.append).outputs
+    assert set(tables) == {"studies", "samples", "genes", "raw_counts"}
+    config = study_config(tables["studies"])
+
+    de = bulk.deseq2(config, tables["raw_counts"], tables["samples"], tables["genes"], n_cpus=1)
+    results = de.outputs["deg_results"]
+    assert list(results.columns) == TABLES["deg_results"].stored_columns
+    assert len(results) == len(tables["genes"]) * len(config.contrasts)
+    assert {c.name: c.passed for c in de.checks} == {"size_factors_valid": True,
+                                                     "deg_results_valid": True}
+    assert de.metadata["deg_results"]["untested"] == {}
+
+    qc = bulk.sample_qc(config, de.outputs["vst"], de.outputs["size_factors"], results,
+                        de.outputs["gene_dispersions"], tables["samples"])
+    assert len(qc.outputs["sample_qc"]) == len(tables["samples"])
+    assert {"qc_distances.png", f"volcano_{config.contrasts[0].name}.png"} <= \
+        set(qc.files["qc_plots"])
+
+    corrected = bulk.batch_corrected(config, de.outputs["vst"], tables["samples"])
+    assert len(corrected.outputs["batch_corrected"]) == len(de.outputs["vst"])
+    assert corrected.metadata["batch_corrected"] == {"batch": "batch"}
+    # No batch column: nothing to correct, said in the log, and no table (an empty one).
+    unbatched = config.model_copy(update={"batch": None})
+    corrected = bulk.batch_corrected(unbatched, de.outputs["vst"], tables["samples"])
+    assert corrected.outputs == {}
+    assert corrected.messages == [("info", "no batch column in study.yaml: nothing to correct")]
+
+
+def test_a_bad_study_fails_the_step_with_every_problem(home):
+    write_study(home.studies / "toy", config={"kind": "nonsense"})
+    with pytest.raises(StepFailure) as failure:
+        ingest.ingest(home, "toy", 1, print)
+    assert "kind" in failure.value.description
+    assert any("kind" in p for p in failure.value.metadata["problems"])
