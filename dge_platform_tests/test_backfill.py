@@ -19,6 +19,7 @@ from dge_platform.defs.batch import (
 )
 from dge_platform.runner import instance_for, run_studies, run_study
 from dge_platform.storage.catalog import query
+from dge_platform.storage.tables import TABLES
 from dge_platform_tests.conftest import write_screen, write_study
 
 STUDIES = ["bulk_a", "bulk_b", "screen_c"]
@@ -87,7 +88,12 @@ def test_one_run_per_kind_materializes_every_study(batch_home):
                 asset_key=dg.AssetKey([kind, key]), asset_partitions=[study_id]),
                 limit=5).records
             assert [r.run_id for r in records] == [run.run_id], (key, study_id)
-            assert records[0].asset_materialization.metadata["dagster/row_count"].value == n
+            metadata = records[0].asset_materialization.metadata
+            assert metadata["dagster/row_count"].value == n
+            # Each study's materialization describes its columns from the table contract.
+            schema = metadata["dagster/column_schema"].value
+            assert [c.name for c in schema.columns] == TABLES[key].stored_columns
+            assert all(c.description for c in schema.columns), (key, study_id)
     assert not instance.fetch_materializations(dg.AssetRecordsFilter(
         asset_key=dg.AssetKey(["screen", "well_qc"]), asset_partitions=["bulk_a"]),
         limit=1).records

@@ -33,7 +33,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from dge_platform.storage.tables import TABLES
+from dge_platform.storage.tables import TABLES, TableSpec
 from dge_platform.storage.warehouse import Warehouse
 
 MAX_STUDIES_PER_RUN = 10
@@ -197,16 +197,20 @@ def _merged_outputs(context: dg.AssetExecutionContext,
             # A cell-level (h5ad) output is None for a study without cells.
             frame = output.value if output else (table.empty() if table else None)
             frames[study_id] = frame
-            context.add_asset_metadata({**(_table_metadata(frame) if table else {}),
+            context.add_asset_metadata({**(_table_metadata(table, frame) if table else {}),
                                         **(output.metadata if output else {})},
                                        asset_key=key, partition_key=study_id)
         yield dg.Output(frames, name)
 
 
-def _table_metadata(frame: pd.DataFrame) -> dict[str, Any]:
+def _table_metadata(table: TableSpec, frame: pd.DataFrame) -> dict[str, Any]:
+    """A study's row count and the columns it holds, described by the table contract (a
+    study's own sample-sheet columns have no description)."""
     return {"dagster/row_count": len(frame),
             "dagster/column_schema": dg.TableSchema(columns=[
-                dg.TableColumn(str(name), str(dtype)) for name, dtype in frame.dtypes.items()])}
+                dg.TableColumn(str(name), str(dtype),
+                               description=table.column_description(str(name)) or None)
+                for name, dtype in frame.dtypes.items()])}
 
 
 def _merged_materialization(context: dg.AssetExecutionContext,
