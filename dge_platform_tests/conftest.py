@@ -14,6 +14,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "data" / "studies"
+FIXTURES = REPO / "dge_platform_tests" / "fixtures"
+"""R reference outputs and small real inputs (each folder's README says how they were made)."""
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 Semantics are those of R ``GenomicAlignments::summarizeOverlaps(mode="Union",
 singleEnd=FALSE, fragments=TRUE, ignore.strand=TRUE)`` on ``exonsBy(txdb, "gene")`` (the
 airway package's counts; equal gene by gene on the airway BAM subsets, see
-``dge_platform_tests/test_fragment_counting.py``):
+``dge_platform_tests/counting/test_fragment_counting.py``):
 
 * a fragment is a mate pair (mates matched by read name, positions and flags, as Rsamtools
   ``asMates=TRUE``) or the records of a read name whose mates are not found (singletons,

@@ -8,7 +8,7 @@ file and the field (``study.yaml`` and the key for settings). Rounding the estim
 is the caller's job (``round_counts``).
 
 Agreement with R tximport 1.26.1 (``ignoreTxVersion=TRUE``) on the airway salmon runs is
-checked in ``dge_platform_tests/test_quant_import.py``.
+checked in ``dge_platform_tests/counting/test_quant_import.py``.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ PyDESeq2 0.5.4 departs from DESeq2 1.38 in two places that move p-values on real
   that only R's own random stream reproduces R's value, so that stream is replayed here
   (:class:`RRandomStream`).
 
-The tests compare both against R fixtures (``dge_platform_tests/test_bulk_de.py``,
-``dge_platform_tests/test_dispersion_prior.py``).
+The tests compare both against R fixtures (``dge_platform_tests/de/test_bulk_de.py``,
+``dge_platform_tests/de/test_dispersion_prior.py``).
 """
 
 from __future__ import annotations

@@ -130,7 +130,7 @@ def _multiprocess_run(home, instance, four_studies, record_property):
     with query_loop(home, four_studies) as stats:
         # By its package path: pytest imports this file as a top-level module, which the
         # step processes could not import (``dg.reconstructable`` would name that).
-        job = dg.build_reconstructable_job("dge_platform_tests.test_concurrency",
+        job = dg.build_reconstructable_job("dge_platform_tests.integration.test_concurrency",
                                            multiprocess_study_job.__name__,
                                            reconstructor_working_directory=str(REPO))
         with dg.execute_job(job, instance=instance,

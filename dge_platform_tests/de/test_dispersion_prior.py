@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,20 +26,21 @@ from dge_platform.de.dispersion import (
 )
 from dge_platform.study.config import Contrast
 from dge_platform_tests._helpers import jaccard
+from dge_platform_tests.conftest import FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures" / "r_deseq2"
+R_DESEQ2 = FIXTURES / "r_deseq2"
 MONOCYTES = ["CD14+ Monocytes", "FCGR3A+ Monocytes"]
 
 
 @pytest.fixture(scope="module")
 def r_prior() -> pd.Series:
-    return pd.read_csv(FIXTURES / "pseudobulk_kang_r_prior_var.csv", index_col="cell_type",
+    return pd.read_csv(R_DESEQ2 / "pseudobulk_kang_r_prior_var.csv", index_col="cell_type",
                        float_precision="round_trip")["disp_prior_var"]
 
 
 @pytest.fixture(scope="module")
 def r_dispersions() -> pd.DataFrame:
-    return pd.read_csv(FIXTURES / "pseudobulk_kang_r_dispersions.csv.gz",
+    return pd.read_csv(R_DESEQ2 / "pseudobulk_kang_r_dispersions.csv.gz",
                        float_precision="round_trip")
 
 
@@ -52,7 +52,7 @@ def test_r_random_stream_replays_set_seed():
             "rnorm_sd_sqrt_half": stream.rnorm(10_000, 0.0, math.sqrt(0.5)),
             "rchisq_2": stream.rchisq(10_000, 2), "rchisq_3": stream.rchisq(10_000, 3),
             "runif": stream.runif(5)}
-    draws = pd.read_csv(FIXTURES / "r_rng_draws.csv", float_precision="round_trip")
+    draws = pd.read_csv(R_DESEQ2 / "r_rng_draws.csv", float_precision="round_trip")
     for name, rows in draws.groupby("stream"):
         np.testing.assert_allclose(ours[name][rows["index"] - 1], rows["value"], rtol=1e-12,
                                    err_msg=name)
@@ -121,8 +121,8 @@ def test_genewise_dispersions_are_rs(cell_type, r_dispersions):
     optimum on many genes and grid-refits those it gives up on, and the prior variance
     turns on those stopping points. The engine's estimates are R's: the same genes above
     1e-6 (those entering the prior), to 1e-4 (R's IRLS means differ in the last digits)."""
-    counts = pd.read_csv(FIXTURES / "pseudobulk_kang_counts.tsv.gz", sep="\t", index_col=0)
-    samples = pd.read_csv(FIXTURES / "pseudobulk_kang_samples.tsv", sep="\t",
+    counts = pd.read_csv(R_DESEQ2 / "pseudobulk_kang_counts.tsv.gz", sep="\t", index_col=0)
+    samples = pd.read_csv(R_DESEQ2 / "pseudobulk_kang_samples.tsv", sep="\t",
                           dtype={"donor": str})
     cd = samples[samples["cell_type"] == cell_type].set_index("pseudobulk_sample")
     donors = sorted(cd["donor"].unique())
@@ -142,8 +142,8 @@ def test_genewise_dispersions_are_rs(cell_type, r_dispersions):
 
 
 def _fit_kang(cell_type: str):
-    counts = pd.read_csv(FIXTURES / "pseudobulk_kang_counts.tsv.gz", sep="\t", index_col=0)
-    samples = pd.read_csv(FIXTURES / "pseudobulk_kang_samples.tsv", sep="\t",
+    counts = pd.read_csv(R_DESEQ2 / "pseudobulk_kang_counts.tsv.gz", sep="\t", index_col=0)
+    samples = pd.read_csv(R_DESEQ2 / "pseudobulk_kang_samples.tsv", sep="\t",
                           dtype={"donor": str})
     cd = samples[samples["cell_type"] == cell_type].set_index("pseudobulk_sample")
     groups = pd.Series(pd.Categorical(cd["condition"], categories=["ctrl", "stim"]),
@@ -157,7 +157,7 @@ def _fit_kang(cell_type: str):
         warnings.simplefilter("ignore")
         fit = engine.fit_group_design(counts[cd.index], groups, block, [contrast],
                                       shrink=False)
-    r = pd.read_csv(FIXTURES / "pseudobulk_kang_r_results.csv.gz")
+    r = pd.read_csv(R_DESEQ2 / "pseudobulk_kang_r_results.csv.gz")
     merged = fit.results.merge(r[r["cell_type"] == cell_type], on="gene_id",
                                suffixes=("", "_r"))
     return (set(merged.loc[merged["padj"] < 0.05, "gene_id"]),

@@ -17,9 +17,9 @@ import pytest
 from conftest import write_study
 
 from dge_platform_tests._helpers import STARTUP_TIMEOUT, _stop
+from dge_platform_tests.conftest import REPO
 from dge_platform_tests.services import free_port
 
-REPO = Path(__file__).resolve().parents[1]
 WORKSPACE = REPO / "workspace.yaml"
 ASSETS = {"bulk/studies", "bulk/samples", "bulk/genes", "bulk/raw_counts", "bulk/study_inputs"}
 

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from dge_platform.study.config import StudyConfig
 from dge_platform.study.paths import STUDY_FILE
 from dge_platform.validation import ValidationReport, validate_study
-from dge_platform_tests.conftest import dge, write_screen, write_study
+from dge_platform_tests.conftest import FIXTURES, dge, write_screen, write_study
 
 FUZZ = settings(derandomize=True, database=None, deadline=None, print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -426,7 +426,7 @@ def test_fuzz_damaged_binary_inputs(templates, tmp_path, record_property):
     """Byte-level damage to an h5ad (cells, and as bulk counts) and a 10x .h5: h5py and
     anndata raise all kinds of errors, and damaged sparse indices crashed the interpreter."""
     h5ad = (templates["singlecell"] / "cells.h5ad").read_bytes()
-    tenx = (Path(__file__).parent / "fixtures" / "tenx" / "3.0.0" /
+    tenx = (FIXTURES / "tenx" / "3.0.0" /
             "filtered_feature_bc_matrix.h5").read_bytes()
     tally = Tally()
 

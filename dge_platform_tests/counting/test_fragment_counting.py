@@ -27,10 +27,10 @@ from dge_platform.counting.fragments import (
 )
 from dge_platform.readers.gene_models import GtfError, read_gtf
 from dge_platform.sim.bam import simulate_bam
+from dge_platform_tests.conftest import FIXTURES, REPO
 
-REPO = Path(__file__).resolve().parents[1]
 AIRWAY = REPO / "data" / "upstream" / "airway"
-FIXTURES = Path(__file__).parent / "fixtures" / "r_counting"
+R_COUNTING = FIXTURES / "r_counting"
 GTF = AIRWAY / "Homo_sapiens.GRCh37.75_subset.gtf.gz"
 SAMPLES = ["SRR1039508", "SRR1039509", "SRR1039512", "SRR1039513", "SRR1039516",
            "SRR1039517", "SRR1039520", "SRR1039521"]
@@ -51,7 +51,7 @@ def unstranded(models):
 
 
 def r_counts(name: str) -> pd.DataFrame:
-    return pd.read_csv(FIXTURES / f"summarize_overlaps_counts{name}.csv", index_col=0)
+    return pd.read_csv(R_COUNTING / f"summarize_overlaps_counts{name}.csv", index_col=0)
 
 
 def assert_equal_to_r(ours: dict[str, pd.Series], expected: pd.DataFrame):
@@ -69,7 +69,7 @@ def test_unstranded_counts_equal_summarize_overlaps(unstranded):
 
 
 def test_stats_match_r_fragment_totals(unstranded):
-    totals = pd.read_csv(FIXTURES / "bam_totals.csv", index_col=0)
+    totals = pd.read_csv(R_COUNTING / "bam_totals.csv", index_col=0)
     r = r_counts("")
     for sample, (counts, stats) in unstranded.items():
         row = totals.loc[sample]
@@ -235,7 +235,7 @@ FC_OPTIONS = {"": {"multimapping": "skip"},
 
 
 def featurecounts_reference(name: str) -> pd.DataFrame:
-    return pd.read_csv(FIXTURES / f"featurecounts_{name}.csv", keep_default_na=False,
+    return pd.read_csv(R_COUNTING / f"featurecounts_{name}.csv", keep_default_na=False,
                        dtype={"options": str})
 
 
@@ -255,7 +255,7 @@ def test_votes_equal_featurecounts_multimapping_and_primary(models, options):
 
 
 def test_skip_drops_exactly_the_multimapping_fragments(unstranded, models):
-    totals = pd.read_csv(FIXTURES / "bam_totals.csv", index_col=0)
+    totals = pd.read_csv(R_COUNTING / "bam_totals.csv", index_col=0)
     for sample, (counts, stats) in unstranded.items():
         # R's fragments with a record of NH > 1 (readGAlignmentsList asMates, as counted)
         n_multi = totals.loc[sample, "fragments_multimapped_NH_gt1"]

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from dge_platform_tests.conftest import dge, sql
+from dge_platform_tests.conftest import FIXTURES, dge, sql
 
-FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures" / "r_deseq2"
+R_DESEQ2 = FIXTURES / "r_deseq2"
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +21,8 @@ def screen_results(tmp_path_factory):
     root = tmp_path_factory.mktemp("home")
     study = root / "incoming" / "r_screen"
     study.mkdir(parents=True)
-    shutil.copy(FIXTURES / "screen_counts.tsv.gz", study / "counts.tsv.gz")
-    shutil.copy(FIXTURES / "screen_plate_map.tsv", study / "plate_map.tsv")
+    shutil.copy(R_DESEQ2 / "screen_counts.tsv.gz", study / "counts.tsv.gz")
+    shutil.copy(R_DESEQ2 / "screen_plate_map.tsv", study / "plate_map.tsv")
     (study / "study.yaml").write_text(yaml.safe_dump({
         "id": "r_screen", "kind": "screen", "organism": "Homo sapiens",
         "counts": "counts.tsv.gz", "plate_map": "plate_map.tsv", "control": "DMSO"}))
@@ -34,7 +34,7 @@ def screen_results(tmp_path_factory):
                    "from deg_results where study_id = 'r_screen'")
         factors = sql("select sample, size_factor from size_factors")
         failed = sql("select count(*) n from well_qc where not passed")["n"][0]
-    r = pd.read_csv(FIXTURES / "screen_results.csv.gz")
+    r = pd.read_csv(R_DESEQ2 / "screen_results.csv.gz")
     merged = ours.merge(r, on=["contrast", "gene_id"], suffixes=("", "_r"))
     return merged, factors, failed, len(ours), len(r)
 
@@ -47,7 +47,7 @@ def test_every_well_and_contrast_analysed(screen_results):
 
 def test_size_factors_match_r(screen_results):
     _, factors, _, _, _ = screen_results
-    r = pd.read_csv(FIXTURES / "screen_size_factors.csv").set_index("sample")["size_factor"]
+    r = pd.read_csv(R_DESEQ2 / "screen_size_factors.csv").set_index("sample")["size_factor"]
     np.testing.assert_allclose(factors.set_index("sample")["size_factor"].loc[r.index], r,
                                rtol=1e-8)
 

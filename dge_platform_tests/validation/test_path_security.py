@@ -23,9 +23,9 @@ from dge_platform._core.study_ids import is_valid_study_id
 from dge_platform.registry import add_study, fingerprint
 from dge_platform.study.paths import STUDY_FILE
 from dge_platform.validation import input_files, validate_study
-from dge_platform_tests.conftest import BUNDLED, dge, write_screen, write_study
+from dge_platform_tests.conftest import BUNDLED, FIXTURES, dge, write_screen, write_study
 
-TENX = Path(__file__).parent / "fixtures" / "tenx" / "3.0.0" / "filtered_feature_bc_matrix"
+TENX = FIXTURES / "tenx" / "3.0.0" / "filtered_feature_bc_matrix"
 OUTSIDE = "leads outside the study folder"
 
 

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from dge_platform_tests.conftest import BUNDLED, dge, sql
+from dge_platform_tests.conftest import BUNDLED, FIXTURES, dge, sql
 
-FIXTURES = Path(__file__).parent / "fixtures" / "r_deseq2"
+R_DESEQ2 = FIXTURES / "r_deseq2"
 CONTRAST = {"name": "stim_vs_ctrl", "factor": "condition", "level": "stim", "reference": "ctrl"}
 # Canonical type I interferon-stimulated genes present in the Kang subset.
 ISGS = {"ISG15", "IFI6", "IFIT1", "IFIT2", "IFIT3", "MX1", "MX2", "OAS1", "OAS2", "OAS3",
@@ -42,7 +42,7 @@ def catalog(tmp_path_factory):
     relaxed (so pseudobulks are the fixture's) and the bundled Kang study."""
     root = tmp_path_factory.mktemp("home")
     incoming = root / "incoming"
-    _study(incoming / "sim_sc", FIXTURES / "singlecell_sim_cells.h5ad",
+    _study(incoming / "sim_sc", R_DESEQ2 / "singlecell_sim_cells.h5ad",
            qc={"doublets": False, "nmads": 100, "mito_nmads": 100})
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DGE_HOME", str(root / "dge"))
@@ -55,8 +55,8 @@ def catalog(tmp_path_factory):
 
 
 def _pseudobulk_fixture(name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    counts = pd.read_csv(FIXTURES / f"pseudobulk_{name}_counts.tsv.gz", sep="\t", index_col=0)
-    samples = pd.read_csv(FIXTURES / f"pseudobulk_{name}_samples.tsv", sep="\t")
+    counts = pd.read_csv(R_DESEQ2 / f"pseudobulk_{name}_counts.tsv.gz", sep="\t", index_col=0)
+    samples = pd.read_csv(R_DESEQ2 / f"pseudobulk_{name}_samples.tsv", sep="\t")
     return counts, samples
 
 
@@ -95,7 +95,7 @@ def test_pseudobulks_use_only_cells_that_passed_qc(catalog):
 def _against_r(study: str, name: str) -> pd.DataFrame:
     ours = sql(f"select cell_type, gene_id, base_mean, log2_fold_change, padj from deg_results "
                f"where study_id = '{study}'")
-    r = pd.read_csv(FIXTURES / f"pseudobulk_{name}_r_results.csv.gz")
+    r = pd.read_csv(R_DESEQ2 / f"pseudobulk_{name}_r_results.csv.gz")
     merged = ours.merge(r, on=["cell_type", "gene_id"], suffixes=("", "_r"))
     assert len(merged) == len(r) == len(ours)
     return merged
@@ -127,7 +127,7 @@ def test_kang_pseudobulk_de_on_the_same_matrix_agrees_with_r():
     pb = Pseudobulk(counts, samples.set_index("pseudobulk_sample"), "cell_type")
     ours, skipped = pseudobulk_de(pb, "~ donor + condition", [Contrast(**CONTRAST)])
     assert not skipped
-    r = pd.read_csv(FIXTURES / "pseudobulk_kang_r_results.csv.gz")
+    r = pd.read_csv(R_DESEQ2 / "pseudobulk_kang_r_results.csv.gz")
     merged = ours.merge(r, on=["cell_type", "gene_id"], suffixes=("", "_r"))
     assert len(merged) == len(r) == len(ours) == 5 * 1267
     for cell_type, rows in merged.groupby("cell_type"):

@@ -13,9 +13,9 @@ import scipy.sparse as sp
 import yaml
 
 from dge_platform.validation import validate_study
-from dge_platform_tests.conftest import BUNDLED, dge
+from dge_platform_tests.conftest import BUNDLED, FIXTURES, dge
 
-TENX = Path(__file__).parent / "fixtures" / "tenx" / "3.0.0"
+TENX = FIXTURES / "tenx" / "3.0.0"
 KANG = BUNDLED / "kang2018_pbmc"
 CONTRAST = {"name": "stim_vs_ctrl", "factor": "condition", "level": "stim", "reference": "ctrl"}
 

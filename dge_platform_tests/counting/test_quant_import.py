@@ -24,11 +24,12 @@ from dge_platform.counting.tximport import (
 )
 from dge_platform.readers.count_checks import check_counts
 from dge_platform.validation import validate_study
+from dge_platform_tests.conftest import FIXTURES, REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 UPSTREAM = ROOT / "data" / "upstream" / "airway"
-R_DIR = Path(__file__).parent / "fixtures" / "r_counting"
-NFCORE = Path(__file__).parent / "fixtures" / "nfcore" / "salmon.merged.gene_counts.tsv"
+R_DIR = FIXTURES / "r_counting"
+NFCORE = FIXTURES / "nfcore" / "salmon.merged.gene_counts.tsv"
 SAMPLES = ["SRR1039508", "SRR1039509"]
 TX2GENE = UPSTREAM / "human_tx2gene_orgHsEgDb_3.16.tsv.gz"
 RTOL = 1e-6

@@ -18,9 +18,10 @@ from dge_platform.counting.tximport import import_quantifications, read_tx2gene
 from dge_platform.registry import fingerprint
 from dge_platform.storage.tables import STAT_COLUMNS
 from dge_platform.validation import input_files, validate_study, with_built_counts
+from dge_platform_tests.conftest import FIXTURES, REPO
 
-UPSTREAM = Path(__file__).resolve().parents[1] / "data" / "upstream" / "airway"
-FIXTURES = Path(__file__).parent / "fixtures" / "r_counting"
+UPSTREAM = REPO / "data" / "upstream" / "airway"
+R_COUNTING = FIXTURES / "r_counting"
 # The airway samples: cell line and dexamethasone treatment (airway colData).
 AIRWAY = {"SRR1039508": ("N61311", "untrt"), "SRR1039509": ("N61311", "trt"),
           "SRR1039512": ("N052611", "untrt"), "SRR1039513": ("N052611", "trt"),
@@ -190,7 +191,7 @@ def test_bam_counts_equal_r_summarize_overlaps(counted, bam_study):
     plan, cache, run = counted
     assert sorted(run.counted) == sorted(AIRWAY) and run.reused == []
     built = assemble_counts(plan, cache, run.keys)
-    expected = pd.read_csv(FIXTURES / "summarize_overlaps_counts.csv", index_col="gene_id")
+    expected = pd.read_csv(R_COUNTING / "summarize_overlaps_counts.csv", index_col="gene_id")
     pd.testing.assert_frame_equal(built.counts.loc[expected.index, expected.columns],
                                   expected, check_names=False, check_dtype=False)
     study = with_built_counts(validate_study(bam_study).study, built)
@@ -206,7 +207,7 @@ def test_bam_counts_equal_r_summarize_overlaps(counted, bam_study):
     assert (parts.sum(axis=1) == stats["total_fragments"]).all()
     assert (stats["assigned"] == expected.sum()).all()
     # Multi-mapping fragments are counted (as R does) and reported: R's own numbers.
-    totals = pd.read_csv(FIXTURES / "bam_totals.csv", index_col=0)
+    totals = pd.read_csv(R_COUNTING / "bam_totals.csv", index_col=0)
     assert stats["multimapping_fragments"].to_dict() == \
         totals.loc[list(AIRWAY), "fragments_multimapped_NH_gt1"].to_dict()
     assert (stats["unassigned_multimapping"] == 0).all()
@@ -306,7 +307,7 @@ def test_quant_study_with_unmatched_tx2gene(tmp_path):
 def test_quant_counts_from_abundance_no(tmp_path):
     folder = write_quant_study(tmp_path / "q", counts_from_abundance="no")
     study = validate_study(folder).study
-    expected = pd.read_csv(FIXTURES / "tximport_counts_no.csv.gz", index_col=0)
+    expected = pd.read_csv(R_COUNTING / "tximport_counts_no.csv.gz", index_col=0)
     got = study.counts.loc[expected.index, ["A", "B"]].to_numpy()
     assert np.array_equal(got, expected.to_numpy().round())
 
@@ -343,7 +344,7 @@ def test_dge_run_counts_bams_into_raw_counts(bam_run):
     raw = sql(root, "select gene_id, sample, count from raw_counts "
                     "where study_id = 'airway_bam'")
     wide = raw.pivot(index="gene_id", columns="sample", values="count")
-    expected = pd.read_csv(FIXTURES / "summarize_overlaps_counts.csv", index_col="gene_id")
+    expected = pd.read_csv(R_COUNTING / "summarize_overlaps_counts.csv", index_col="gene_id")
     pd.testing.assert_frame_equal(wide.loc[expected.index, expected.columns], expected,
                                   check_names=False, check_dtype=False)
     studies = sql(root, "select counts_file, n_samples from studies")
@@ -355,7 +356,7 @@ def test_sample_qc_reports_fragment_assignment(bam_run):
     root, _ = bam_run
     qc = sql(root, "select * from sample_qc order by sample").set_index("sample")
     samples = sql(root, "select * from samples order by sample").set_index("sample")
-    expected = pd.read_csv(FIXTURES / "summarize_overlaps_counts.csv", index_col="gene_id")
+    expected = pd.read_csv(R_COUNTING / "summarize_overlaps_counts.csv", index_col="gene_id")
     assert list(qc.index) == list(AIRWAY)
     assert (qc["assigned"] == expected.sum()).all()
     assert (qc["library_size"] == expected.sum()).all()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -12,8 +10,9 @@ import scipy.sparse as sp
 from dge_platform.singlecell.de import pseudobulk_de
 from dge_platform.singlecell.pseudobulk import pseudobulk
 from dge_platform.study.config import Contrast
+from dge_platform_tests.conftest import FIXTURES
 
-CELLS = Path(__file__).parent / "fixtures" / "r_deseq2" / "singlecell_sim_cells.h5ad"
+CELLS = FIXTURES / "r_deseq2" / "singlecell_sim_cells.h5ad"
 KEYS = ["cell_type", "donor", "condition"]
 STIM = Contrast(name="stim_vs_ctrl", factor="condition", level="stim", reference="ctrl")
 
