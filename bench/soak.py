@@ -4,16 +4,9 @@ Every iteration writes a new version of a small simulated bulk study (negative b
 counts drawn afresh; a second contrast is added or removed every few versions, so
 deg_results, the QC plots and the report change), then registers and runs it as
 ``dge add DIR --run`` does: ``registry.add_study``, then ``runner.run_studies`` in this one
-long-lived process. After each run it measures:
-
-- the warehouse: Parquet files (expected: one per table x study, one per cross-study table)
-  and bytes, hidden temp files of atomic writes, other stray files in table folders, plot and
-  report files, and files of contrasts the study no longer has;
-- the catalog: every view's row count against its Parquet files' row counts (footers), and
-  whether ``dge sql`` (``catalog.query``) answers;
-- the registry: staging folders left by ``dge add``;
-- the Dagster home (run history: grows with every run, by design) and this process's
-  resident memory (``VmRSS`` in /proc/self/status).
+long-lived process. After each run it measures the warehouse, the catalog, the registry's
+staging folders, the Dagster home and this process's memory (``dge_platform.sim.soak`` lists
+each figure and invariant).
 
 It prints one row per iteration, then a summary, and exits with status 1 if an invariant
 failed: a run failed, an extra or missing Parquet file, a temp or stray file, a file of a
