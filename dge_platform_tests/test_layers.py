@@ -169,3 +169,17 @@ def test_the_rules_catch_a_violation(tmp_path, monkeypatch, rule):
     monkeypatch.setattr(__import__(__name__, fromlist=["PACKAGE"]), "PACKAGE", fake)
     with pytest.raises(AssertionError):
         check()
+
+
+def test_validation_imports_neither_the_de_stack_nor_dagster():
+    """``dge validate`` stays light: no DESeq2 engine, PyDESeq2 or Dagster behind it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, dge_platform.validation\n"
+            "print(sorted(m for m in ('pydeseq2', 'dagster', 'dge_platform.de.engine') "
+            "if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
