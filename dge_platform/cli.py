@@ -117,14 +117,17 @@ def run(ctx: click.Context, study_ids: tuple[str, ...]) -> None:
 def _print_summary(home: DgeHome, study_ids: list[str]) -> None:
     from dge_platform.storage.catalog import query
     from dge_platform.storage.warehouse import Warehouse
+    from dge_platform.study.kinds import KINDS
 
+    # Kind names are the platform's own constants, not user text.
+    listed = ", ".join(f"'{kind}'" for kind, spec in KINDS.items() if spec.lists_contrasts)
     degs = query(home, "select d.study_id, d.contrast, coalesce(d.cell_type, '') as cell_type, "
                        "count(*) filter (where d.padj is not null) "
                        "as tested, count(*) filter (where d.significant and "
                        "d.log2_fold_change > 0) as up, count(*) filter (where d.significant and "
                        "d.log2_fold_change < 0) as down, any_value(s.alpha) as alpha "
                        "from deg_results d join studies s using (study_id) "
-                       "where s.kind != 'screen' group by 1, 2, 3 order by 1, 2, 3")
+                       f"where s.kind in ({listed}) group by 1, 2, 3 order by 1, 2, 3")
     if len(degs):
         click.echo("\nDEGs per contrast (padj < study alpha):")
         click.echo(degs.to_string(index=False))

@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 from dge_platform._core.memo import file_digest, memoised
 from dge_platform._core.problems import Problem, examples
 from dge_platform.storage.tables import STAT_COLUMNS
-from dge_platform.study.kinds import COUNTING_KEYS
+from dge_platform.study.kinds import COUNTING_KEYS, KINDS
 from dge_platform.study.paths import STUDY_FILE, resolved_problem, study_path
 
 SOURCE_COLUMNS = {"bam": ("bam",), "quant": ("quant",), "fastq": ("fastq_1", "fastq_2")}
@@ -160,12 +160,13 @@ def plan_counts(study_dir: Path, values: Mapping[str, Any], sheet: pd.DataFrame,
 
 
 def declared_sheet(study_dir: Path, raw: Mapping[str, Any]) -> pd.DataFrame | None:
-    """The sample sheet of a bulk study without ``counts:`` (raw study.yaml values), read
-    leniently: None when there is none or it cannot be read (validation says why)."""
+    """The sample sheet of a study without ``counts:`` of a kind that may count from reads
+    (raw study.yaml values), read leniently: None when there is none or it cannot be read
+    (validation says why)."""
     from dge_platform.readers.sample_sheet import read_sample_sheet
 
-    rel = raw.get("samples")
-    if raw.get("kind") != "bulk" or raw.get("counts") or not isinstance(rel, str):
+    rel, spec = raw.get("samples"), KINDS.get(raw.get("kind"))
+    if not (spec and spec.counts_from_reads) or raw.get("counts") or not isinstance(rel, str):
         return None
     path, refused = study_path(study_dir, rel, "")
     if refused or not path.is_file():

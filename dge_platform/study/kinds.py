@@ -44,6 +44,12 @@ class KindSpec:
         study.yaml keys only this kind may set; another kind's study setting one is refused.
     own_keys_note
         Added to the refusal of an own key in another kind's study.
+    counts_from_reads
+        Whether the kind's counts may be built from the sample sheet's BAM, quantifier or
+        FASTQ files (its study.yaml then names the references, ``COUNTING_KEYS``).
+    lists_contrasts
+        Whether ``dge run`` lists the DEG counts of every contrast; a screen's hundreds of
+        compound x dose conditions are summarized by their activity calls instead.
     """
 
     name: str
@@ -52,6 +58,8 @@ class KindSpec:
     required: tuple[tuple[str, str], ...]
     own_keys: tuple[str, ...] = ()
     own_keys_note: str = ""
+    counts_from_reads: bool = False
+    lists_contrasts: bool = True
 
 
 _DESIGN = (("design", "add this key"), ("contrasts", "add this key"))
@@ -59,7 +67,8 @@ _DESIGN = (("design", "add this key"), ("contrasts", "add this key"))
 KINDS: dict[str, KindSpec] = {spec.name: spec for spec in (
     KindSpec(
         name="bulk", title="bulk RNA-seq", partitions="bulk_studies", required=_DESIGN,
-        own_keys=COUNTING_KEYS, own_keys_note=", whose counts may come from sequencing outputs"),
+        own_keys=COUNTING_KEYS, own_keys_note=", whose counts may come from sequencing outputs",
+        counts_from_reads=True),
     KindSpec(
         name="singlecell", title="single-cell RNA-seq", partitions="singlecell_studies",
         required=(*_DESIGN, ("counts", "name the cells' count matrix (h5ad or 10x)"),
@@ -70,7 +79,7 @@ KINDS: dict[str, KindSpec] = {spec.name: spec for spec in (
         name="screen", title="compound screen (DRUG-seq, MAC-seq)", partitions="screens",
         required=(("control", "name the vehicle of the control wells, e.g. control: DMSO"),
                   ("counts", "name the wells' count matrix")),
-        own_keys=SCREEN_KEYS),
+        own_keys=SCREEN_KEYS, lists_contrasts=False),
 )}
 """Every kind, by its ``kind:`` value."""
 
