@@ -20,6 +20,7 @@ LAYERS = {
     "readers": 3,
     "de": 4,
     "bulk": 5, "counting": 5, "screen": 5, "singlecell": 5, "enrichment": 5, "cross_study": 5,
+    "activity": 5,
     "validation": 6,
     "outputs": 7,
     "pipelines": 8, "sim": 8,
@@ -27,7 +28,7 @@ LAYERS = {
 }
 """Layer of each package or top-level module: a module imports only from lower layers and
 from its own package."""
-SIBLINGS = {"bulk", "counting", "screen", "singlecell", "enrichment", "cross_study"}
+SIBLINGS = {"bulk", "counting", "screen", "singlecell", "enrichment", "cross_study", "activity"}
 """The kind and concern packages: never importing each other."""
 DAGSTER_ALLOWED = {"defs", "definitions", "runner"}
 ENGINE_MAY_IMPORT = {"_core", "de", "study.replicates"}

@@ -62,7 +62,7 @@ ASSETS = [
                   "One fit of the control wells and the treated wells that passed well_qc; "
                   "every compound x dose is a contrast against the control."),
     shared.batch_corrected(KIND), compound_activity, dose_response, compound_potency,
-    compound_similarity,
+    compound_similarity, shared.contrast_activity(KIND), shared.sample_scores(KIND),
     shared.enrichment(KIND, gsea_only_for_active=True,
                       note="ORA for every compound x dose, GSEA prerank and plots for active "
                       "conditions only (an inactive condition's ranking is noise, and hundreds "

@@ -26,6 +26,7 @@ from dge_platform.defs.steps import (
     table_out,
     warehouse,
 )
+from dge_platform.pipelines import activity as activity_steps
 from dge_platform.pipelines import ingest as ingest_steps
 from dge_platform.pipelines.bulk import batch_corrected as batch_corrected_step
 from dge_platform.pipelines.de import DE_OUTPUTS
@@ -35,6 +36,7 @@ from dge_platform.pipelines.step import StepResult
 from dge_platform.study.config import StudyConfig
 
 INGEST_VERSION, DE_VERSION, ENRICHMENT_VERSION = "ingest-1", "bulk-1", "enrichment-1"
+ACTIVITY_VERSION = "activity-1"
 INGEST_TABLES = ("studies", "samples", "genes", "raw_counts")
 
 
@@ -141,12 +143,48 @@ def _enrichment(config: StudyConfig, deg_results: pd.DataFrame, study_dir: Path,
     return enrichment_step(config, study_dir, deg_results, active)
 
 
+def contrast_activity(kind: str) -> dg.AssetsDefinition:
+    """Pathway and TF activity of every contrast (``pipelines/activity.py``)."""
+    @study_multi_asset(
+        kind=kind, name=f"{kind}__activity",
+        outs={name: table_out(name, kind, ACTIVITY_VERSION)
+              for name in ("pathway_activity", "tf_activity")},
+        ins=kind_ins(kind, "deg_results", "studies"),
+        check_specs=[dg.AssetCheckSpec(f"{name}_complete", asset=dg.AssetKey([kind, name]),
+                                       description="Every contrast scored; every score finite.")
+                     for name in ("pathway_activity", "tf_activity")],
+        description="What the DEG lists mean: PROGENy pathway activity (decoupler's "
+        "multivariate linear model on each contrast's Wald statistics, top 500 genes per "
+        "pathway, human and mouse) and TF activity (univariate linear model on the TF "
+        "network's signed targets). Heatmaps in the metadata and warehouse/activity_plots/.")
+    def activity_asset(context: dg.AssetExecutionContext, **tables):
+        home = context.resources.dge_home.home()
+        yield from run_step(context, activity_steps.contrast_activity,
+                            per_study=lambda study_id: {"study_dir": home.study_dir(study_id)},
+                            **tables)
+
+    return activity_asset
+
+
+def sample_scores(kind: str, inputs: Sequence[str] = ()) -> dg.AssetsDefinition:
+    """PROGENy and GSVA Hallmark scores of every analysed sample (``pipelines/activity.py``);
+    ``inputs``: what the kind adds (single-cell: its pseudobulks' cell types)."""
+    @table_asset("sample_scores", kind=kind, code_version=ACTIVITY_VERSION,
+                 ins=kind_ins(kind, "vst", "genes", "studies", *inputs), **HEAVY_STEP)
+    def sample_scores_asset(context: dg.AssetExecutionContext, **tables):
+        yield from run_step(context, activity_steps.sample_scores, heavy=True, **tables)
+
+    return sample_scores_asset
+
+
 def study_report(kind: str, build: Callable[..., StepResult], inputs: Sequence[str], note: str,
                  extra: Callable[[dg.AssetExecutionContext, str], dict[str, Any]] | None = None
                  ) -> dg.AssetsDefinition:
     """The study's HTML report, built by ``build(config, warehouse, **inputs, **extra)``;
     ``extra(context, study_id)`` adds arguments read from Dagster (the run's metadata)."""
+    # After the activity step, whose heatmaps the report shows.
     @study_asset(kind=kind, name="study_report", ins=kind_ins(kind, "studies", *inputs),
+                 deps=[dg.AssetKey([kind, "pathway_activity"])],
                  kinds={"html"}, code_version=DE_VERSION,
                  description="The study's self-contained HTML report, written to "
                  f"warehouse/reports/study_id=<id>/report.html. {note}")

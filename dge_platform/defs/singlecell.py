@@ -85,7 +85,8 @@ ASSETS = [
                   "One fit per cell type over its pseudobulks; each contrast is tested where "
                   "at least 2 donors per group remain (the others are listed under "
                   "'untested')."),
-    marker_genes, shared.enrichment(KIND),
+    marker_genes, shared.enrichment(KIND), shared.contrast_activity(KIND),
+    shared.sample_scores(KIND, ("pseudobulk_samples",)),
     shared.study_report(KIND, report.singlecell_report,
                         ("deg_results", "enrichment", "cell_qc", "pseudobulk_samples",
                          "marker_genes"),

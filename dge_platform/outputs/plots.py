@@ -365,3 +365,40 @@ def umap_plot(coords: np.ndarray, labels: pd.Series, title: str) -> bytes:
                   fontsize=7, title_fontsize=8, markerscale=1, frameon=False,
                   ncol=1 if len(names) <= 25 else 2)
     return _png(fig)
+
+
+MAX_ACTIVITY_SOURCES = 40
+"""Sources shown in an activity heatmap: the most variable (TF networks have hundreds)."""
+MAX_ACTIVITY_COLUMNS = 30
+"""Beyond this many conditions, conditions become rows, so their labels stay readable."""
+
+
+def activity_heatmap(table: pd.DataFrame, title: str) -> bytes:
+    """Sources x conditions coloured by activity score (symmetric scale; * where padj < 0.05).
+    Conditions are contrasts (``contrast / cell type`` in single-cell studies); in screens
+    they are ordered by compound, then dose."""
+    frame = table.assign(condition=table["contrast"].where(
+        table["cell_type"].isna(), table["contrast"] + " / " + table["cell_type"].fillna("")))
+    order = (frame.drop_duplicates("condition")
+             .sort_values(["compound", "dose", "condition"], na_position="first")["condition"])
+    scores = frame.pivot_table(index="source", columns="condition", values="score")
+    scores = scores.reindex(columns=[c for c in order if c in scores.columns])
+    significant = frame.pivot_table(index="source", columns="condition", values="padj") \
+        .reindex_like(scores) < 0.05
+    if len(scores) > MAX_ACTIVITY_SOURCES:
+        keep = scores.abs().max(axis=1).sort_values(ascending=False).index[:MAX_ACTIVITY_SOURCES]
+        scores, significant = scores.loc[keep], significant.loc[keep]
+    if scores.shape[1] > MAX_ACTIVITY_COLUMNS:  # many conditions (screens): one per row
+        scores, significant = scores.T, significant.T
+    n_rows, n_cols = scores.shape
+    fig, ax = plt.subplots(figsize=(min(22.0, 3.5 + 0.3 * n_cols), min(30.0, 1.8 + 0.22 * n_rows)))
+    limit = float(np.nanmax(np.abs(scores.to_numpy()))) if scores.size else 1.0
+    image = ax.imshow(scores.to_numpy(dtype=float), cmap="RdBu_r", vmin=-limit, vmax=limit,
+                      aspect="auto", interpolation="nearest")
+    for i, j in zip(*np.nonzero(significant.fillna(False).to_numpy())):
+        ax.text(j, i, "*", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(n_cols), scores.columns, rotation=90, fontsize=7)
+    ax.set_yticks(range(n_rows), scores.index, fontsize=7 if n_rows <= 60 else 5)
+    fig.colorbar(image, ax=ax, label="activity (t-value)", shrink=0.6)
+    ax.set_title(title)
+    return _png(fig)

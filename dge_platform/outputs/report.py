@@ -62,6 +62,20 @@ def top_terms(enrichment: pd.DataFrame, contrast: str, n: int = 10) -> pd.DataFr
     return top[["method", "collection", "term", "size", "score", "padj"]]
 
 
+def _activity_section(plots: dict[str, bytes]) -> list[str]:
+    """The activity heatmaps (pathways, TFs x contrasts), when the study has them."""
+    shown = [_img(png, name) for name, png in plots.items()
+             if name in ("pathway_activity", "tf_activity")]
+    if not shown:
+        return []
+    return ["<h2>Pathway and TF activity</h2>",
+            "<p class='note'>PROGENy pathway activity (multivariate linear model on each "
+            "contrast's Wald statistics) and TF activity (univariate linear model on the "
+            "network's signed targets); red: activated, blue: repressed, * padj &lt; 0.05. "
+            "Tables pathway_activity and tf_activity hold every score.</p>",
+            "<div class='plots'>" + "".join(shown) + "</div>"]
+
+
 def _page(title: str, body: list[str]) -> str:
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return "\n".join([f"<!doctype html><html><head><meta charset='utf-8'><title>"
@@ -120,6 +134,7 @@ def build_screen_report(*, study: dict, well_qc: pd.DataFrame, activity: pd.Data
         "<div class='plots'>" + "".join(_img(png, name) for name, png in plots.items()
                                         if name == "similarity_heatmap") + "</div>",
     ]
+    body += _activity_section(plots)
     for contrast in active["contrast"].head(max_conditions):
         body += [f"<h3>{esc(contrast)}</h3>", _table(top_genes(results, contrast))]
     return _page(f"{study['id']} - screen report", body)
@@ -176,7 +191,7 @@ def build_report(*, study: dict, samples: pd.DataFrame, sample_qc: pd.DataFrame,
                   "<div class='plots'>" + "".join(
                       _img(png, name) for name, png in plots.items()
                       if name.endswith(f"_{contrast}") and not name.startswith("qc_")) + "</div>"]
-    return _page(f"{study['id']} - DGE report", parts)
+    return _page(f"{study['id']} - DGE report", parts + _activity_section(plots))
 
 
 def _counting_section(samples: pd.DataFrame) -> list[str]:
@@ -252,4 +267,4 @@ def build_singlecell_report(*, study: dict, cell_qc: pd.DataFrame,
              "<p class='note'>Per-cell Wilcoxon of each cell type against all other cells: "
              "cells are not independent replicates, so these p-values are not valid for "
              "inference.</p>", _table(top)]
-    return _page(f"{study['id']} - single-cell report", body)
+    return _page(f"{study['id']} - single-cell report", body + _activity_section(plots))

@@ -11,6 +11,7 @@ from dge_platform.outputs.report import (
     build_screen_report,
     build_singlecell_report,
 )
+from dge_platform.pipelines.activity import ACTIVITY_PLOTS
 from dge_platform.pipelines.step import StepResult
 from dge_platform.storage.warehouse import Warehouse
 from dge_platform.study.config import StudyConfig
@@ -34,7 +35,7 @@ def bulk_report(config: StudyConfig, warehouse: Warehouse, deg_results: pd.DataF
                 enrichment: pd.DataFrame, sample_qc: pd.DataFrame,
                 samples: pd.DataFrame) -> StepResult:
     """Design, QC, DEG summary and top genes per contrast, enrichment, every plot."""
-    figures = _figures(warehouse, config.id, ("qc_plots", "enrichment_plots"))
+    figures = _figures(warehouse, config.id, ("qc_plots", "enrichment_plots", ACTIVITY_PLOTS))
     study = {"id": config.id, "title": config.title or config.id, "kind": config.kind,
              "organism": config.organism, "design": config.design, "batch": config.batch,
              "alpha": config.alpha, "lfc_threshold": config.lfc_threshold}
@@ -48,7 +49,7 @@ def screen_report(config: StudyConfig, warehouse: Warehouse, deg_results: pd.Dat
                   compound_potency: pd.DataFrame,
                   compound_similarity: pd.DataFrame) -> StepResult:
     """Well QC and plate heatmaps, activity calls, potency, similarity, top genes."""
-    figures = _figures(warehouse, config.id, ("screen_plots", "similarity_plots"))
+    figures = _figures(warehouse, config.id, ("screen_plots", "similarity_plots", ACTIVITY_PLOTS))
     study = {"id": config.id, "title": config.title or config.id,
              "organism": config.organism, "control": config.control,
              "design": config.design, "alpha": config.alpha,
@@ -64,7 +65,7 @@ def singlecell_report(config: StudyConfig, warehouse: Warehouse, deg_results: pd
                       untested: dict[str, str]) -> StepResult:
     """Cell QC, UMAPs, pseudobulks, DEGs with a volcano plot and enrichment per cell type,
     exploratory markers; ``untested``: the cell type x contrast pairs DESeq2 left out."""
-    figures = _figures(warehouse, config.id, ("cell_qc_plots", "sc_plots"))
+    figures = _figures(warehouse, config.id, ("cell_qc_plots", "sc_plots", ACTIVITY_PLOTS))
     for (contrast, cell_type), rows in deg_results.groupby(["contrast", "cell_type"]):
         figures[f"volcano_{contrast}_{cell_type}"] = plots.volcano_plot(
             rows, config.alpha, config.lfc_threshold, f"{contrast}: {cell_type}")

@@ -289,6 +289,26 @@ class TableSpec:
                              for name in self.stored_columns})
 
 
+_ACTIVITY_COLUMNS = (
+    ("study_id", "VARCHAR"), ("contrast", "VARCHAR"), ("cell_type", "VARCHAR"),
+    ("compound", "VARCHAR"), ("dose", "DOUBLE"), ("source", "VARCHAR"), ("score", "DOUBLE"),
+    ("pvalue", "DOUBLE"), ("padj", "DOUBLE"), ("n_targets", "BIGINT"), ("method", "VARCHAR"))
+"""Columns of the per-contrast activity tables (pathways and TFs)."""
+_ACTIVITY_NOTES = (
+    ("score", "t-value of the source's coefficient when the contrast's Wald "
+              "statistics are regressed on its target weights (> 0: its targets move as it "
+              "activates them)."),
+    ("pvalue", "Two-sided p-value of that t-value."),
+    ("padj", "Benjamini-Hochberg over the sources of the contrast (and cell type)."),
+    ("n_targets", "Targets of the source among the study's genes (sources with fewer than 5 "
+                  "are not scored)."),
+    ("method", "mlm (multivariate linear model, all sources at once) or ulm (univariate, one "
+               "source at a time), as decoupler runs them."),
+    ("compound", "Screens: the contrast's compound (null for other studies)."),
+    ("dose", "Screens: the contrast's dose (null for other studies)."),
+)
+
+
 TABLES: dict[str, TableSpec] = {spec.name: spec for spec in [
     TableSpec("studies", "One row per study: its study.yaml settings and input fingerprint.", (
         ("study_id", "VARCHAR"), ("title", "VARCHAR"), ("kind", "VARCHAR"),
@@ -545,4 +565,32 @@ TABLES: dict[str, TableSpec] = {spec.name: spec for spec in [
                              "permutation p-value against the null of the same sign."),
                   ("padj", "ORA: Benjamini-Hochberg over the collection's terms (per contrast "
                            "and direction); GSEA: FDR q-value."))),
+    TableSpec("pathway_activity", "Per contrast (and cell type where present): each "
+              "PROGENy pathway's activity, from the contrast's Wald statistics by decoupler's "
+              "multivariate linear model over the pathway footprints (top 500 genes each; human "
+              "and mouse).", _ACTIVITY_COLUMNS,
+              column_notes=(*_ACTIVITY_NOTES,
+                            ("source", "PROGENy pathway (14: Androgen, EGFR, Estrogen, Hypoxia, "
+                                       "JAK-STAT, MAPK, NFkB, p53, PI3K, TGFb, TNFa, Trail, "
+                                       "VEGF, WNT).")),
+              sort_by=("contrast", "cell_type", "source")),
+    TableSpec("tf_activity", "Per contrast (and cell type where present): each transcription "
+              "factor's activity, from the contrast's Wald statistics by decoupler's univariate "
+              "linear model over its signed targets.", _ACTIVITY_COLUMNS,
+              column_notes=(*_ACTIVITY_NOTES,
+                            ("source", "Transcription factor (gene symbol) of the network.")),
+              sort_by=("contrast", "cell_type", "source")),
+    TableSpec("sample_scores", "Per analysed sample (well; single-cell: pseudobulk): PROGENy "
+              "pathway scores on the sample's scaled expression, and GSVA scores of the shipped "
+              "Hallmark gene sets, for plotting, testing and fitting against dose.", (
+                  ("study_id", "VARCHAR"), ("sample", "VARCHAR"), ("cell_type", "VARCHAR"),
+                  ("collection", "VARCHAR"), ("source", "VARCHAR"), ("score", "DOUBLE")),
+              column_notes=(
+                  ("collection", "PROGENy (pathway scores, multivariate linear model on the "
+                                 "sample's VST z-scored per gene) or Hallmark (GSVA)."),
+                  ("source", "The pathway (PROGENy) or gene set (Hallmark) scored."),
+                  ("score", "PROGENy: t-value of the pathway's coefficient; GSVA: enrichment "
+                            "score in [-1, 1] (difference of the maximum deviations)."),
+                  ("sample", "Analysed sample, well or pseudobulk the score belongs to.")),
+              sort_by=("source", "sample")),
 ]}

@@ -112,6 +112,7 @@ class StudyConfig(BaseModel):
     min_cells_per_pseudobulk: Annotated[int, Field(ge=1)] = 10
     clustering_resolution: Annotated[float, Field(gt=0)] = 1.0
     gene_sets: list[str] = []
+    tf_network: str | None = None
     gsea_permutations: Annotated[int, Field(ge=100, le=100_000)] = 1000
     enrichment_min_lfc: Annotated[float, Field(ge=0)] | None = None
 

@@ -41,6 +41,7 @@ def _check_samples(c: Checker, *, plan: bool) -> None:
     if plan:
         plan_study_counts(c)
     c.read_gene_sets()
+    c.read_network()
     if c.counts is not None and c.sheet is not None:
         c.match_samples()
     if c.sheet is not None:

@@ -13,6 +13,7 @@ from dge_platform.counting.libraries import BuiltCounts, CountPlan
 from dge_platform.enrichment.gene_sets import GmtError, read_gmt
 from dge_platform.readers.count_checks import check_counts
 from dge_platform.readers.counts import TEXT_ERRORS, detect_format, read_counts
+from dge_platform.readers.networks import read_network
 from dge_platform.readers.sample_sheet import read_sample_sheet
 from dge_platform.study.config import StudyConfig
 from dge_platform.study.paths import STUDY_FILE, study_path
@@ -107,6 +108,21 @@ class Checker:
                 self.problems.append(Problem(rel, "", f"not a usable GMT file: {exc}",
                                              "one gene set per line: name<TAB>description<TAB>"
                                              "gene<TAB>gene..."))
+
+    def read_network(self) -> None:
+        """The study's own TF network (``tf_network:``), if it names one."""
+        rel = self.v.get("tf_network")
+        if not rel:
+            return
+        path, problem = study_path(self.dir, rel, "tf_network")
+        if problem:
+            self.problems.append(problem)
+        elif not path.is_file():
+            self.problems.append(Problem(STUDY_FILE, "tf_network", f"{rel!r} not found",
+                                         "give the network file's path inside the study "
+                                         "folder (TSV/CSV: source, target, weight)"))
+        else:
+            self.problems += read_network(path, rel)[1]
 
     def match_samples(self) -> None:
         in_matrix, in_sheet = list(self.counts.columns), list(self.sheet.index)

@@ -26,7 +26,7 @@ def input_files(study_dir: Path, raw: Mapping[str, Any] | None = None) -> list[P
     """The files a study.yaml names that exist inside the folder: study.yaml, then the files
     of ``counts``, ``cells``, ``samples`` and ``plate_map`` (the three files of a 10x matrix
     folder), the BAM, quantifier or FASTQ files and references a bulk study's sample sheet
-    names for its counts, and the ``gene_sets`` files.
+    names for its counts, the ``gene_sets`` files and the ``tf_network`` file.
 
     ``raw`` is the study.yaml mapping when already read. Works on invalid studies too, so a
     change to any input can be noticed cheaply; a path the study rules refuse
@@ -40,8 +40,9 @@ def input_files(study_dir: Path, raw: Mapping[str, Any] | None = None) -> list[P
         return files
     files += _named_files(study_dir, [raw.get(key) for key in FILE_KEYS])
     files += _sequencing_files(study_dir, raw)
-    return files + _named_files(study_dir, raw.get("gene_sets")
-                                if isinstance(raw.get("gene_sets"), list) else [])
+    files += _named_files(study_dir, raw.get("gene_sets")
+                          if isinstance(raw.get("gene_sets"), list) else [])
+    return files + _named_files(study_dir, [raw.get("tf_network")])
 
 
 def hash_files(study_dir: Path, files: list[Path]) -> str:

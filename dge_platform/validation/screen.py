@@ -34,6 +34,7 @@ def check(c: Checker) -> None:
     c.read_counts(allow_empty_samples=True)
     c.read_sheet(required=False)  # kind_problems reports a missing plate map
     c.read_gene_sets()
+    c.read_network()
     if c.counts is not None and c.sheet is not None:
         c.match_samples()
     if c.sheet is not None:

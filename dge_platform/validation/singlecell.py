@@ -37,6 +37,7 @@ def check(c: Checker) -> None:
     """Read and check a single-cell study: cells, gene sets, the design of its samples."""
     check_cells(c)
     c.read_gene_sets()
+    c.read_network()
     if c.sheet is not None:
         check_design(c, c.sheet, c.v.get("design"), c.v.get("contrasts") or [],
                      c.v.get("batch"), min_replicates=1, donor=c.v.get("donor"))

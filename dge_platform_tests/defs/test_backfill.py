@@ -121,7 +121,14 @@ def test_checks_of_a_batch_cover_every_study(batch_home):
                    if r.event_log_entry.dagster_event
                    and r.event_log_entry.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"]
     by_name = {e.check_name: e for e in evaluations}
-    assert set(by_name) == {"raw_counts_complete", "size_factors_valid", "deg_results_valid"}
+    assert set(by_name) == {"raw_counts_complete", "size_factors_valid", "deg_results_valid",
+                            "pathway_activity_complete", "tf_activity_complete"}
+    # The toy genes (g0, g1, ...) are no PROGENy footprint genes: no pathway can be scored,
+    # which the (non-blocking) activity check reports for both studies.
+    activity = by_name.pop("pathway_activity_complete")
+    assert not activity.passed and activity.metadata["failed_studies"].value == ["bulk_a",
+                                                                               "bulk_b"]
+    assert activity.metadata["bulk_a/unscored_contrasts"].value == ["treat_vs_ctrl"]
     for evaluation in by_name.values():
         assert evaluation.passed
         assert evaluation.metadata["failed_studies"].value == []
@@ -133,8 +140,9 @@ def test_every_asset_has_the_multi_run_backfill_policy():
     graph = defs.resolve_asset_graph()
     keys = [k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable
             and graph.get(k).partitions_def is not None]
-    # bulk 15 (ingest 4 + counting 2), screen 17, single-cell 18 (with cell_counts)
-    assert len(keys) == 50
+    # bulk 18 (ingest 4 + counting 2), screen 20, single-cell 21 (with cell_counts); each
+    # with pathway_activity, tf_activity and sample_scores
+    assert len(keys) == 59
     cross_study = [k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable
                    and graph.get(k).partitions_def is None]
     assert sorted(k.path[-1] for k in cross_study) == ["contrast_similarity", "gene_recurrence"]

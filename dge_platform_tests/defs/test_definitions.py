@@ -19,7 +19,7 @@ from dge_platform_tests.conftest import REPO
 
 SHARED = {"study_inputs", "studies", "samples", "genes", "raw_counts", "size_factors",
           "normalized_counts", "vst", "gene_dispersions", "deg_results", "enrichment",
-          "study_report"}
+          "pathway_activity", "tf_activity", "sample_scores", "study_report"}
 OWN = {"bulk": {"salmon_index", "library_counts", "sample_qc", "batch_corrected"},
        "screen": {"well_qc", "compound_activity", "dose_response", "compound_potency",
                   "compound_similarity", "batch_corrected"},

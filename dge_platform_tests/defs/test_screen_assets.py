@@ -170,7 +170,9 @@ def test_screen_report(home):
     assert f"Activity ({int(calls['active'].sum())} of {len(calls)} conditions active)" in html
     top = calls.sort_values("n_deg", ascending=False)["contrast"].iloc[0]
     assert f"<h3>{top}</h3>" in html
-    assert html.count("data:image/png;base64,") == 3 + 1  # plate heatmaps + similarity
+    # plate heatmaps, similarity, pathway activity
+    assert html.count("data:image/png;base64,") == 3 + 1 + 1
+    assert "<h2>Pathway and TF activity</h2>" in html
 
 
 def test_enrichment_runs_gsea_for_active_conditions_only(home):
@@ -181,3 +183,15 @@ def test_enrichment_runs_gsea_for_active_conditions_only(home):
     for row in methods.itertuples():
         assert ("gsea_prerank" in row.methods) == bool(row.active), row.contrast
         assert {"ora_up", "ora_down"} <= set(row.methods)
+
+
+def test_pathway_activity_sees_p53_in_dna_damage_and_mdm2_inhibition(home):
+    """Camptothecin (topoisomerase I poison) activates p53 with dose; Nutlin-3a (MDM2
+    inhibitor, p53's direct activator) gives the plate's strongest p53 activity."""
+    p53 = sql("select contrast, compound, dose, score, padj from pathway_activity "
+              "where study_id = 'macseq_pmmsq033' and source = 'p53'").set_index("contrast")
+    assert len(p53) == 78  # every compound x dose scored
+    camptothecin = p53[p53["compound"] == "CAMPTOTHECIN"].sort_values("dose")["score"]
+    assert camptothecin.iloc[-1] > 2 and camptothecin.iloc[-1] > camptothecin.iloc[0]
+    assert p53.loc["CAMPTOTHECIN_10uM", "padj"] < 0.05
+    assert p53["score"].idxmax() == "Nutlin-3a_10uM"

@@ -232,3 +232,22 @@ def test_signature_search_ranks_the_interferon_response_first(catalog):
     assert first["cell_type"] == "CD14+ Monocytes" and first["score"] > 0.9
     missing = dge("signature-search", "--study", "kang2018_pbmc", "--contrast", "stim_vs_ctrl")
     assert missing.exit_code == 1 and "choose one of" in missing.output
+
+
+def test_interferon_beta_activates_jak_stat_in_every_cell_type(catalog):
+    table = sql("select cell_type, source, score, padj from pathway_activity "
+                "where study_id = 'kang2018_pbmc' and contrast = 'stim_vs_ctrl'")
+    top = table.loc[table.groupby("cell_type")["score"].idxmax()].set_index("cell_type")
+    assert (top["source"] == "JAK-STAT").all() and len(top) == 5
+    assert (top["padj"] < 1e-6).all()
+    assert top.loc["CD14+ Monocytes", "score"] > 10
+
+
+def test_sample_scores_are_per_pseudobulk_within_cell_type(catalog):
+    scores = sql("select s.sample, s.cell_type, p.cell_type as pb_cell_type, s.collection, "
+                 "s.source, s.score from sample_scores s join pseudobulk_samples p "
+                 "on s.study_id = p.study_id and s.sample = p.pseudobulk_sample "
+                 "where s.study_id = 'kang2018_pbmc'")
+    assert len(scores) and (scores["cell_type"] == scores["pb_cell_type"]).all()
+    jak = scores[(scores["source"] == "JAK-STAT") & scores["sample"].str.contains("stim")]
+    assert (jak["score"] > 0).all()  # stimulated pseudobulks above their cell type's mean

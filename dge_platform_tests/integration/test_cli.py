@@ -191,3 +191,31 @@ def test_run_all_registered_studies_in_one_batched_run(home):
     assert not [line for line in lines if "well_qc" in line or "cell_qc" in line]
     assert "[toy_a..toy_b]     check deg_results_valid: passed" in lines
     assert len([line for line in lines if line.startswith("toy_a, toy_b: ok (")]) == 1
+
+
+def test_pathway_activity_of_dexamethasone(airway_registered):
+    """PROGENy reads glucocorticoid signalling through the Androgen footprint (GR and AR bind
+    the same response elements): its strongest, positive pathway in airway."""
+    result = dge("sql", "select source, score, padj from pathway_activity "
+                 "where study_id='airway' order by abs(score) desc limit 5", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    rows = [line.split(",") for line in result.output.strip().splitlines()[1:]]
+    assert len(rows) == 5 and rows[0][0] == "Androgen"
+    assert float(rows[0][1]) > 5 and float(rows[0][2]) < 0.01
+
+
+def test_sample_scores_of_airway(airway_registered):
+    """Every sample scored on the 14 PROGENy pathways and the 50 Hallmark sets; the treated
+    samples' Androgen (glucocorticoid) scores above every untreated one's."""
+    result = dge("sql", "select s.sample, s.collection, s.source, s.score, m.dex "
+                 "from sample_scores s join samples m using (study_id, sample) "
+                 "where study_id = 'airway'", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()[1:]
+    rows = [line.split(",") for line in lines]
+    assert len(rows) == 8 * (14 + 50)
+    androgen = [(dex, float(score)) for _, collection, source, score, dex in rows
+                if collection == "PROGENy" and source == "Androgen"]
+    treated = [s for dex, s in androgen if dex == "trt"]
+    untreated = [s for dex, s in androgen if dex == "untrt"]
+    assert len(treated) == len(untreated) == 4 and min(treated) > max(untreated)

@@ -13,9 +13,11 @@ from dge_platform_tests.conftest import REPO
 from dge_platform_tests.services import PG_ENV
 
 DEPLOY = REPO / "deploy"
-HEAVY_ASSETS = {"bulk": {"library_counts", "deseq2", "enrichment"},
-                "screen": {"deseq2", "compound_activity", "dose_response", "enrichment"},
-                "singlecell": {"cell_qc", "sc_processed", "deseq2", "marker_genes", "enrichment"}}
+HEAVY_ASSETS = {"bulk": {"library_counts", "deseq2", "enrichment", "sample_scores"},
+                "screen": {"deseq2", "compound_activity", "dose_response", "enrichment",
+                           "sample_scores"},
+                "singlecell": {"cell_qc", "sc_processed", "deseq2", "marker_genes", "enrichment",
+                               "sample_scores"}}
 """The steps of each kind's job that fit models or hold a study's cells in memory."""
 
 
