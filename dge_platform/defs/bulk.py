@@ -59,9 +59,10 @@ ASSETS = [
     shared.deseq2(KIND, bulk_steps.deseq2, ("raw_counts", "samples", "genes"),
                   "One fit of the study's full design, technical replicates summed first."),
     shared.batch_corrected(KIND), sample_qc, shared.enrichment(KIND),
-    shared.contrast_activity(KIND), shared.sample_scores(KIND),
+    shared.contrast_activity(KIND), shared.sample_scores(KIND), shared.design_diagnostics(KIND),
     shared.study_report(KIND, report.bulk_report,
-                        ("deg_results", "enrichment", "sample_qc", "samples"),
+                        ("deg_results", "enrichment", "sample_qc", "samples",
+                         "design_diagnostics"),
                         "Design, QC, DEG summary and top genes per contrast, enrichment, every "
                         "plot."),
 ]

@@ -63,13 +63,14 @@ ASSETS = [
                   "every compound x dose is a contrast against the control."),
     shared.batch_corrected(KIND), compound_activity, dose_response, compound_potency,
     compound_similarity, shared.contrast_activity(KIND), shared.sample_scores(KIND),
+    shared.design_diagnostics(KIND),
     shared.enrichment(KIND, gsea_only_for_active=True,
                       note="ORA for every compound x dose, GSEA prerank and plots for active "
                       "conditions only (an inactive condition's ranking is noise, and hundreds "
                       "of GSEA runs per plate would dominate the run)."),
     shared.study_report(KIND, report.screen_report,
                         ("deg_results", "well_qc", "compound_activity", "compound_potency",
-                         "compound_similarity"),
+                         "compound_similarity", "design_diagnostics"),
                         "Well QC and plate heatmaps, activity calls, potency, compound "
                         "similarity, top genes of the most active conditions."),
 ]

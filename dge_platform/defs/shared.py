@@ -27,6 +27,7 @@ from dge_platform.defs.steps import (
     warehouse,
 )
 from dge_platform.pipelines import activity as activity_steps
+from dge_platform.pipelines import bulk as bulk_steps
 from dge_platform.pipelines import ingest as ingest_steps
 from dge_platform.pipelines.bulk import batch_corrected as batch_corrected_step
 from dge_platform.pipelines.de import DE_OUTPUTS
@@ -175,6 +176,18 @@ def sample_scores(kind: str, inputs: Sequence[str] = ()) -> dg.AssetsDefinition:
         yield from run_step(context, activity_steps.sample_scores, heavy=True, **tables)
 
     return sample_scores_asset
+
+
+def design_diagnostics(kind: str) -> dg.AssetsDefinition:
+    """Which sample variables drive the expression, and whether the design names them."""
+    @table_asset("design_diagnostics", kind=kind, code_version=DE_VERSION,
+                 ins=kind_ins(kind, "vst", "samples", "studies"),
+                 note="The PC-association heatmap is in the metadata and "
+                 "warehouse/design_plots/; warnings in the run log and the report.")
+    def design_diagnostics_asset(context: dg.AssetExecutionContext, **tables):
+        yield from run_step(context, bulk_steps.design_diagnostics, **tables)
+
+    return design_diagnostics_asset
 
 
 def study_report(kind: str, build: Callable[..., StepResult], inputs: Sequence[str], note: str,

@@ -402,3 +402,24 @@ def activity_heatmap(table: pd.DataFrame, title: str) -> bytes:
     fig.colorbar(image, ax=ax, label="activity (t-value)", shrink=0.6)
     ax.set_title(title)
     return _png(fig)
+
+
+def pc_association_heatmap(associations: pd.DataFrame) -> bytes:
+    """Sample variables x leading PCs coloured by -log10 p of their association (ANOVA or
+    correlation), the PC's share of variance in its label; * where p < 0.01."""
+    labels = {row.component: f"{row.component} ({row.variance_explained:.0%})"
+              for row in associations.itertuples()}
+    table = associations.assign(component=associations["component"].map(labels))
+    logp = table.pivot_table(index="variable", columns="component", values="pvalue")
+    logp = -np.log10(logp.clip(lower=1e-300))[[labels[c] for c in dict.fromkeys(
+        associations["component"])]]
+    fig, ax = plt.subplots(figsize=(2.5 + 0.9 * logp.shape[1], 1.5 + 0.35 * logp.shape[0]))
+    image = ax.imshow(logp.to_numpy(dtype=float), cmap="Reds", vmin=0,
+                      vmax=max(2.0, float(np.nanmax(logp.to_numpy()))), aspect="auto")
+    for i, j in zip(*np.nonzero((logp > 2).to_numpy())):
+        ax.text(j, i, "*", ha="center", va="center", fontsize=9)
+    ax.set_xticks(range(logp.shape[1]), logp.columns, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(logp.shape[0]), logp.index, fontsize=8)
+    fig.colorbar(image, ax=ax, label="-log10 p", shrink=0.7)
+    ax.set_title("Sample variables vs principal components")
+    return _png(fig)

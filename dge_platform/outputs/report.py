@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
+from dge_platform.bulk.diagnostics import design_warnings
 from dge_platform.singlecell.pseudobulk import pseudobulk_summary
 from dge_platform.singlecell.qc import failed_by_reason
 from dge_platform.storage.tables import STAT_COLUMNS
@@ -62,6 +63,22 @@ def top_terms(enrichment: pd.DataFrame, contrast: str, n: int = 10) -> pd.DataFr
     return top[["method", "collection", "term", "size", "score", "padj"]]
 
 
+def _design_section(plots: dict[str, bytes], design: pd.DataFrame | None) -> list[str]:
+    """The PC-association heatmap and a warning per variable outside the design that drives
+    a leading PC."""
+    if design is None or design.empty:
+        return []
+    warnings = design_warnings(design)
+    shares = design[design["component"] == "variance_partition"].set_index("variable")
+    return ["<h2>Design diagnostics</h2>",
+            *(f"<p class='warn'>Warning: {html.escape(w)}</p>" for w in warnings),
+            "<p class='note'>Median share of each gene's variance: "
+            + ", ".join(f"{html.escape(str(v))} {s:.0%}" for v, s in
+                        shares["statistic"].items()) + ".</p>",
+            "<div class='plots'>" + "".join(_img(png, name) for name, png in plots.items()
+                                            if name == "pc_associations") + "</div>"]
+
+
 def _activity_section(plots: dict[str, bytes]) -> list[str]:
     """The activity heatmaps (pathways, TFs x contrasts), when the study has them."""
     shown = [_img(png, name) for name, png in plots.items()
@@ -86,7 +103,7 @@ def _page(title: str, body: list[str]) -> str:
 def build_screen_report(*, study: dict, well_qc: pd.DataFrame, activity: pd.DataFrame,
                         potency: pd.DataFrame, similarity: pd.DataFrame,
                         results: pd.DataFrame, plots: dict[str, bytes],
-                        max_conditions: int = 20) -> str:
+                        max_conditions: int = 20, design: pd.DataFrame | None = None) -> str:
     """Render a screen's report: well QC with plate heatmaps, activity calls against the
     control null, potency, MoA neighbours and the top genes of the most active conditions.
 
@@ -134,14 +151,15 @@ def build_screen_report(*, study: dict, well_qc: pd.DataFrame, activity: pd.Data
         "<div class='plots'>" + "".join(_img(png, name) for name, png in plots.items()
                                         if name == "similarity_heatmap") + "</div>",
     ]
-    body += _activity_section(plots)
+    body += _design_section(plots, design) + _activity_section(plots)
     for contrast in active["contrast"].head(max_conditions):
         body += [f"<h3>{esc(contrast)}</h3>", _table(top_genes(results, contrast))]
     return _page(f"{study['id']} - screen report", body)
 
 
 def build_report(*, study: dict, samples: pd.DataFrame, sample_qc: pd.DataFrame,
-                 results: pd.DataFrame, enrichment: pd.DataFrame, plots: dict[str, bytes]) -> str:
+                 results: pd.DataFrame, enrichment: pd.DataFrame, plots: dict[str, bytes],
+                 design: pd.DataFrame | None = None) -> str:
     """Render the report as one HTML string with every plot embedded.
 
     Parameters
@@ -191,7 +209,8 @@ def build_report(*, study: dict, samples: pd.DataFrame, sample_qc: pd.DataFrame,
                   "<div class='plots'>" + "".join(
                       _img(png, name) for name, png in plots.items()
                       if name.endswith(f"_{contrast}") and not name.startswith("qc_")) + "</div>"]
-    return _page(f"{study['id']} - DGE report", parts + _activity_section(plots))
+    return _page(f"{study['id']} - DGE report",
+                 parts + _design_section(plots, design) + _activity_section(plots))
 
 
 def _counting_section(samples: pd.DataFrame) -> list[str]:

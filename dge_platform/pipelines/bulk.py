@@ -9,6 +9,14 @@ from __future__ import annotations
 import pandas as pd
 
 from dge_platform.bulk.batch_correction import remove_batch_effect
+from dge_platform.bulk.diagnostics import (
+    covered_by,
+    design_warnings,
+    informative_variables,
+    pc_associations,
+    separable,
+    variance_partition,
+)
 from dge_platform.bulk.qc import flag_outliers, pca, sample_distances
 from dge_platform.counting.libraries import summed_stats
 from dge_platform.outputs import plots
@@ -17,7 +25,7 @@ from dge_platform.pipelines.step import Markdown, StepResult, png_files
 from dge_platform.storage.frames import sheet_from_samples_table, to_long, to_wide
 from dge_platform.storage.tables import STAT_COLUMNS, TABLES
 from dge_platform.study.config import StudyConfig
-from dge_platform.study.design import study_design_frame, treatment_matrix
+from dge_platform.study.design import design_variables, study_design_frame, treatment_matrix
 from dge_platform.study.replicates import collapse_sheet
 
 QC_PLOTS = "qc_plots"
@@ -114,3 +122,40 @@ def _qc_figures(config: StudyConfig, expression: pd.DataFrame, sheet: pd.DataFra
             rows, config.alpha, config.lfc_threshold, contrast.name)
         figures[f"pvalues_{contrast.name}"] = plots.pvalue_histogram(rows, contrast.name)
     return figures
+
+
+DESIGN_PLOTS = "design_plots"
+
+
+def design_diagnostics(config: StudyConfig, vst: pd.DataFrame, samples: pd.DataFrame,
+                       sheet: pd.DataFrame | None = None) -> StepResult:
+    """Leading PCs against every sample variable, and the variance partition; a warning for
+    each variable outside the design that explains PC1 or PC2 (``sheet``: the analysed
+    samples' sheet, default: this study's, technical replicates summed)."""
+    expression = to_wide(vst, "vst")
+    sheet = (analysis_sheet(samples, config) if sheet is None else sheet).loc[expression.columns]
+    variables = informative_variables(sheet, [c for c in sheet.columns if c != "sample"])
+    result = StepResult(files={DESIGN_PLOTS: {}})
+    if not variables or expression.shape[1] < 3:
+        result.info("no sample variable with more than one value: nothing to diagnose")
+        return result
+    design = [v for v in [*design_variables(config.design)[0], config.batch] if v]
+    pcs = pc_associations(expression, sheet, variables)
+    # Design variables first: the shares then say what the design leaves to others.
+    ordered = [v for v in variables if v in design] + [v for v in variables if v not in design]
+    shares = variance_partition(expression, sheet, separable(sheet, ordered)).median()
+    table = pd.concat([pcs, pd.DataFrame({
+        "component": "variance_partition", "variable": shares.index,
+        "test": "median_variance_share", "statistic": shares.to_numpy()})], ignore_index=True)
+    table["in_design"] = [covered_by(sheet, v, design) if v in sheet.columns else False
+                          for v in table["variable"]]
+    table = table[TABLES["design_diagnostics"].stored_columns]
+    warnings = design_warnings(table)
+    for warning in warnings:
+        result.warning(warning)
+    figure = plots.pc_association_heatmap(pcs)
+    result.files[DESIGN_PLOTS] = png_files({"pc_associations": figure})
+    return result.add("design_diagnostics", table, warnings=warnings,
+                      variance_shares={k: round(float(v), 4) for k, v in shares.items()},
+                      pc_associations=Markdown(plots.markdown_image(figure, "PC associations")))
+

@@ -12,6 +12,7 @@ from dge_platform.outputs.report import (
     build_singlecell_report,
 )
 from dge_platform.pipelines.activity import ACTIVITY_PLOTS
+from dge_platform.pipelines.bulk import DESIGN_PLOTS
 from dge_platform.pipelines.step import StepResult
 from dge_platform.storage.warehouse import Warehouse
 from dge_platform.study.config import StudyConfig
@@ -32,31 +33,34 @@ def _report(warehouse: Warehouse, study_id: str, html: str) -> StepResult:
 
 
 def bulk_report(config: StudyConfig, warehouse: Warehouse, deg_results: pd.DataFrame,
-                enrichment: pd.DataFrame, sample_qc: pd.DataFrame,
-                samples: pd.DataFrame) -> StepResult:
+                enrichment: pd.DataFrame, sample_qc: pd.DataFrame, samples: pd.DataFrame,
+                design_diagnostics: pd.DataFrame) -> StepResult:
     """Design, QC, DEG summary and top genes per contrast, enrichment, every plot."""
-    figures = _figures(warehouse, config.id, ("qc_plots", "enrichment_plots", ACTIVITY_PLOTS))
+    figures = _figures(warehouse, config.id, ("qc_plots", "enrichment_plots", DESIGN_PLOTS,
+                                              ACTIVITY_PLOTS))
     study = {"id": config.id, "title": config.title or config.id, "kind": config.kind,
              "organism": config.organism, "design": config.design, "batch": config.batch,
              "alpha": config.alpha, "lfc_threshold": config.lfc_threshold}
     return _report(warehouse, config.id, build_report(
         study=study, samples=samples, sample_qc=sample_qc.set_index("sample"),
-        results=deg_results, enrichment=enrichment, plots=figures))
+        results=deg_results, enrichment=enrichment, plots=figures, design=design_diagnostics))
 
 
 def screen_report(config: StudyConfig, warehouse: Warehouse, deg_results: pd.DataFrame,
                   well_qc: pd.DataFrame, compound_activity: pd.DataFrame,
-                  compound_potency: pd.DataFrame,
-                  compound_similarity: pd.DataFrame) -> StepResult:
+                  compound_potency: pd.DataFrame, compound_similarity: pd.DataFrame,
+                  design_diagnostics: pd.DataFrame) -> StepResult:
     """Well QC and plate heatmaps, activity calls, potency, similarity, top genes."""
-    figures = _figures(warehouse, config.id, ("screen_plots", "similarity_plots", ACTIVITY_PLOTS))
+    figures = _figures(warehouse, config.id, ("screen_plots", "similarity_plots", DESIGN_PLOTS,
+                                              ACTIVITY_PLOTS))
     study = {"id": config.id, "title": config.title or config.id,
              "organism": config.organism, "control": config.control,
              "design": config.design, "alpha": config.alpha,
              "lfc_threshold": config.lfc_threshold}
     return _report(warehouse, config.id, build_screen_report(
         study=study, well_qc=well_qc, activity=compound_activity, potency=compound_potency,
-        similarity=compound_similarity, results=deg_results, plots=figures))
+        similarity=compound_similarity, results=deg_results, plots=figures,
+        design=design_diagnostics))
 
 
 def singlecell_report(config: StudyConfig, warehouse: Warehouse, deg_results: pd.DataFrame,

@@ -140,9 +140,10 @@ def test_every_asset_has_the_multi_run_backfill_policy():
     graph = defs.resolve_asset_graph()
     keys = [k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable
             and graph.get(k).partitions_def is not None]
-    # bulk 18 (ingest 4 + counting 2), screen 20, single-cell 21 (with cell_counts); each
-    # with pathway_activity, tf_activity and sample_scores
-    assert len(keys) == 59
+    # bulk 19 (ingest 4 + counting 2), screen 21, single-cell 21 (with cell_counts); each
+    # with pathway_activity, tf_activity and sample_scores, bulk and screen with
+    # design_diagnostics
+    assert len(keys) == 61
     cross_study = [k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable
                    and graph.get(k).partitions_def is None]
     assert sorted(k.path[-1] for k in cross_study) == ["contrast_similarity", "gene_recurrence"]

@@ -20,9 +20,10 @@ from dge_platform_tests.conftest import REPO
 SHARED = {"study_inputs", "studies", "samples", "genes", "raw_counts", "size_factors",
           "normalized_counts", "vst", "gene_dispersions", "deg_results", "enrichment",
           "pathway_activity", "tf_activity", "sample_scores", "study_report"}
-OWN = {"bulk": {"salmon_index", "library_counts", "sample_qc", "batch_corrected"},
+OWN = {"bulk": {"salmon_index", "library_counts", "sample_qc", "batch_corrected",
+                "design_diagnostics"},
        "screen": {"well_qc", "compound_activity", "dose_response", "compound_potency",
-                  "compound_similarity", "batch_corrected"},
+                  "compound_similarity", "batch_corrected", "design_diagnostics"},
        "singlecell": {"cell_counts", "cell_qc", "sc_processed", "cell_types",
                       "pseudobulk_counts", "pseudobulk_samples", "marker_genes"}}
 MAX_ASSET_BODY_LINES = 15

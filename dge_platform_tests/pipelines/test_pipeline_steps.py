@@ -62,3 +62,35 @@ def test_a_bad_study_fails_the_step_with_every_problem(home):
         ingest.ingest(home, "toy", 1, print)
     assert "kind" in failure.value.description
     assert any("kind" in p for p in failure.value.metadata["problems"])
+
+
+def test_design_diagnostics_warn_about_an_undeclared_batch():
+    """A batch that drives PC1 but is not in the design is named in a warning; the declared
+    condition is not."""
+    import numpy as np
+    import pandas as pd
+
+    from dge_platform.pipelines.bulk import design_diagnostics
+    from dge_platform.storage.frames import to_long
+    from dge_platform.study.config import StudyConfig
+
+    rng = np.random.default_rng(2)
+    samples = pd.DataFrame({"sample": [f"s{i}" for i in range(12)],
+                            "condition": ["ctrl", "treat"] * 6,
+                            "run": ["r1"] * 6 + ["r2"] * 6})
+    expression = pd.DataFrame(rng.normal(8, 0.3, size=(300, 12)),
+                              index=[f"g{i}" for i in range(300)], columns=samples["sample"])
+    expression.loc[:, samples["run"].eq("r2").to_numpy()] += rng.normal(0, 2, size=(300, 1))
+    config = StudyConfig(id="toy", kind="bulk", organism="Homo sapiens", counts="c.tsv",
+                         samples="s.tsv", design="~ condition",
+                         contrasts=[{"name": "t", "factor": "condition", "level": "treat",
+                                     "reference": "ctrl"}])
+    result = design_diagnostics(config, to_long(expression, "vst"), samples)
+    table = result.outputs["design_diagnostics"]
+    warnings = [text for level, text in result.messages if level == "warning"]
+    assert len(warnings) == 1 and "'run'" in warnings[0] and "PC1" in warnings[0]
+    assert result.metadata["design_diagnostics"]["warnings"] == warnings
+    shares = table[table["component"] == "variance_partition"].set_index("variable")
+    assert shares.loc["run", "statistic"] > 0.5 > shares.loc["condition", "statistic"]
+    assert not shares.loc["run", "in_design"] and shares.loc["condition", "in_design"]
+    assert "pc_associations.png" in result.files["design_plots"]
