@@ -15,14 +15,7 @@ import numpy as np
 import pandas as pd
 
 from dge_platform._core.problems import Problem, examples
-from dge_platform.readers.counts import (
-    TEXT_ERRORS,
-    check_delimiter,
-    delimiter_for,
-    first_line,
-    not_text_problem,
-    open_text,
-)
+from dge_platform.readers.sample_sheet import read_text_table
 
 WEIGHT_ALIASES = ("weight", "mor")
 FORMAT_FIX = ("one edge per row with columns source, target and weight (the signed mode of "
@@ -33,40 +26,28 @@ def read_network(path: Path, rel: str) -> tuple[pd.DataFrame | None, list[Proble
     """The network as ``source``, ``target``, ``weight`` (float), or every problem with it:
     missing columns, weights that are not signed numbers (non-numeric, zero, infinite),
     edges given twice, and no edge at all."""
-    sep = delimiter_for(path)
-    try:
-        problem = check_delimiter(rel, sep, first_line(path))
-        if problem:
-            return None, [problem]
-        with open_text(path) as fh:
-            table = pd.read_csv(fh, sep=sep, dtype=str, keep_default_na=False)
-    except TEXT_ERRORS as exc:
-        return None, [not_text_problem(rel, exc)]
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        return None, [Problem(rel, "", f"cannot be parsed as a table: {exc}", FORMAT_FIX)]
-    table.columns = [str(c).strip() for c in table.columns]
+    table, problems = read_text_table(path, rel)
+    if table is None:
+        return None, problems
     weight = next((c for c in WEIGHT_ALIASES if c in table.columns), None)
     missing = [c for c in ("source", "target") if c not in table.columns]
     if missing or weight is None:
         absent = ", ".join(missing + ([] if weight else ["weight"]))
         return None, [Problem(rel, "header", f"missing column(s): {absent} (found "
                               f"{examples(list(table.columns))})", FORMAT_FIX)]
-    if table.empty:
-        return None, [Problem(rel, "", "no edges", FORMAT_FIX)]
-    problems = []
-    values = pd.to_numeric(table[weight].str.strip(), errors="coerce")
+    values = pd.to_numeric(table[weight], errors="coerce")
     bad = table.loc[values.isna() | ~np.isfinite(values) | (values == 0), weight]
     if len(bad):
         problems.append(Problem(rel, f"column '{weight}'", f"{len(bad)} weight(s) are not "
                                 f"signed non-zero numbers: {examples(bad.tolist())}",
                                 "give each edge +1 (activation), -1 (repression) or a signed "
                                 "confidence"))
-    blank = (table["source"].str.strip() == "") | (table["target"].str.strip() == "")
+    blank = table["source"].isna() | table["target"].isna()
     if blank.any():
         problems.append(Problem(rel, "columns 'source', 'target'", f"{int(blank.sum())} "
                                 "edge(s) without a source or target", "fill them or drop "
                                 "those rows"))
-    pairs = table["source"].str.strip() + " -> " + table["target"].str.strip()
+    pairs = table["source"].fillna("") + " -> " + table["target"].fillna("")
     twice = pairs[pairs.duplicated()]
     if len(twice):
         problems.append(Problem(rel, "columns 'source', 'target'", f"{len(twice)} edge(s) "
@@ -74,6 +55,6 @@ def read_network(path: Path, rel: str) -> tuple[pd.DataFrame | None, list[Proble
                                 "keep one row per source and target"))
     if problems:
         return None, problems
-    return pd.DataFrame({"source": table["source"].str.strip(),
-                         "target": table["target"].str.strip(),
+    return pd.DataFrame({"source": table["source"].astype(str),
+                         "target": table["target"].astype(str),
                          "weight": values.astype(float)}), []

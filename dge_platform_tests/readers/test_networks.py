@@ -34,7 +34,7 @@ def test_a_valid_network_with_mor_as_weight(tmp_path):
      "net.tsv: column 'weight': 2 weight(s) are not signed non-zero numbers: up, 0"),
     ("source\ttarget\tweight\nTP53\tMDM2\t1\nTP53\tMDM2\t-1\n",
      "net.tsv: columns 'source', 'target': 1 edge(s) given more than once: TP53 -> MDM2"),
-    ("source\ttarget\tweight\n", "net.tsv: no edges"),
+    ("source\ttarget\tweight\n", "net.tsv: has no data rows"),
     ("source,target,weight\nTP53,MDM2,1\n", "net.tsv: header: expected tab-separated values"),
 ])
 def test_bad_networks_are_named(tmp_path, text, expected):
