@@ -423,3 +423,24 @@ def pc_association_heatmap(associations: pd.DataFrame) -> bytes:
     fig.colorbar(image, ax=ax, label="-log10 p", shrink=0.7)
     ax.set_title("Sample variables vs principal components")
     return _png(fig)
+
+
+def top_sources(table: pd.DataFrame, title: str, n: int = 10, max_panels: int = 6) -> bytes:
+    """Per contrast (the first ``max_panels``), the ``n`` sources with the largest |score| as
+    horizontal bars (red: activated, blue: repressed), strongest on top."""
+    frame = table.assign(condition=table["contrast"].where(
+        table["cell_type"].isna(), table["contrast"] + " / " + table["cell_type"].fillna("")))
+    conditions = list(dict.fromkeys(frame["condition"]))[:max_panels]
+    fig, axes = plt.subplots(1, max(1, len(conditions)), squeeze=False,
+                             figsize=(3.2 * max(1, len(conditions)), 0.9 + 0.28 * n))
+    for ax, condition in zip(axes[0], conditions):
+        rows = frame[frame["condition"] == condition]
+        top = rows.loc[rows["score"].abs().sort_values(ascending=False).index[:n]][::-1]
+        ax.barh(top["source"], top["score"],
+                color=np.where(top["score"] > 0, "#c0392b", "#2e86c1"))
+        ax.axvline(0, color="black", lw=0.5)
+        ax.set_title(condition, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("activity (t-value)", fontsize=7)
+    fig.suptitle(title)
+    return _png(fig)

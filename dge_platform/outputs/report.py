@@ -82,7 +82,7 @@ def _design_section(plots: dict[str, bytes], design: pd.DataFrame | None) -> lis
 def _activity_section(plots: dict[str, bytes]) -> list[str]:
     """The activity heatmaps (pathways, TFs x contrasts), when the study has them."""
     shown = [_img(png, name) for name, png in plots.items()
-             if name in ("pathway_activity", "tf_activity")]
+             if name in ("pathway_activity", "tf_activity", "tf_top_hits")]
     if not shown:
         return []
     return ["<h2>Pathway and TF activity</h2>",

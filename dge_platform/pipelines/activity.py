@@ -65,7 +65,10 @@ def contrast_activity(config: StudyConfig, deg_results: pd.DataFrame,
         table = _table(activity(stats, net, method=method, min_targets=MIN_TARGETS),
                        conditions, name)
         figure = plots.activity_heatmap(table, f"{name.replace('_', ' ')}: {config.id}")
-        result.files.setdefault(ACTIVITY_PLOTS, {}).update(png_files({name: figure}))
+        figures = {name: figure}
+        if name == "tf_activity" and len(table):  # hundreds of TFs: the top hits readable
+            figures["tf_top_hits"] = plots.top_sources(table, f"Top TFs: {config.id}")
+        result.files.setdefault(ACTIVITY_PLOTS, {}).update(png_files(figures))
         result.add(name, table, matched_fraction=round(matched, 4),
                    sources_scored=int(table["source"].nunique()),
                    sources_too_few_targets=int((n_targets < MIN_TARGETS).sum()),

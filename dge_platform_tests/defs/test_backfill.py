@@ -19,6 +19,7 @@ from dge_platform.defs.batch import (
 )
 from dge_platform.runner import instance_for, run_studies, run_study
 from dge_platform.storage.catalog import query
+from dge_platform.storage.home import resolve_home
 from dge_platform.storage.tables import TABLES
 from dge_platform_tests.conftest import write_screen, write_study
 
@@ -37,8 +38,7 @@ def _write_three(home) -> None:
     write_screen(home.studies / "screen_c", config={"id": "screen_c"})
 
 
-@pytest.fixture
-def batch_home(home):
+def _materialized(home):
     """The three studies registered and materialized in one batched run."""
     _write_three(home)
     instance = instance_for(home)
@@ -49,14 +49,30 @@ def batch_home(home):
         instance.dispose()
 
 
+@pytest.fixture
+def batch_home(home):
+    """A batch of its own, for a test that changes the studies."""
+    yield from _materialized(home)
+
+
+@pytest.fixture(scope="module")
+def shared_batch(tmp_path_factory):
+    """One batch shared by the tests that only read it (a run costs ~20 s)."""
+    root = tmp_path_factory.mktemp("batch") / "dge_home"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DGE_HOME", str(root))
+        mp.setenv("DAGSTER_HOME", str(root / "dagster_home"))
+        yield from _materialized(resolve_home(root).ensure())
+
+
 def _table(home, table: str, study_id: str) -> pd.DataFrame:
     frame = query(home, f"select * exclude (study_id) from {table} "
                         f"where study_id = '{study_id}' order by all")
     return frame.reset_index(drop=True)
 
 
-def test_one_run_per_kind_materializes_every_study(batch_home):
-    home, instance, outcomes = batch_home
+def test_one_run_per_kind_materializes_every_study(shared_batch):
+    home, instance, outcomes = shared_batch
     assert [(o.study_ids, o.success) for o in outcomes] == [
         (["bulk_a", "bulk_b"], True), (["screen_c"], True), (["cross-study"], True)], \
         [o.error for o in outcomes]
@@ -114,8 +130,8 @@ def test_one_run_per_kind_materializes_every_study(batch_home):
     assert table.loc[table["contrast"] == "cpdA_10uM", "compound"].eq("cpdA").all()
 
 
-def test_checks_of_a_batch_cover_every_study(batch_home):
-    _, instance, outcomes = batch_home
+def test_checks_of_a_batch_cover_every_study(shared_batch):
+    _, instance, outcomes = shared_batch
     evaluations = [r.event_log_entry.dagster_event.event_specific_data
                    for r in instance.get_records_for_run(outcomes[0].run_id, limit=10_000).records
                    if r.event_log_entry.dagster_event

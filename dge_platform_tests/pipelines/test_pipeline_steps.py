@@ -94,3 +94,39 @@ def test_design_diagnostics_warn_about_an_undeclared_batch():
     assert shares.loc["run", "statistic"] > 0.5 > shares.loc["condition", "statistic"]
     assert not shares.loc["run", "in_design"] and shares.loc["condition", "in_design"]
     assert "pc_associations.png" in result.files["design_plots"]
+
+
+def test_tf_activity_from_the_studys_own_network(tmp_path):
+    """A study's tf_network scores its TFs (ulm): the planted activator on top, its heatmap
+    and top-hit bars among the files; a human study also gets PROGENy pathways."""
+    import numpy as np
+    import pandas as pd
+
+    from dge_platform.activity.models import progeny_model
+    from dge_platform.pipelines.activity import contrast_activity
+    from dge_platform.study.config import StudyConfig
+
+    rng = np.random.default_rng(4)
+    genes = list(progeny_model("Homo sapiens")["target"].drop_duplicates()[:2000])
+    edges = [(f"TF{k}", genes[i], float(rng.choice([-1, 1])))
+             for k in range(8) for i in rng.choice(len(genes), 40, replace=False)]
+    network = pd.DataFrame(edges, columns=["source", "target", "weight"]) \
+        .drop_duplicates(["source", "target"])
+    network.to_csv(tmp_path / "net.tsv", sep="\t", index=False)
+    stat = pd.Series(rng.normal(size=len(genes)), index=genes)
+    tf3 = network[network["source"] == "TF3"].set_index("target")["weight"]
+    stat[tf3.index] += 3 * tf3
+    results = pd.DataFrame({"contrast": "t", "cell_type": None, "gene_symbol": genes,
+                            "stat": stat.to_numpy(), "compound": None, "dose": np.nan})
+    config = StudyConfig(id="toy", kind="bulk", organism="Homo sapiens", counts="c.tsv",
+                         samples="s.tsv", design="~ condition", tf_network="net.tsv",
+                         contrasts=[{"name": "t", "factor": "condition", "level": "treat",
+                                     "reference": "ctrl"}])
+    result = contrast_activity(config, results, tmp_path)
+    tfs = result.outputs["tf_activity"].sort_values("score", ascending=False)
+    assert tfs["source"].iloc[0] == "TF3" and tfs["padj"].iloc[0] < 1e-6
+    assert (tfs["method"] == "ulm").all() and len(tfs) == 8
+    assert {"tf_activity.png", "tf_top_hits.png", "pathway_activity.png"} <= \
+        set(result.files["activity_plots"])
+    assert {c.name: c.passed for c in result.checks} == {"pathway_activity_complete": True,
+                                                         "tf_activity_complete": True}
