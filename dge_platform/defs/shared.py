@@ -1,5 +1,6 @@
-"""Assets every kind's graph has, built once per kind: the study's files, ingest, the DESeq2
-step, batch correction, enrichment and the report (keys ``<kind>/<name>``, group ``<kind>``).
+"""Assets several kinds' graphs have, built once per kind: the study's files, ingest, the
+DESeq2 step, batch correction, enrichment, pathway and TF activity, sample scores, design
+diagnostics and the report (keys ``<kind>/<name>``, group ``<kind>``).
 
 Each factory takes what differs between kinds as arguments (the kind's DESeq2 step and its
 inputs, the report builder and its tables), never the kind's name to test.
@@ -29,7 +30,6 @@ from dge_platform.defs.steps import (
 from dge_platform.pipelines import activity as activity_steps
 from dge_platform.pipelines import bulk as bulk_steps
 from dge_platform.pipelines import ingest as ingest_steps
-from dge_platform.pipelines.bulk import batch_corrected as batch_corrected_step
 from dge_platform.pipelines.de import DE_OUTPUTS
 from dge_platform.pipelines.enrichment import active_contrasts
 from dge_platform.pipelines.enrichment import enrichment as enrichment_step
@@ -115,7 +115,7 @@ def batch_corrected(kind: str) -> dg.AssetsDefinition:
                  ins=kind_ins(kind, "vst", "samples", "studies"),
                  note="Empty unless the study names a batch column.")
     def batch_corrected_asset(context: dg.AssetExecutionContext, **tables):
-        yield from run_step(context, batch_corrected_step, **tables)
+        yield from run_step(context, bulk_steps.batch_corrected, **tables)
 
     return batch_corrected_asset
 
