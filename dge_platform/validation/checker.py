@@ -73,13 +73,9 @@ class Checker:
                                              "name the sample sheet (CSV/TSV with a 'sample' "
                                              "column)"))
             return
-        path, problem = study_path(self.dir, rel, key)
-        if problem:
-            self.problems.append(problem)
-            return
-        if not path.is_file():
-            self.problems.append(Problem(STUDY_FILE, key, f"file {rel!r} not found",
-                                         "check the path; it is relative to the study folder"))
+        path = self.study_file(rel, key, f"file {rel!r} not found",
+                               "check the path; it is relative to the study folder")
+        if path is None:
             return
         if path.stat().st_size == 0:
             self.problems.append(Problem(rel, "", "file is empty", "supply the sample sheet"))
@@ -92,15 +88,23 @@ class Checker:
         return (bool(self.v.get("counts"))
                 and detect_format(self.config, self.config.counts) == "h5ad")
 
+    def study_file(self, rel: str, key: str, missing: str, fix: str) -> Path | None:
+        """The file study.yaml names under ``key``, or None with the problem recorded: a path
+        the study rules refuse, or no such file (``missing``, ``fix``)."""
+        path, problem = study_path(self.dir, rel, key)
+        if problem:
+            self.problems.append(problem)
+            return None
+        if not path.is_file():
+            self.problems.append(Problem(STUDY_FILE, key, missing, fix))
+            return None
+        return path
+
     def read_gene_sets(self) -> None:
         for i, rel in enumerate(self.v.get("gene_sets") or []):
-            path, problem = study_path(self.dir, rel, f"gene_sets[{i}]")
-            if problem:
-                self.problems.append(problem)
-                continue
-            if not path.is_file():
-                self.problems.append(Problem(STUDY_FILE, f"gene_sets[{i}]", f"{rel!r} not found",
-                                             "give a GMT file inside the study folder"))
+            path = self.study_file(rel, f"gene_sets[{i}]", f"{rel!r} not found",
+                                   "give a GMT file inside the study folder")
+            if path is None:
                 continue
             try:
                 read_gmt(path)
@@ -114,14 +118,10 @@ class Checker:
         rel = self.v.get("tf_network")
         if not rel:
             return
-        path, problem = study_path(self.dir, rel, "tf_network")
-        if problem:
-            self.problems.append(problem)
-        elif not path.is_file():
-            self.problems.append(Problem(STUDY_FILE, "tf_network", f"{rel!r} not found",
-                                         "give the network file's path inside the study "
-                                         "folder (TSV/CSV: source, target, weight)"))
-        else:
+        path = self.study_file(rel, "tf_network", f"{rel!r} not found",
+                               "give the network file's path inside the study folder "
+                               "(TSV/CSV: source, target, weight)")
+        if path is not None:
             self.problems += read_network(path, rel)[1]
 
     def match_samples(self) -> None:
