@@ -203,14 +203,19 @@ def _merged_outputs(context: dg.AssetExecutionContext,
         yield dg.Output(frames, name)
 
 
+def described_schema(table: TableSpec, columns: Iterable[tuple[str, str]]) -> dg.TableSchema:
+    """Columns (name, type) with their descriptions from the table contract (a study's own
+    sample-sheet columns have none), as the UI shows them."""
+    return dg.TableSchema(columns=[
+        dg.TableColumn(name, kind, description=table.column_description(name) or None)
+        for name, kind in columns])
+
+
 def _table_metadata(table: TableSpec, frame: pd.DataFrame) -> dict[str, Any]:
-    """A study's row count and the columns it holds, described by the table contract (a
-    study's own sample-sheet columns have no description)."""
+    """A study's row count and the columns it holds."""
     return {"dagster/row_count": len(frame),
-            "dagster/column_schema": dg.TableSchema(columns=[
-                dg.TableColumn(str(name), str(dtype),
-                               description=table.column_description(str(name)) or None)
-                for name, dtype in frame.dtypes.items()])}
+            "dagster/column_schema": described_schema(
+                table, ((str(name), str(dtype)) for name, dtype in frame.dtypes.items()))}
 
 
 def _merged_materialization(context: dg.AssetExecutionContext,

@@ -13,14 +13,12 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from dge_platform.defs.batch import HEAVY_STEP, run_per_study
+from dge_platform.defs.batch import HEAVY_STEP
 from dge_platform.defs.partitions import STUDY_PARTITIONS
 from dge_platform.defs.steps import (
-    call_step,
-    check_result,
+    for_each_study,
     kind_ins,
     run_step,
-    step_events,
     study_asset,
     study_multi_asset,
     table_asset,
@@ -74,11 +72,10 @@ def ingest_study(kind: str, *, deps: Sequence[str] = (), cells: bool = False,
         f"in the step stay intact. {note}".strip())
     def ingest(context: dg.AssetExecutionContext):
         home, cpus = context.resources.dge_home.home(), context.resources.deseq.cpus()
-        yield from run_per_study(
-            context, lambda study_id: step_events(context, study_id, call_step(
-                ingest_steps.ingest, home, study_id, cpus, context.log.info)),
-            checks_after_write=lambda study_id: [check_result(
-                context, ingest_steps.stored_counts_check(home, study_id))])
+        yield from for_each_study(
+            context, lambda study_id: ingest_steps.ingest(home, study_id, cpus, context.log.info),
+            checks_after_write=lambda study_id: [ingest_steps.stored_counts_check(home,
+                                                                                  study_id)])
 
     return ingest
 

@@ -8,7 +8,7 @@ Dagster adds (per-study batching through ``run_per_study``, the CPU budget, the 
 
 import inspect
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import nullcontext
 from typing import Any
 
@@ -22,6 +22,7 @@ from dge_platform.defs.batch import (
     StudyEvent,
     StudyFiles,
     cpu_budget,
+    described_schema,
     run_per_study,
 )
 from dge_platform.defs.partitions import STUDY_PARTITIONS
@@ -47,9 +48,8 @@ def kind_ins(kind: str, *names: str) -> dict[str, dg.AssetIn]:
 def column_schema(table: str) -> dg.TableSchema:
     """The table's guaranteed columns with their types and descriptions (shown in the UI)."""
     spec = TABLES[table]
-    return dg.TableSchema(columns=[
-        dg.TableColumn(name, kind, description=spec.column_description(name))
-        for name, kind in spec.columns if name in spec.stored_columns])
+    return described_schema(spec, ((name, kind) for name, kind in spec.columns
+                                   if name in spec.stored_columns))
 
 
 def table_out(table: str, kind: str, code_version: str) -> dg.AssetOut:
@@ -160,12 +160,18 @@ def dagster_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
     return {key: convert(value) for key, value in metadata.items()}
 
 
-def for_each_study(context: dg.AssetExecutionContext, step: Callable[..., StepResult],
-                   **inputs: Any) -> Iterator[StudyEvent]:
+def for_each_study(context: dg.AssetExecutionContext, step: Callable[[str], StepResult], *,
+                   checks_after_write: Callable[[str], Iterable[Check]] | None = None
+                   ) -> Iterator[StudyEvent]:
     """Run ``step(study_id)`` (a step of a registered study's folder, without tables in) for
-    every study of the asset's step."""
-    def body(study_id: str, **_: Any) -> Iterator[StudyEvent]:
+    every study of the asset's step; ``checks_after_write(study_id)`` evaluates checks on
+    what the IO manager wrote."""
+    def body(study_id: str) -> Iterator[StudyEvent]:
         yield from step_events(context, study_id, call_step(step, study_id))
 
-    yield from run_per_study(context, body, warehouse=warehouse(context), **inputs)
+    def checks(study_id: str) -> list[dg.AssetCheckResult]:
+        return [check_result(context, check) for check in checks_after_write(study_id)]
+
+    yield from run_per_study(context, body, warehouse=warehouse(context),
+                             checks_after_write=checks if checks_after_write else None)
 
