@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dge_platform._core.problems import format_problems
+from dge_platform._core.problems import Problem, format_problems
 from dge_platform.activity.models import progeny_model
 from dge_platform.activity.samples import expression_by_symbol, gene_set_scores, pathway_scores
 from dge_platform.activity.scores import MIN_TARGETS, activity, gene_statistics, network_overlap
@@ -59,6 +59,13 @@ def contrast_activity(config: StudyConfig, deg_results: pd.DataFrame,
                                        {"skipped": "no model or network for this study"}))
             continue
         n_targets, matched = network_overlap(net, stats.index)
+        if net is network and not (n_targets >= MIN_TARGETS).any():
+            # The study's own file, unusable for this study: an error, not an empty table.
+            raise StepFailure(format_problems(config.id, [Problem(
+                config.tf_network, "column 'target'", f"none of the network's "
+                f"{len(n_targets)} sources has {MIN_TARGETS} targets among the study's gene "
+                f"symbols ({matched:.0%} of its targets found)", "name targets by the gene "
+                "symbols of the study's organism (the genes table lists them)")]))
         if matched < MIN_MATCHED:
             result.warning(f"{name}: only {matched:.0%} of the network's genes are among the "
                            "study's gene symbols; check the organism and the gene ids")
@@ -123,6 +130,7 @@ def sample_scores(config: StudyConfig, vst: pd.DataFrame, genes: pd.DataFrame,
     groups = ({None: list(named.columns)} if pseudobulk_samples is None else
               pseudobulk_samples[pseudobulk_samples["kept"]].groupby("cell_type")
               ["pseudobulk_sample"].agg(list).to_dict())
+    set_genes = {g for genes in sets.values() for g in genes} if sets is not None else set()
     tables = []
     for cell_type, samples in groups.items():
         expression = named[[s for s in samples if s in named.columns]]
@@ -130,7 +138,7 @@ def sample_scores(config: StudyConfig, vst: pd.DataFrame, genes: pd.DataFrame,
             tables.append(pathway_scores(expression, model).assign(collection="PROGENy",
                                                                      cell_type=cell_type))
         if sets is not None:  # GSVA ranks genes within the matrix: the collection's genes
-            in_sets = expression[expression.index.isin({g for s in sets.values() for g in s})]
+            in_sets = expression[expression.index.isin(set_genes)]
             tables.append(gene_set_scores(in_sets, sets).assign(collection="Hallmark",
                                                                 cell_type=cell_type))
     table = pd.concat(tables, ignore_index=True)[TABLES["sample_scores"].stored_columns]

@@ -130,3 +130,23 @@ def test_tf_activity_from_the_studys_own_network(tmp_path):
         set(result.files["activity_plots"])
     assert {c.name: c.passed for c in result.checks} == {"pathway_activity_complete": True,
                                                          "tf_activity_complete": True}
+
+
+def test_a_network_that_misses_the_studys_genes_fails_naming_the_file(tmp_path):
+    import pandas as pd
+
+    from dge_platform.pipelines.activity import contrast_activity
+    from dge_platform.study.config import StudyConfig
+
+    (tmp_path / "net.tsv").write_text("source\ttarget\tweight\n" + "".join(
+        f"TF1\tENSG{i:011d}\t1\n" for i in range(10)))  # Ensembl ids, the study has symbols
+    results = pd.DataFrame({"contrast": "t", "cell_type": None, "gene_symbol": ["TP53", "MDM2"],
+                            "stat": [1.0, 2.0], "compound": None, "dose": float("nan")})
+    config = StudyConfig(id="toy", kind="bulk", organism="Homo sapiens", counts="c.tsv",
+                         samples="s.tsv", design="~ condition", tf_network="net.tsv",
+                         contrasts=[{"name": "t", "factor": "condition", "level": "treat",
+                                     "reference": "ctrl"}])
+    with pytest.raises(StepFailure) as failure:
+        contrast_activity(config, results, tmp_path)
+    assert "net.tsv: column 'target': none of the network's 1 sources has 5 targets among " \
+           "the study's gene symbols (0% of its targets found)" in failure.value.description
