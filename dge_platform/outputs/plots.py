@@ -395,13 +395,19 @@ def activity_heatmap(table: pd.DataFrame, title: str) -> bytes:
     limit = float(np.nanmax(np.abs(scores.to_numpy()))) if scores.size else 1.0
     image = ax.imshow(scores.to_numpy(dtype=float), cmap="RdBu_r", vmin=-limit, vmax=limit,
                       aspect="auto", interpolation="nearest")
-    for i, j in zip(*np.nonzero(significant.fillna(False).to_numpy())):
-        ax.text(j, i, "*", ha="center", va="center", fontsize=8)
+    _stars(ax, significant.fillna(False).to_numpy(), np.abs(scores.to_numpy()) / limit)
     ax.set_xticks(range(n_cols), scores.columns, rotation=90, fontsize=7)
     ax.set_yticks(range(n_rows), scores.index, fontsize=7 if n_rows <= 60 else 5)
     fig.colorbar(image, ax=ax, label="activity (t-value)", shrink=0.6)
     ax.set_title(title)
     return _png(fig)
+
+
+def _stars(ax, marked: np.ndarray, darkness: np.ndarray) -> None:
+    """A * on each marked heatmap cell, white where the cell is dark (``darkness`` near 1)."""
+    for i, j in zip(*np.nonzero(marked)):
+        ax.text(j, i, "*", ha="center", va="center", fontsize=9,
+                color="white" if darkness[i, j] > 0.6 else "black")
 
 
 def pc_association_heatmap(associations: pd.DataFrame) -> bytes:
@@ -414,10 +420,9 @@ def pc_association_heatmap(associations: pd.DataFrame) -> bytes:
     logp = -np.log10(logp.clip(lower=1e-300))[[labels[c] for c in dict.fromkeys(
         associations["component"])]]
     fig, ax = plt.subplots(figsize=(2.5 + 0.9 * logp.shape[1], 1.5 + 0.35 * logp.shape[0]))
-    image = ax.imshow(logp.to_numpy(dtype=float), cmap="Reds", vmin=0,
-                      vmax=max(2.0, float(np.nanmax(logp.to_numpy()))), aspect="auto")
-    for i, j in zip(*np.nonzero((logp > 2).to_numpy())):
-        ax.text(j, i, "*", ha="center", va="center", fontsize=9)
+    top = max(2.0, float(np.nanmax(logp.to_numpy())))
+    image = ax.imshow(logp.to_numpy(dtype=float), cmap="Reds", vmin=0, vmax=top, aspect="auto")
+    _stars(ax, (logp > 2).to_numpy(), logp.to_numpy() / top)
     ax.set_xticks(range(logp.shape[1]), logp.columns, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(logp.shape[0]), logp.index, fontsize=8)
     fig.colorbar(image, ax=ax, label="-log10 p", shrink=0.7)

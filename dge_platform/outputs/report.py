@@ -21,6 +21,7 @@ table{border-collapse:collapse;font-size:.85em;margin:.6em 0}
 td,th{border:1px solid #ddd;padding:.25em .5em;text-align:right}th{background:#f4f6f7}
 td:first-child,th:first-child{text-align:left}.plots img{max-width:48%;margin:.3em}
 .note{background:#fef9e7;border-left:4px solid #f1c40f;padding:.5em 1em}.flag{color:#c0392b}
+.warn{background:#fdedec;border-left:4px solid #c0392b;padding:.5em 1em}
 """
 
 
@@ -72,7 +73,9 @@ def _design_section(plots: dict[str, bytes], design: pd.DataFrame | None) -> lis
     shares = design[design["component"] == "variance_partition"].set_index("variable")
     return ["<h2>Design diagnostics</h2>",
             *(f"<p class='warn'>Warning: {html.escape(w)}</p>" for w in warnings),
-            "<p class='note'>Median share of each gene's variance: "
+            "<p class='note'>The heatmap: -log10 p of each sample variable's association with "
+            "the leading principal components of the VST (ANOVA for factors, correlation for "
+            "numbers; * p &lt; 0.01). Median share of each gene's variance: "
             + ", ".join(f"{html.escape(str(v))} {s:.0%}" for v, s in
                         shares["statistic"].items()) + ".</p>",
             "<div class='plots'>" + "".join(_img(png, name) for name, png in plots.items()
