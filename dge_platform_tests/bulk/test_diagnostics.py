@@ -59,3 +59,19 @@ def test_an_undeclared_batch_is_found_on_the_leading_pc():
     assert pc1.loc["batch", "test"] == "anova" and pc1.loc["batch", "pvalue"] < 1e-6
     assert pc1.loc["age", "test"] == "correlation" and pc1.loc["age", "pvalue"] > 0.01
     assert table["variance_explained"].between(0, 1).all()
+
+
+def test_a_variable_determined_by_a_design_variable_is_covered():
+    """A screen's compound and dose follow from its condition: the design covers them; a
+    plate that cuts across conditions it does not."""
+    from dge_platform.bulk.diagnostics import covered_by, separable
+
+    sheet = pd.DataFrame({"condition": ["A_1", "A_1", "A_10", "A_10", "DMSO", "DMSO"],
+                          "compound": ["A", "A", "A", "A", "DMSO", "DMSO"],
+                          "dose": ["1", "1", "10", "10", "0", "0"],
+                          "plate": ["p1", "p2", "p1", "p2", "p1", "p2"]})
+    assert covered_by(sheet, "compound", ["condition"])
+    assert covered_by(sheet, "dose", ["condition"])
+    assert not covered_by(sheet, "plate", ["condition"])
+    # compound and dose add no column the condition lacks: left out of the variance fit.
+    assert separable(sheet, ["condition", "compound", "dose", "plate"]) == ["condition", "plate"]
