@@ -32,11 +32,12 @@ WARN_P = 0.01
 
 
 def informative_variables(sheet: pd.DataFrame, candidates: Sequence[str]) -> list[str]:
-    """The sheet columns that can explain anything: more than one value, and not a different
-    value for every sample."""
+    """The sheet columns that can explain anything: numbers with more than one value (a
+    covariate: depth, RIN, cell count), labels with more than one value but not a different
+    one for every sample (that is an id)."""
     n = len(sheet)
     return [c for c in candidates if c in sheet.columns
-            and 1 < sheet[c].astype(str).nunique() < n]
+            and 1 < sheet[c].astype(str).nunique() < (n + 1 if _is_numeric(sheet[c]) else n)]
 
 
 def _is_numeric(values: pd.Series) -> bool:
@@ -142,7 +143,9 @@ def design_warnings(table: pd.DataFrame) -> list[str]:
     """One line per variable outside the design that explains a leading PC (p < 0.01)."""
     leading = table[table["component"].isin([f"PC{i + 1}" for i in range(LEADING_PCS)])
                     & ~table["in_design"].astype(bool) & (table["pvalue"] < WARN_P)]
-    return [f"{row.component} ({row.variance_explained:.0%} of the variance) is associated "
-            f"with '{row.variable}' (p = {row.pvalue:.1g}), which the design does not include: "
+    cell_types = leading["cell_type"] if "cell_type" in leading else pd.Series(None, leading.index)
+    return [f"{cell_type + ': ' if isinstance(cell_type, str) else ''}{row.component} "
+            f"({row.variance_explained:.0%} of the variance) is associated with "
+            f"'{row.variable}' (p = {row.pvalue:.1g}), which the design does not include: "
             f"if it is a batch or a confounder, add it to the design (or batch:)"
-            for row in leading.itertuples()]
+            for row, cell_type in zip(leading.itertuples(), cell_types)]

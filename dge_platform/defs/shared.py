@@ -153,8 +153,9 @@ def contrast_activity(kind: str) -> dg.AssetsDefinition:
                      for name in ("pathway_activity", "tf_activity")],
         description="What the DEG lists mean: PROGENy pathway activity (decoupler's "
         "multivariate linear model on each contrast's Wald statistics, top 500 genes per "
-        "pathway, human and mouse) and TF activity (univariate linear model on the TF "
-        "network's signed targets). Heatmaps in the metadata and warehouse/activity_plots/.")
+        "pathway, human and mouse) and TF activity (univariate linear model on the signed "
+        "targets of CollecTRI, human, or the study's tf_network). Heatmaps in the metadata "
+        "and warehouse/activity_plots/.")
     def activity_asset(context: dg.AssetExecutionContext, **tables):
         home = context.resources.dge_home.home()
         yield from run_step(context, activity_steps.contrast_activity,
@@ -175,10 +176,11 @@ def sample_scores(kind: str, inputs: Sequence[str] = ()) -> dg.AssetsDefinition:
     return sample_scores_asset
 
 
-def design_diagnostics(kind: str) -> dg.AssetsDefinition:
-    """Which sample variables drive the expression, and whether the design names them."""
+def design_diagnostics(kind: str, inputs: Sequence[str] = ()) -> dg.AssetsDefinition:
+    """Which sample variables drive the expression, and whether the design names them
+    (``inputs``: the kind's further tables, single-cell's ``pseudobulk_samples``)."""
     @table_asset("design_diagnostics", kind=kind, code_version=DE_VERSION,
-                 ins=kind_ins(kind, "vst", "samples", "studies"),
+                 ins=kind_ins(kind, "vst", "samples", "studies", *inputs),
                  note="The PC-association heatmap is in the metadata and "
                  "warehouse/design_plots/; warnings in the run log and the report.")
     def design_diagnostics_asset(context: dg.AssetExecutionContext, **tables):

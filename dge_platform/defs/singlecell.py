@@ -87,9 +87,10 @@ ASSETS = [
                   "'untested')."),
     marker_genes, shared.enrichment(KIND), shared.contrast_activity(KIND),
     shared.sample_scores(KIND, ("pseudobulk_samples",)),
+    shared.design_diagnostics(KIND, ("pseudobulk_samples",)),
     shared.study_report(KIND, report.singlecell_report,
                         ("deg_results", "enrichment", "cell_qc", "pseudobulk_samples",
-                         "marker_genes"),
+                         "marker_genes", "design_diagnostics"),
                         "Cell QC, UMAPs, pseudobulks, DEGs, volcano plots and enrichment per "
                         "cell type, exploratory markers.", extra=untested_pairs),
 ]

@@ -410,7 +410,7 @@ def _stars(ax, marked: np.ndarray, darkness: np.ndarray) -> None:
                 color="white" if darkness[i, j] > 0.6 else "black")
 
 
-def pc_association_heatmap(associations: pd.DataFrame) -> bytes:
+def pc_association_heatmap(associations: pd.DataFrame, title: str | None = None) -> bytes:
     """Sample variables x leading PCs coloured by -log10 p of their association (ANOVA or
     correlation), the PC's share of variance in its label; * where p < 0.01."""
     labels = {row.component: f"{row.component} ({row.variance_explained:.0%})"
@@ -426,7 +426,7 @@ def pc_association_heatmap(associations: pd.DataFrame) -> bytes:
     ax.set_xticks(range(logp.shape[1]), logp.columns, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(logp.shape[0]), logp.index, fontsize=8)
     fig.colorbar(image, ax=ax, label="-log10 p", shrink=0.7)
-    ax.set_title("Sample variables vs principal components")
+    ax.set_title(title or "Sample variables vs principal components")
     return _png(fig)
 
 

@@ -70,16 +70,20 @@ def _design_section(plots: dict[str, bytes], design: pd.DataFrame | None) -> lis
     if design is None or design.empty:
         return []
     warnings = design_warnings(design)
-    shares = design[design["component"] == "variance_partition"].set_index("variable")
+    shares = design[design["component"] == "variance_partition"]
+    per_group = "; ".join(
+        (f"{html.escape(str(cell_type))}: " if isinstance(cell_type, str) else "")
+        + ", ".join(f"{html.escape(str(row.variable))} {row.statistic:.0%}"
+                    for row in rows.itertuples())
+        for cell_type, rows in shares.groupby("cell_type", dropna=False, sort=False))
     return ["<h2>Design diagnostics</h2>",
             *(f"<p class='warn'>Warning: {html.escape(w)}</p>" for w in warnings),
             "<p class='note'>The heatmap: -log10 p of each sample variable's association with "
             "the leading principal components of the VST (ANOVA for factors, correlation for "
             "numbers; * p &lt; 0.01). Median share of each gene's variance: "
-            + ", ".join(f"{html.escape(str(v))} {s:.0%}" for v, s in
-                        shares["statistic"].items()) + ".</p>",
+            + per_group + ".</p>",
             "<div class='plots'>" + "".join(_img(png, name) for name, png in plots.items()
-                                            if name == "pc_associations") + "</div>"]
+                                            if name.startswith("pc_associations")) + "</div>"]
 
 
 def _activity_section(plots: dict[str, bytes]) -> list[str]:
@@ -231,9 +235,10 @@ def _counting_section(samples: pd.DataFrame) -> list[str]:
 def build_singlecell_report(*, study: dict, cell_qc: pd.DataFrame,
                             pseudobulks: pd.DataFrame, results: pd.DataFrame,
                             enrichment: pd.DataFrame, markers: pd.DataFrame,
-                            plots: dict[str, bytes], untested: dict[str, str]) -> str:
-    """Render a single-cell study's report: cell QC, embeddings, pseudobulks, DEGs and
-    enrichment per cell type, and the exploratory markers.
+                            plots: dict[str, bytes], untested: dict[str, str],
+                            design: pd.DataFrame | None = None) -> str:
+    """Render a single-cell study's report: cell QC, embeddings, pseudobulks, the design
+    diagnostics per cell type, DEGs and enrichment per cell type, and the exploratory markers.
 
     Parameters
     ----------
@@ -245,6 +250,8 @@ def build_singlecell_report(*, study: dict, cell_qc: pd.DataFrame,
         PNG bytes by name: ``cell_qc``, ``umap_*`` and ``volcano_<contrast>_<cell type>``.
     untested
         Cell type x contrast pairs left untested, with the reason.
+    design
+        The study's design_diagnostics (per cell type).
     """
     esc = html.escape
     alpha = study["alpha"]
@@ -273,6 +280,7 @@ def build_singlecell_report(*, study: dict, cell_qc: pd.DataFrame,
     if untested:
         body += ["<p class='flag'>Not tested: " + "; ".join(
             f"<b>{esc(k)}</b>: {esc(v)}" for k, v in untested.items()) + "</p>"]
+    body += _design_section(plots, design)
     body += [f"<h2>Differential expression (padj &lt; {alpha})</h2>",
              _table(deg_summary(results, alpha, by=("contrast", "cell_type")))]
     for (contrast, cell_type), rows in results.groupby(["contrast", "cell_type"], sort=True):

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from dge_platform._core.problems import Problem, format_problems
-from dge_platform.activity.models import progeny_model
+from dge_platform.activity.models import collectri_network, progeny_model
 from dge_platform.activity.samples import expression_by_symbol, gene_set_scores, pathway_scores
 from dge_platform.activity.scores import MIN_TARGETS, activity, gene_statistics, network_overlap
 from dge_platform.enrichment.gene_sets import SHIPPED, read_gmt
@@ -29,23 +29,28 @@ the step warns (ids that do not map, another organism's symbols)."""
 BY = ["contrast", "cell_type"]
 
 
-def study_network(config: StudyConfig, study_dir: Path) -> pd.DataFrame | None:
-    """The study's TF network: its own file (``tf_network:``), else none."""
+SHIPPED_NETWORK = "CollecTRI (shipped, human)"
+
+
+def study_network(config: StudyConfig, study_dir: Path) -> tuple[pd.DataFrame | None, str]:
+    """The study's TF network and its name: its own file (``tf_network:``), else the shipped
+    CollecTRI for a human study, else none."""
     if not config.tf_network:
-        return None
+        network = collectri_network(config.organism)
+        return network, SHIPPED_NETWORK if network is not None else "none"
     path, refused = study_path(study_dir, config.tf_network, "tf_network")
     network, problems = read_network(path, config.tf_network) if path else (None, [refused])
     if problems:  # validation reports these first; the file changed since
         raise StepFailure(format_problems(config.id, problems))
-    return network
+    return network, config.tf_network
 
 
 def contrast_activity(config: StudyConfig, deg_results: pd.DataFrame,
                       study_dir: Path) -> StepResult:
-    """``pathway_activity`` (PROGENy, ``mlm``) and ``tf_activity`` (the study's network,
-    ``ulm``; none without a network) of every contrast, with their checks and heatmaps."""
+    """``pathway_activity`` (PROGENy, ``mlm``) and ``tf_activity`` (``ulm`` with the study's
+    network, else CollecTRI for human) of every contrast, with their checks and heatmaps."""
     result = StepResult()
-    network = study_network(config, study_dir)
+    network, network_name = study_network(config, study_dir)
     rows = deg_results.assign(cell_type=deg_results["cell_type"].astype(object).fillna(""))
     stats = gene_statistics(rows, BY)
     conditions = _conditions(rows)
@@ -53,20 +58,26 @@ def contrast_activity(config: StudyConfig, deg_results: pd.DataFrame,
     if model is None:
         result.info(f"no PROGENy model for organism '{config.organism}' (human and mouse ship): "
                     "pathway_activity stays empty")
+    if network is None:
+        result.info(f"no TF network for organism '{config.organism}' (CollecTRI ships for "
+                    "human; give one with tf_network:): tf_activity stays empty")
     for name, net, method in (("pathway_activity", model, "mlm"), ("tf_activity", network, "ulm")):
         if net is None:  # nothing to score: the table stays empty, its check says why
             result.checks.append(Check(f"{name}_complete", name, True,
                                        {"skipped": "no model or network for this study"}))
             continue
         n_targets, matched = network_overlap(net, stats.index)
-        if net is network and not (n_targets >= MIN_TARGETS).any():
-            # The study's own file, unusable for this study: an error, not an empty table.
-            raise StepFailure(format_problems(config.id, [Problem(
-                config.tf_network, "column 'target'", f"none of the network's "
-                f"{len(n_targets)} sources has {MIN_TARGETS} targets among the study's gene "
-                f"symbols ({matched:.0%} of its targets found)", "name targets by the gene "
-                "symbols of the study's organism (the genes table lists them)")]))
-        if matched < MIN_MATCHED:
+        if not (n_targets >= MIN_TARGETS).any():
+            unusable = (f"none of the {len(n_targets)} sources has {MIN_TARGETS} targets among "
+                        f"the study's gene symbols ({matched:.0%} of its targets found)")
+            if net is network and config.tf_network:
+                # The study's own file, unusable for this study: an error, not an empty table.
+                raise StepFailure(format_problems(config.id, [Problem(
+                    config.tf_network, "column 'target'", unusable.replace(
+                        "the ", "the network's ", 1), "name targets by the gene symbols of "
+                    "the study's organism (the genes table lists them)")]))
+            result.warning(f"{name}: {unusable}; check the organism and the gene ids")
+        elif matched < MIN_MATCHED:
             result.warning(f"{name}: only {matched:.0%} of the network's genes are among the "
                            "study's gene symbols; check the organism and the gene ids")
         table = _table(activity(stats, net, method=method, min_targets=MIN_TARGETS),
@@ -76,7 +87,8 @@ def contrast_activity(config: StudyConfig, deg_results: pd.DataFrame,
         if name == "tf_activity" and len(table):  # hundreds of TFs: the top hits readable
             figures["tf_top_hits"] = plots.top_sources(table, f"Top TFs: {config.id}")
         result.files.setdefault(ACTIVITY_PLOTS, {}).update(png_files(figures))
-        result.add(name, table, matched_fraction=round(matched, 4),
+        result.add(name, table, model="PROGENy top 500" if net is model else network_name,
+                   matched_fraction=round(matched, 4),
                    sources_scored=int(table["source"].nunique()),
                    sources_too_few_targets=int((n_targets < MIN_TARGETS).sum()),
                    top=Markdown(_top(table).to_markdown(index=False)),

@@ -6,6 +6,7 @@ way once well QC has chosen them (``pipelines/screen.py``).
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from dge_platform.bulk.batch_correction import remove_batch_effect
@@ -128,18 +129,49 @@ DESIGN_PLOTS = "design_plots"
 
 
 def design_diagnostics(config: StudyConfig, vst: pd.DataFrame, samples: pd.DataFrame,
-                       sheet: pd.DataFrame | None = None) -> StepResult:
+                       pseudobulk_samples: pd.DataFrame | None = None) -> StepResult:
     """Leading PCs against every sample variable, and the variance partition; a warning for
-    each variable outside the design that explains PC1 or PC2 (``sheet``: the analysed
-    samples' sheet, default: this study's, technical replicates summed)."""
+    each variable outside the design that explains PC1 or PC2. Single-cell studies
+    (``pseudobulk_samples``): per cell type, over its kept pseudobulks, whose variables are
+    their sample's and their cell count and depth."""
     expression = to_wide(vst, "vst")
-    sheet = (analysis_sheet(samples, config) if sheet is None else sheet).loc[expression.columns]
-    variables = informative_variables(sheet, [c for c in sheet.columns if c != "sample"])
+    sheet = analysis_sheet(samples, config)
+    groups = ({None: sheet.loc[expression.columns]} if pseudobulk_samples is None
+              else _pseudobulk_sheets(pseudobulk_samples, sheet, list(expression.columns)))
+    design = [v for v in [*design_variables(config.design)[0], config.batch, config.donor] if v]
     result = StepResult(files={DESIGN_PLOTS: {}})
-    if not variables or expression.shape[1] < 3:
-        result.info("no sample variable with more than one value: nothing to diagnose")
+    tables, figures = [], {}
+    for cell_type, group in groups.items():
+        table = _diagnose(expression[list(group.index)], group, design)
+        if table is None:
+            result.info(f"{cell_type + ': ' if cell_type else ''}no sample variable with more "
+                        "than one value, or fewer than 3 samples: nothing to diagnose")
+            continue
+        tables.append(table.assign(cell_type=cell_type))
+        pcs = table[table["component"] != "variance_partition"]
+        name = "pc_associations" + (f"_{cell_type}" if cell_type else "")
+        figures[name] = plots.pc_association_heatmap(
+            pcs, f"{cell_type}: sample variables vs PCs" if cell_type else None)
+    if not tables:
         return result
-    design = [v for v in [*design_variables(config.design)[0], config.batch] if v]
+    table = pd.concat(tables, ignore_index=True)[TABLES["design_diagnostics"].stored_columns]
+    warnings = design_warnings(table)
+    for warning in warnings:
+        result.warning(warning)
+    result.files[DESIGN_PLOTS] = png_files(figures)
+    shares = table[table["component"] == "variance_partition"]
+    return result.add("design_diagnostics", table, warnings=warnings, variance_shares={
+        " / ".join(filter(None, (row.cell_type, row.variable))): round(float(row.statistic), 4)
+        for row in shares.itertuples()}, pc_associations=Markdown("\n\n".join(
+            plots.markdown_image(figure, name) for name, figure in figures.items())))
+
+
+def _diagnose(expression: pd.DataFrame, sheet: pd.DataFrame,
+              design: list[str]) -> pd.DataFrame | None:
+    """PC associations and variance shares of one set of samples (None: nothing to test)."""
+    variables = informative_variables(sheet, [c for c in sheet.columns if c != "sample"])
+    if not variables or expression.shape[1] < 3:
+        return None
     pcs = pc_associations(expression, sheet, variables)
     # Design variables first: the shares then say what the design leaves to others.
     ordered = [v for v in variables if v in design] + [v for v in variables if v not in design]
@@ -149,13 +181,18 @@ def design_diagnostics(config: StudyConfig, vst: pd.DataFrame, samples: pd.DataF
         "test": "median_variance_share", "statistic": shares.to_numpy()})], ignore_index=True)
     table["in_design"] = [covered_by(sheet, v, design) if v in sheet.columns else False
                           for v in table["variable"]]
-    table = table[TABLES["design_diagnostics"].stored_columns]
-    warnings = design_warnings(table)
-    for warning in warnings:
-        result.warning(warning)
-    figure = plots.pc_association_heatmap(pcs)
-    result.files[DESIGN_PLOTS] = png_files({"pc_associations": figure})
-    return result.add("design_diagnostics", table, warnings=warnings,
-                      variance_shares={k: round(float(v), 4) for k, v in shares.items()},
-                      pc_associations=Markdown(plots.markdown_image(figure, "PC associations")))
+    return table
+
+
+def _pseudobulk_sheets(pseudobulk_samples: pd.DataFrame, sheet: pd.DataFrame,
+                       analysed: list[str]) -> dict[str, pd.DataFrame]:
+    """Per cell type, its analysed pseudobulks' sheet: their sample's variables plus cell
+    count and log depth (a pseudobulk of few cells is a classic driver of PC1)."""
+    kept = pseudobulk_samples[pseudobulk_samples["pseudobulk_sample"].isin(analysed)]
+    own = ["n_cells", "log10_counts"]
+    frame = kept.assign(log10_counts=np.log10(kept["total_counts"].clip(lower=1)))
+    frame = frame.set_index("pseudobulk_sample")[["cell_type", "sample", *own]].join(
+        sheet.drop(columns=[c for c in own if c in sheet.columns]), on="sample")
+    return {cell_type: rows.drop(columns=["cell_type"])
+            for cell_type, rows in frame.groupby("cell_type", sort=True)}
 

@@ -66,10 +66,11 @@ def screen_report(config: StudyConfig, warehouse: Warehouse, deg_results: pd.Dat
 def singlecell_report(config: StudyConfig, warehouse: Warehouse, deg_results: pd.DataFrame,
                       enrichment: pd.DataFrame, cell_qc: pd.DataFrame,
                       pseudobulk_samples: pd.DataFrame, marker_genes: pd.DataFrame,
-                      untested: dict[str, str]) -> StepResult:
+                      design_diagnostics: pd.DataFrame, untested: dict[str, str]) -> StepResult:
     """Cell QC, UMAPs, pseudobulks, DEGs with a volcano plot and enrichment per cell type,
     exploratory markers; ``untested``: the cell type x contrast pairs DESeq2 left out."""
-    figures = _figures(warehouse, config.id, ("cell_qc_plots", "sc_plots", ACTIVITY_PLOTS))
+    figures = _figures(warehouse, config.id, ("cell_qc_plots", "sc_plots", DESIGN_PLOTS,
+                                              ACTIVITY_PLOTS))
     for (contrast, cell_type), rows in deg_results.groupby(["contrast", "cell_type"]):
         figures[f"volcano_{contrast}_{cell_type}"] = plots.volcano_plot(
             rows, config.alpha, config.lfc_threshold, f"{contrast}: {cell_type}")
@@ -78,4 +79,5 @@ def singlecell_report(config: StudyConfig, warehouse: Warehouse, deg_results: pd
              "batch": config.batch, "alpha": config.alpha}
     return _report(warehouse, config.id, build_singlecell_report(
         study=study, cell_qc=cell_qc, pseudobulks=pseudobulk_samples, results=deg_results,
-        enrichment=enrichment, markers=marker_genes, plots=figures, untested=untested))
+        enrichment=enrichment, markers=marker_genes, plots=figures, untested=untested,
+        design=design_diagnostics))

@@ -593,16 +593,20 @@ TABLES: dict[str, TableSpec] = {spec.name: spec for spec in [
                             "score in [-1, 1] (difference of the maximum deviations)."),
                   ("sample", "Analysed sample, well or pseudobulk the score belongs to.")),
               sort_by=("source", "sample")),
-    TableSpec("design_diagnostics", "Per study: each leading principal component of the VST "
+    TableSpec("design_diagnostics", "Per study (single-cell: per cell type, over its "
+              "pseudobulks): each leading principal component of the VST "
               "tested against every sample variable (ANOVA for factors, correlation for "
               "numbers), and each variable's median share of the genes' variance (variance "
               "partition). A variable outside the design that explains PC1 or PC2 (p < 0.01) "
               "is warned about.", (
-                  ("study_id", "VARCHAR"), ("component", "VARCHAR"),
+                  ("study_id", "VARCHAR"), ("cell_type", "VARCHAR"), ("component", "VARCHAR"),
                   ("variance_explained", "DOUBLE"), ("variable", "VARCHAR"),
                   ("in_design", "BOOLEAN"), ("test", "VARCHAR"), ("statistic", "DOUBLE"),
                   ("pvalue", "DOUBLE")),
               column_notes=(
+                  ("cell_type", "Single-cell: the cell type whose pseudobulks are diagnosed "
+                                "(their variables: the sample's, n_cells, log10_counts); null "
+                                "in bulk studies and screens."),
                   ("component", "PC1..PC5 (top 500 variable genes of the VST), or "
                                 "variance_partition."),
                   ("variance_explained", "Fraction of the variance the PC explains (null for "
@@ -614,5 +618,5 @@ TABLES: dict[str, TableSpec] = {spec.name: spec for spec in [
                   ("statistic", "ANOVA F, Pearson r, or the median over genes of the variable's "
                                 "share of variance (omega squared)."),
                   ("pvalue", "The test's p-value (null for variance shares).")),
-              sort_by=("component", "variable")),
+              sort_by=("cell_type", "component", "variable")),
 ]}

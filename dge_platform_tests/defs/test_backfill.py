@@ -139,12 +139,13 @@ def test_checks_of_a_batch_cover_every_study(shared_batch):
     by_name = {e.check_name: e for e in evaluations}
     assert set(by_name) == {"raw_counts_complete", "size_factors_valid", "deg_results_valid",
                             "pathway_activity_complete", "tf_activity_complete"}
-    # The toy genes (g0, g1, ...) are no PROGENy footprint genes: no pathway can be scored,
-    # which the (non-blocking) activity check reports for both studies.
-    activity = by_name.pop("pathway_activity_complete")
-    assert not activity.passed and activity.metadata["failed_studies"].value == ["bulk_a",
-                                                                               "bulk_b"]
-    assert activity.metadata["bulk_a/unscored_contrasts"].value == ["treat_vs_ctrl"]
+    # The toy genes (g0, g1, ...) are neither PROGENy footprint nor CollecTRI target genes:
+    # nothing can be scored, which the (non-blocking) activity checks report for both studies.
+    for name in ("pathway_activity_complete", "tf_activity_complete"):
+        activity = by_name.pop(name)
+        assert not activity.passed
+        assert activity.metadata["failed_studies"].value == ["bulk_a", "bulk_b"]
+        assert activity.metadata["bulk_a/unscored_contrasts"].value == ["treat_vs_ctrl"]
     for evaluation in by_name.values():
         assert evaluation.passed
         assert evaluation.metadata["failed_studies"].value == []
@@ -156,10 +157,9 @@ def test_every_asset_has_the_multi_run_backfill_policy():
     graph = defs.resolve_asset_graph()
     keys = [k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable
             and graph.get(k).partitions_def is not None]
-    # bulk 19 (ingest 4 + counting 2), screen 21, single-cell 21 (with cell_counts); each
-    # with pathway_activity, tf_activity and sample_scores, bulk and screen with
-    # design_diagnostics
-    assert len(keys) == 61
+    # bulk 19 (ingest 4 + counting 2), screen 21, single-cell 22 (with cell_counts); each
+    # with pathway_activity, tf_activity, sample_scores and design_diagnostics
+    assert len(keys) == 62
     cross_study = [k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable
                    and graph.get(k).partitions_def is None]
     assert sorted(k.path[-1] for k in cross_study) == ["contrast_similarity", "gene_recurrence"]

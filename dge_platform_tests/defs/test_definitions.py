@@ -19,11 +19,11 @@ from dge_platform_tests.conftest import REPO
 
 SHARED = {"study_inputs", "studies", "samples", "genes", "raw_counts", "size_factors",
           "normalized_counts", "vst", "gene_dispersions", "deg_results", "enrichment",
-          "pathway_activity", "tf_activity", "sample_scores", "study_report"}
-OWN = {"bulk": {"salmon_index", "library_counts", "sample_qc", "batch_corrected",
-                "design_diagnostics"},
+          "pathway_activity", "tf_activity", "sample_scores", "design_diagnostics",
+          "study_report"}
+OWN = {"bulk": {"salmon_index", "library_counts", "sample_qc", "batch_corrected"},
        "screen": {"well_qc", "compound_activity", "dose_response", "compound_potency",
-                  "compound_similarity", "batch_corrected", "design_diagnostics"},
+                  "compound_similarity", "batch_corrected"},
        "singlecell": {"cell_counts", "cell_qc", "sc_processed", "cell_types",
                       "pseudobulk_counts", "pseudobulk_samples", "marker_genes"}}
 MAX_ASSET_BODY_LINES = 15

@@ -170,8 +170,8 @@ def test_screen_report(home):
     assert f"Activity ({int(calls['active'].sum())} of {len(calls)} conditions active)" in html
     top = calls.sort_values("n_deg", ascending=False)["contrast"].iloc[0]
     assert f"<h3>{top}</h3>" in html
-    # plate heatmaps, similarity, PC associations, pathway activity
-    assert html.count("data:image/png;base64,") == 3 + 1 + 1 + 1
+    # plate heatmaps, similarity, PC associations, pathway activity, TF activity + top hits
+    assert html.count("data:image/png;base64,") == 3 + 1 + 1 + 1 + 2
     assert "<h2>Design diagnostics</h2>" in html
     assert "<h2>Pathway and TF activity</h2>" in html
 

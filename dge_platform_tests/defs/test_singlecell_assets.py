@@ -243,6 +243,17 @@ def test_interferon_beta_activates_jak_stat_in_every_cell_type(catalog):
     assert top.loc["CD14+ Monocytes", "score"] > 10
 
 
+def test_interferon_beta_puts_irf_and_stat_tfs_on_top_in_every_cell_type(catalog):
+    """CollecTRI (shipped) with ulm: the interferon-stimulated regulators (IRF1/3/7/9,
+    STAT1/2) lead every cell type's TFs."""
+    table = sql("select cell_type, source, score, padj from tf_activity "
+                "where study_id = 'kang2018_pbmc' and contrast = 'stim_vs_ctrl'")
+    top = table.sort_values("score", ascending=False).groupby("cell_type").head(3)
+    assert top["cell_type"].nunique() == 5
+    assert top["source"].str.fullmatch(r"IRF[1379]|STAT[12]").all()
+    assert (top["padj"] < 1e-4).all()
+
+
 def test_sample_scores_are_per_pseudobulk_within_cell_type(catalog):
     scores = sql("select s.sample, s.cell_type, p.cell_type as pb_cell_type, s.collection, "
                  "s.source, s.score from sample_scores s join pseudobulk_samples p "

@@ -204,6 +204,17 @@ def test_pathway_activity_of_dexamethasone(airway_registered):
     assert float(rows[0][1]) > 5 and float(rows[0][2]) < 0.01
 
 
+def test_tf_activity_of_dexamethasone(airway_registered):
+    """With the shipped CollecTRI network, the glucocorticoid receptor (NR3C1) is airway's
+    most activated TF."""
+    result = dge("sql", "select source, score, padj, n_targets from tf_activity "
+                 "where study_id='airway' order by score desc limit 3", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    source, score, padj, n_targets = result.output.strip().splitlines()[1].split(",")
+    assert source == "NR3C1" and float(score) > 5 and float(padj) < 1e-4
+    assert int(n_targets) > 100
+
+
 def test_sample_scores_of_airway(airway_registered):
     """Every sample scored on the 14 PROGENy pathways and the 50 Hallmark sets; the treated
     samples' Androgen (glucocorticoid) scores above every untreated one's."""

@@ -96,6 +96,54 @@ def test_design_diagnostics_warn_about_an_undeclared_batch():
     assert "pc_associations.png" in result.files["design_plots"]
 
 
+def test_design_diagnostics_of_single_cell_run_per_cell_type():
+    """Per cell type over its pseudobulks: a sample variable outside the design ('lane', not
+    determined by donor or condition) that drives one cell type's expression is warned about
+    for that cell type only; a donor-level variable is covered by the donor; the
+    pseudobulks' cell count is a variable too."""
+    import numpy as np
+    import pandas as pd
+
+    from dge_platform.pipelines.bulk import design_diagnostics
+    from dge_platform.storage.frames import to_long
+    from dge_platform.study.config import StudyConfig
+
+    rng = np.random.default_rng(3)
+    samples = pd.DataFrame({"sample": [f"d{d}_{c}" for d in range(8) for c in ("ctrl", "stim")],
+                            "donor": [f"d{d}" for d in range(8) for _ in range(2)],
+                            "condition": ["ctrl", "stim"] * 8,
+                            "site": ["x"] * 8 + ["y"] * 8,
+                            "lane": ["x", "y", "y", "x"] * 4})
+    pb = pd.DataFrame([{"pseudobulk_sample": f"{t}|{s}", "cell_type": t, "sample": s,
+                        "donor": s.split("_")[0], "condition": s.split("_")[1],
+                        "n_cells": 100 + 10 * i + 5 * (i % 2),  # balanced over the lanes
+                        "total_counts": 10**5 * (1 + i), "kept": True}
+                       for t in ("A", "B") for i, s in enumerate(samples["sample"])])
+    expression = pd.DataFrame(rng.normal(8, 0.3, size=(300, len(pb))),
+                              index=[f"g{i}" for i in range(300)],
+                              columns=pb["pseudobulk_sample"])
+    lane_y = samples.loc[samples["lane"] == "y", "sample"]
+    in_a_at_y = (pb["cell_type"].eq("A") & pb["sample"].isin(lane_y)).to_numpy()
+    expression.loc[:, in_a_at_y] += rng.normal(0, 2, size=(300, 1))
+    config = StudyConfig(id="toy", kind="singlecell", organism="Homo sapiens",
+                         counts="cells.h5ad", design="~ donor + condition", donor="donor",
+                         contrasts=[{"name": "t", "factor": "condition", "level": "stim",
+                                     "reference": "ctrl"}])
+    result = design_diagnostics(config, to_long(expression, "vst"), samples,
+                                pseudobulk_samples=pb)
+    table = result.outputs["design_diagnostics"]
+    assert set(table["cell_type"]) == {"A", "B"}
+    assert {"n_cells", "log10_counts", "lane", "site", "donor"} <= set(table["variable"])
+    assert table.loc[table["variable"] == "site", "in_design"].all()  # donor-level
+    warnings = [text for level, text in result.messages if level == "warning"]
+    lane = [w for w in warnings if "'lane'" in w]  # B is noise: chance hits (p < 0.01) aside
+    assert len(lane) == 1 and lane[0].startswith("A: PC1 (9")
+    shares = table[table["component"] == "variance_partition"] \
+        .set_index(["cell_type", "variable"])["statistic"]
+    assert shares["A", "lane"] > 0.5 > shares["B", "lane"]
+    assert {"pc_associations_A.png", "pc_associations_B.png"} == set(result.files["design_plots"])
+
+
 def test_tf_activity_from_the_studys_own_network(tmp_path):
     """A study's tf_network scores its TFs (ulm): the planted activator on top, its heatmap
     and top-hit bars among the files; a human study also gets PROGENy pathways."""
