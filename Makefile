@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint docs ui bench clean-outputs
+.PHONY: install run test lint docs ui explore bench clean-outputs
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ docs: install
 ## Dagster UI + daemon on http://127.0.0.1:3000 (sensor and schedule run while it is up).
 ui: install
 	$(BIN)/dge ui
+
+## The results explorer on http://127.0.0.1:8050 (after make run).
+explore: install
+	$(BIN)/dge explore
 
 ## Remove generated outputs under data/ (warehouse, catalog, Dagster home); studies stay.
 clean-outputs:

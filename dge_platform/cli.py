@@ -347,6 +347,22 @@ def signature_search(ctx: click.Context, up_genes: str | None, down_genes: str |
 
 
 @main.command()
+@click.option("--port", default=8050, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on (loopback by default: the explorer has no login).")
+@click.pass_context
+def explore(ctx: click.Context, port: int, host: str) -> None:
+    """Explore results in the browser: studies, contrasts, genes across studies (read-only)."""
+    from dge_platform.explorer.app import serve
+
+    home = _home(ctx)
+    if not home.catalog.exists():
+        raise click.ClickException(f"no catalog at {home.catalog}: run 'dge run' first")
+    click.echo(f"dge explore on http://{host}:{port} (data root {home.root}; Ctrl+C stops)")
+    serve(home, host, port)
+
+
+@main.command()
 @click.option("--port", default=3000, show_default=True)
 @click.pass_context
 def ui(ctx: click.Context, port: int) -> None:

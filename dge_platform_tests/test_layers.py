@@ -23,7 +23,7 @@ LAYERS = {
     "activity": 5,
     "validation": 6,
     "outputs": 7,
-    "pipelines": 8, "sim": 8,
+    "pipelines": 8, "sim": 8, "explorer": 8,
     "defs": 9, "definitions": 9, "runner": 9, "registry": 9, "cli": 9,
 }
 """Layer of each package or top-level module: a module imports only from lower layers and

@@ -1,0 +1,232 @@
+"""The explorer's plotly figures, built from the frames :mod:`.data` returns."""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+UP, DOWN, GREY = "#c0392b", "#2e86c1", "#b3b6b7"
+LABELLED = 12
+"""Genes labelled on a volcano or MA plot: the smallest padj."""
+TEMPLATE = "plotly_white"
+
+
+def _layout(fig: go.Figure, title: str, height: int = 420, **kwargs) -> go.Figure:
+    fig.update_layout(title={"text": title, "x": 0.01, "font": {"size": 15}},
+                      template=TEMPLATE, height=height, margin={"l": 60, "r": 20, "t": 50,
+                                                                 "b": 50}, **kwargs)
+    return fig
+
+
+def _gene_label(rows: pd.DataFrame) -> pd.Series:
+    return rows["gene_symbol"].fillna(rows["gene_id"])
+
+
+def volcano(points: pd.DataFrame, title: str, kind: str = "volcano") -> go.Figure:
+    """Volcano (log2FC vs -log10 padj) or MA (log10 base mean vs log2FC) of a contrast's
+    tested genes: WebGL points coloured by the study's call, hover with symbol, id, log2FC and
+    padj, the ``LABELLED`` genes of smallest padj named. ``customdata`` holds the gene to open
+    on click."""
+    frame = points.assign(label=_gene_label(points),
+                          logp=-np.log10(points["padj"].clip(lower=1e-300)),
+                          logmean=np.log10(points["base_mean"].clip(lower=1e-3)))
+    x, y = (("log2_fold_change", "logp") if kind == "volcano"
+            else ("logmean", "log2_fold_change"))
+    fig = go.Figure()
+    for name, mask, colour in (
+            ("not significant", ~frame["significant"].astype(bool), GREY),
+            ("up", frame["significant"].astype(bool) & (frame["log2_fold_change"] > 0), UP),
+            ("down", frame["significant"].astype(bool) & (frame["log2_fold_change"] < 0), DOWN)):
+        part = frame[mask]
+        fig.add_trace(go.Scattergl(
+            x=part[x], y=part[y], mode="markers", name=f"{name} ({len(part):,})",
+            marker={"color": colour, "size": 5, "opacity": 0.75},
+            customdata=np.column_stack([part["label"], part["gene_id"],
+                                        part["log2_fold_change"], part["padj"]]),
+            hovertemplate="<b>%{customdata[0]}</b><br>%{customdata[1]}<br>log2FC "
+                          "%{customdata[2]:.3f}<br>padj %{customdata[3]:.3g}<extra></extra>"))
+    for row in frame.nsmallest(LABELLED, "padj").itertuples():
+        fig.add_annotation(x=getattr(row, x), y=getattr(row, y), text=row.label,
+                           showarrow=True, arrowhead=0, arrowwidth=0.6, ax=18, ay=-18,
+                           font={"size": 10})
+    axes = ({"xaxis_title": "log2 fold change", "yaxis_title": "-log10 padj"}
+            if kind == "volcano" else
+            {"xaxis_title": "log10 mean normalized count", "yaxis_title": "log2 fold change"})
+    return _layout(fig, title, legend={"orientation": "h", "y": -0.18}, **axes)
+
+
+def upset(sets: dict[str, set[str]], max_sets: int = 8, max_bars: int = 15) -> go.Figure:
+    """UpSet plot of DEG sets: bars of the largest exclusive intersections, with a dot
+    matrix saying which contrasts each bar shares (the largest ``max_sets`` sets)."""
+    names = sorted(sets, key=lambda n: -len(sets[n]))[:max_sets]
+    membership: dict[frozenset, int] = {}
+    for gene in set().union(*(sets[n] for n in names)) if names else set():
+        key = frozenset(n for n in names if gene in sets[n])
+        membership[key] = membership.get(key, 0) + 1
+    bars = sorted(membership.items(), key=lambda kv: (-kv[1], sorted(kv[0])))[:max_bars]
+    fig = go.Figure()
+    xs = list(range(len(bars)))
+    fig.add_trace(go.Bar(x=xs, y=[count for _, count in bars], marker_color="#34495e",
+                         text=[count for _, count in bars], textposition="outside",
+                         hovertemplate="%{y} genes<extra></extra>", yaxis="y2", showlegend=False))
+    for i, (key, _) in enumerate(bars):
+        rows = [names.index(n) for n in key]
+        fig.add_trace(go.Scatter(x=[i] * len(names), y=list(range(len(names))), mode="markers",
+                                 marker={"color": ["#34495e" if r in rows else "#e5e7e9"
+                                                   for r in range(len(names))], "size": 11},
+                                 hoverinfo="skip", showlegend=False))
+        if len(rows) > 1:
+            fig.add_trace(go.Scatter(x=[i, i], y=[min(rows), max(rows)], mode="lines",
+                                     line={"color": "#34495e", "width": 2}, hoverinfo="skip",
+                                     showlegend=False))
+    fig.update_layout(
+        yaxis={"domain": [0, 0.38], "tickvals": list(range(len(names))),
+               "ticktext": [f"{n} ({len(sets[n]):,})" for n in names], "autorange": "reversed"},
+        yaxis2={"domain": [0.45, 1], "title": "genes"},
+        xaxis={"showticklabels": False, "range": [-0.6, max(len(bars), 1) - 0.4]})
+    return _layout(fig, "DEG sets across contrasts (UpSet: exclusive intersections)",
+                   height=260 + 26 * len(names))
+
+
+def overlap_pairs(sets: dict[str, set[str]]) -> pd.DataFrame:
+    """Jaccard index of every pair of DEG sets."""
+    rows = [{"a": a, "b": b, "shared": len(sets[a] & sets[b]),
+             "jaccard": len(sets[a] & sets[b]) / max(1, len(sets[a] | sets[b]))}
+            for a, b in combinations(sorted(sets), 2)]
+    return pd.DataFrame(rows, columns=["a", "b", "shared", "jaccard"])
+
+
+def pca(qc: pd.DataFrame, samples: pd.DataFrame, colour: str | None) -> go.Figure:
+    """Samples on PC1/PC2 of the QC PCA, coloured by a sample-sheet column."""
+    frame = qc.merge(samples, on="sample", how="left", suffixes=("", "_sheet"))
+    named = len(frame) <= 40  # a plate's wells would bury the points under their names
+    fig = go.Figure()
+    groups = (frame.groupby(frame[colour].astype(str), sort=True) if colour in frame
+              else [("samples", frame)])
+    for value, rows in groups:
+        fig.add_trace(go.Scatter(
+            x=rows["pc1"], y=rows["pc2"], mode="markers+text" if named else "markers",
+            name=str(value),
+            text=rows["sample"], textposition="top center", textfont={"size": 9},
+            marker={"size": 11, "symbol": np.where(rows.get("outlier", False), "x", "circle")},
+            hovertemplate="%{text}<extra>" + str(value) + "</extra>"))
+    return _layout(fig, f"PCA of the VST{f', coloured by {colour}' if colour else ''}",
+                   xaxis_title="PC1", yaxis_title="PC2")
+
+
+def association_heatmap(design: pd.DataFrame) -> go.Figure:
+    """-log10 p of each sample variable against each leading PC (per cell type stacked)."""
+    pcs = design[design["component"] != "variance_partition"].copy()
+    pcs["column"] = pcs["component"] + pcs["variance_explained"].map(
+        lambda v: f" ({v:.0%})" if pd.notna(v) else "")
+    if pcs["cell_type"].notna().any():
+        pcs["column"] = pcs["cell_type"].fillna("") + " " + pcs["component"]
+    grid = pcs.pivot_table(index="variable", columns="column", values="pvalue", sort=False)
+    logp = -np.log10(grid.clip(lower=1e-300))
+    fig = go.Figure(go.Heatmap(z=logp.to_numpy(), x=list(logp.columns), y=list(logp.index),
+                               colorscale="Reds", zmin=0, colorbar={"title": "-log10 p"},
+                               hovertemplate="%{y} vs %{x}: -log10 p %{z:.2f}<extra></extra>"))
+    return _layout(fig, "Sample variables vs principal components",
+                   height=160 + 30 * len(logp.index))
+
+
+def gene_effects(results: pd.DataFrame, title: str) -> go.Figure:
+    """A gene's log2FC +- 1.96 SE in every study, contrast and cell type (filled: DEG)."""
+    frame = results.assign(label=results["study_id"] + " / " + results["contrast"]
+                           + results["cell_type"].map(lambda c: f" / {c}" if c else ""))
+    sig = frame["significant"].fillna(False).astype(bool)
+    fig = go.Figure(go.Scatter(
+        x=frame["log2_fold_change"], y=frame["label"], mode="markers",
+        error_x={"type": "data", "array": 1.96 * frame["lfc_se"].fillna(0), "visible": True,
+                 "color": "#7f8c8d"},
+        marker={"size": 10, "color": np.where(sig, np.where(frame["log2_fold_change"] > 0,
+                                                             UP, DOWN), "white"),
+                "line": {"color": "#34495e", "width": 1}},
+        customdata=frame[["padj"]].to_numpy(),
+        hovertemplate="%{y}<br>log2FC %{x:.3f}<br>padj %{customdata[0]:.3g}<extra></extra>"))
+    fig.add_vline(x=0, line_color="#95a5a6", line_width=1)
+    return _layout(fig, title, height=140 + 28 * len(frame), xaxis_title="log2 fold change "
+                   "(bars: 95% CI; filled: DEG)", yaxis={"autorange": "reversed"})
+
+
+def counts_by_group(counts: pd.DataFrame, group: str, title: str) -> go.Figure:
+    """Normalized counts of one gene in one study, a box per group with every sample (log
+    axis of count + 1: groups an order of magnitude apart stay readable)."""
+    fig = go.Figure()
+    for value, rows in counts.groupby(counts[group].astype(str), sort=True):
+        fig.add_trace(go.Box(y=rows["normalized_count"] + 1, name=str(value), boxpoints="all",
+                             jitter=0.4, pointpos=0, text=rows["sample"],
+                             customdata=rows["normalized_count"],
+                             hovertemplate="%{text}: %{customdata:.1f}<extra></extra>"))
+    return _layout(fig, title, height=320, showlegend=False, yaxis_type="log",
+                   yaxis_title="normalized count + 1", xaxis_title=group)
+
+
+def plate_heatmap(wells: pd.DataFrame, metric: str) -> go.Figure:
+    """One plate's wells (rows x columns) coloured by a QC metric; failed wells marked."""
+    grid = wells.pivot_table(index="row", columns="column", values=metric, aggfunc="first")
+    text = wells.pivot_table(index="row", columns="column",
+                             values="compound", aggfunc="first").reindex_like(grid)
+    fig = go.Figure(go.Heatmap(z=grid.to_numpy(dtype=float), x=[str(c) for c in grid.columns],
+                               y=list(grid.index), colorscale="Viridis",
+                               text=text.to_numpy(), colorbar={"title": metric},
+                               hovertemplate="%{y}%{x}: %{text}<br>" + metric +
+                               " %{z:.4g}<extra></extra>"))
+    failed = wells[~wells["passed"].astype(bool)]
+    fig.add_trace(go.Scatter(x=failed["column"].astype(str), y=failed["row"], mode="markers",
+                             marker={"symbol": "x", "color": "red", "size": 10},
+                             text=failed["reason"], name="failed QC",
+                             hovertemplate="%{y}%{x} failed: %{text}<extra></extra>"))
+    return _layout(fig, metric.replace("_", " "), height=360,
+                   yaxis={"autorange": "reversed"}, legend={"orientation": "h", "y": -0.15})
+
+
+def by_dose(frame: pd.DataFrame, value: str, group: str | None, title: str,
+            y_title: str) -> go.Figure:
+    """A value against dose (log axis), one line per group (pathway, gene)."""
+    fig = go.Figure()
+    for name, rows in (frame.groupby(group, sort=True) if group else [(value, frame)]):
+        fig.add_trace(go.Scatter(x=rows["dose"], y=rows[value], mode="lines+markers",
+                                 name=str(name)))
+    return _layout(fig, title, xaxis={"type": "log", "title": "dose"}, yaxis_title=y_title)
+
+
+def dose_curves(expression: pd.DataFrame, fits: pd.DataFrame, control: str | None
+                ) -> go.Figure:
+    """Each gene's VST per well against dose (controls at the left), mean per dose joined,
+    its BMD as a dotted line."""
+    fig = go.Figure()
+    doses = expression["dose"][expression["dose"] > 0]
+    left = float(doses.min()) / 3 if len(doses) else 0.01
+    palette = ["#c0392b", "#2e86c1", "#27ae60", "#8e44ad", "#d35400", "#16a085"]
+    for colour, fit in zip(palette, fits.itertuples()):
+        rows = expression[expression["gene_id"] == fit.gene_id]
+        x = np.where((rows["compound"] == control) | rows["dose"].isna() | (rows["dose"] <= 0),
+                     left, rows["dose"])
+        name = fit.gene_symbol or fit.gene_id
+        fig.add_trace(go.Scatter(x=x, y=rows["vst"], mode="markers", name=name,
+                                 marker={"color": colour, "size": 6, "opacity": 0.6},
+                                 legendgroup=name,
+                                 hovertemplate=name + ": %{y:.2f}<extra></extra>"))
+        means = pd.DataFrame({"x": x, "y": rows["vst"]}).groupby("x")["y"].mean()
+        fig.add_trace(go.Scatter(x=means.index, y=means.to_numpy(), mode="lines",
+                                 line={"color": colour}, legendgroup=name, showlegend=False,
+                                 hoverinfo="skip"))
+        fig.add_vline(x=fit.bmd, line_dash="dot", line_color=colour)
+    return _layout(fig, "Most sensitive genes (dotted: BMD; left: controls)", height=420,
+                   xaxis={"type": "log", "title": "dose"}, yaxis_title="VST")
+
+
+def umap(cells: pd.DataFrame, colour: str) -> go.Figure:
+    """Cells on the UMAP coloured by a column (cell type, donor, sample, QC)."""
+    fig = go.Figure()
+    for value, rows in cells.groupby(cells[colour].astype(str), sort=True):
+        fig.add_trace(go.Scattergl(x=rows["umap_1"], y=rows["umap_2"], mode="markers",
+                                   name=f"{value} ({len(rows):,})",
+                                   marker={"size": 3, "opacity": 0.7}, hoverinfo="name"))
+    return _layout(fig, f"UMAP ({len(cells):,} cells shown), coloured by {colour}", height=520,
+                   xaxis={"showticklabels": False, "title": "UMAP 1"},
+                   yaxis={"showticklabels": False, "title": "UMAP 2"})
