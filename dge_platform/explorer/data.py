@@ -11,7 +11,6 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from dge_platform.storage.catalog import CatalogConnection, connect
@@ -214,18 +213,14 @@ class ExplorerData:
             "from deg_results where study_id = ? group by contrast, cell_type "
             "order by contrast, cell_type", [study_id])
 
-    def samples(self, study_id: str) -> pd.DataFrame:
-        """The study's sample sheet, columns with no value dropped."""
-        table = self.frame("select * exclude (study_id) from samples where study_id = ? "
-                           "order by sample", [study_id])
-        return table.dropna(axis=1, how="all")
-
-    def sample_qc(self, study_id: str) -> pd.DataFrame:
-        if "sample_qc" not in self.tables():
+    def per_sample(self, table: str, study_id: str) -> pd.DataFrame:
+        """A per-sample table of the study (``samples``, ``sample_qc``), columns without a
+        value dropped (a matrix input has no counting statistics); empty if absent."""
+        if table not in ("samples", "sample_qc") or table not in self.tables():
             return pd.DataFrame()
-        table = self.frame("select * exclude (study_id) from sample_qc where study_id = ? "
-                           "order by sample", [study_id])
-        return table.dropna(axis=1, how="all")
+        rows = self.frame(f"select * exclude (study_id) from {table} where study_id = ? "
+                          "order by sample", [study_id])
+        return rows.dropna(axis=1, how="all")
 
     def design_diagnostics(self, study_id: str) -> pd.DataFrame:
         if "design_diagnostics" not in self.tables():
@@ -454,10 +449,3 @@ def _mtime(path: Path) -> float | None:
         return path.stat().st_mtime
     except OSError:
         return None
-
-
-def finite(values: pd.Series) -> np.ndarray:
-    """Values as floats with non-finite ones (inf, None) as NaN, for JSON and plots."""
-    array = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
-    array[~np.isfinite(array)] = np.nan
-    return array

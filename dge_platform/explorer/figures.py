@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from itertools import combinations
-
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -89,14 +87,6 @@ def upset(sets: dict[str, set[str]], max_sets: int = 8, max_bars: int = 15) -> g
         xaxis={"showticklabels": False, "range": [-0.6, max(len(bars), 1) - 0.4]})
     return _layout(fig, "DEG sets across contrasts (UpSet: exclusive intersections)",
                    height=260 + 26 * len(names))
-
-
-def overlap_pairs(sets: dict[str, set[str]]) -> pd.DataFrame:
-    """Jaccard index of every pair of DEG sets."""
-    rows = [{"a": a, "b": b, "shared": len(sets[a] & sets[b]),
-             "jaccard": len(sets[a] & sets[b]) / max(1, len(sets[a] | sets[b]))}
-            for a, b in combinations(sorted(sets), 2)]
-    return pd.DataFrame(rows, columns=["a", "b", "shared", "jaccard"])
 
 
 def pca(qc: pd.DataFrame, samples: pd.DataFrame, colour: str | None) -> go.Figure:

@@ -185,15 +185,16 @@ def study_page(data: ExplorerData, query: dict[str, str], study_id: str) -> list
                             table(shares[["cell_type", "variable", "in_design", "statistic"]]
                                   .dropna(axis=1, how="all")
                                   .rename(columns={"statistic": "share"}))))
-    body.append(section("Samples", table(data.samples(study_id), table_id="samples-table")))
+    body.append(section("Samples", table(data.per_sample("samples", study_id),
+                                         table_id="samples-table")))
     return body
 
 
 def _qc_sections(data: ExplorerData, study_id: str, query: dict[str, str]) -> list:
-    qc = data.sample_qc(study_id)
+    qc = data.per_sample("sample_qc", study_id)
     if qc.empty or "pc1" not in qc:
         return []
-    samples = data.samples(study_id)
+    samples = data.per_sample("samples", study_id)
     variables = [c for c in samples.columns if c != "sample"
                  and 1 < samples[c].astype(str).nunique() <= max(2, len(samples) - 1)]
     colour = query.get("colour") if query.get("colour") in variables else (
