@@ -1,14 +1,25 @@
-"""A self-contained HTML report per study: design, QC, DEG summary, top genes, plots."""
+"""A self-contained HTML report per study: design, QC, DEG summary, the DEG explorer
+(interactive volcano and MA plots, a table of every tested gene), enrichment, plots.
+
+One file that opens offline: PNGs are inline, plotly.js and the explorer's script are
+embedded once (``interactive.page_scripts``)."""
 
 from __future__ import annotations
 
 import base64
 import html
+import re
 from datetime import UTC, datetime
 
 import pandas as pd
 
 from dge_platform.bulk.diagnostics import design_warnings
+from dge_platform.outputs.interactive import (
+    deg_explorer,
+    enrichment_figure,
+    figure_html,
+    page_scripts,
+)
 from dge_platform.singlecell.pseudobulk import pseudobulk_summary
 from dge_platform.singlecell.qc import failed_by_reason
 from dge_platform.storage.tables import STAT_COLUMNS
@@ -22,6 +33,7 @@ td,th{border:1px solid #ddd;padding:.25em .5em;text-align:right}th{background:#f
 td:first-child,th:first-child{text-align:left}.plots img{max-width:48%;margin:.3em}
 .note{background:#fef9e7;border-left:4px solid #f1c40f;padding:.5em 1em}.flag{color:#c0392b}
 .warn{background:#fdedec;border-left:4px solid #c0392b;padding:.5em 1em}
+.toc{background:#f4f6f7;padding:.5em 1em;display:inline-block}.toc ol{margin:.3em 0}
 """
 
 
@@ -39,14 +51,6 @@ def deg_summary(results: pd.DataFrame, alpha: float, by: tuple[str, ...] = ("con
     return pd.DataFrame(rows, columns=[*by, "genes", "tested", "up", "down"])
 
 
-def top_genes(results: pd.DataFrame, contrast: str, n: int = 20) -> pd.DataFrame:
-    """The ``n`` genes with the smallest adjusted p-value in one contrast."""
-    table = results[results["contrast"] == contrast].dropna(subset=["padj"])
-    cols = ["gene_id", "gene_symbol", "base_mean", "log2_fold_change",
-            "log2_fold_change_shrunk", "pvalue", "padj"]
-    return table.nsmallest(n, "padj")[[c for c in cols if c in table.columns]]
-
-
 def _img(png: bytes, alt: str) -> str:
     data = base64.b64encode(png).decode()
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
@@ -56,12 +60,49 @@ def _table(frame: pd.DataFrame) -> str:
     return frame.to_html(index=False, border=0, float_format=lambda v: f"{v:.4g}", na_rep="")
 
 
-def top_terms(enrichment: pd.DataFrame, contrast: str, n: int = 10) -> pd.DataFrame:
-    """The ``n`` terms with the smallest adjusted p-value per method in one contrast (pass
-    one cell type's rows for single-cell studies)."""
-    table = enrichment[enrichment["contrast"] == contrast].dropna(subset=["padj"])
-    top = table.sort_values("padj").groupby("method", sort=True).head(n)
-    return top[["method", "collection", "term", "size", "score", "padj"]]
+def top_terms(enrichment: pd.DataFrame, contrast: str, cell_type: str | None = None,
+              n: int = 10) -> pd.DataFrame:
+    """The ``n`` terms with the smallest adjusted p-value per method in one contrast (and
+    cell type), the term split into ``term_id`` (GO terms: the GO id, else empty) and
+    ``term_name`` (GO terms: the name, spaces restored; else the term)."""
+    rows = enrichment[enrichment["contrast"] == contrast]
+    if cell_type is not None:
+        rows = rows[rows["cell_type"] == cell_type]
+    top = rows.dropna(subset=["padj"]).sort_values(["padj", "pvalue"]) \
+        .groupby("method", sort=True).head(n)
+    go_terms = top["term"].astype(str).str.extract(r"^(GO:\d+)_(.+)$")
+    return top.assign(term_id=go_terms[0],
+                      term_name=go_terms[1].str.replace("_", " ").fillna(top["term"]))[
+        ["method", "collection", "term_id", "term_name", "size", "score", "pvalue", "padj",
+         "genes"]]
+
+
+def _pvalue_histograms(plots: dict[str, bytes], contrasts: list[str]) -> list[str]:
+    """The p-value histogram of each contrast (``pvalues_<contrast>``), when drawn."""
+    shown = [_img(plots[f"pvalues_{c}"], f"pvalues_{c}") for c in contrasts
+             if f"pvalues_{c}" in plots]
+    return ["<h3>P-value histograms</h3>", "<div class='plots'>" + "".join(shown) + "</div>"] \
+        if shown else []
+
+
+def _enrichment_section(enrichment: pd.DataFrame,
+                        groups: list[tuple[str, str | None]]) -> list[str]:
+    """Per contrast (and cell type): the top terms as a dot plot and as a table."""
+    if enrichment.empty:
+        return ["<h2>Enrichment</h2>", "<p>No enrichment results (no gene set collection for "
+                "this organism; add gene_sets: to study.yaml).</p>"]
+    parts = ["<h2>Enrichment</h2>", "<p class='note'>Per contrast, the 10 terms of smallest "
+             "padj of each method: GSEA prerank on the Wald statistic (NES) and ORA of the up- "
+             "and down-regulated DEGs (odds ratio). Table enrichment holds every term.</p>"]
+    for contrast, cell_type in groups:
+        name = contrast if cell_type is None else f"{contrast}: {cell_type}"
+        terms = top_terms(enrichment, contrast, cell_type)
+        parts.append(f"<h3>{html.escape(name)}</h3>")
+        parts += [figure_html(enrichment_figure(terms, f"Top terms: {name}")), _table(
+            terms.drop(columns=["pvalue", "genes"]).rename(
+                columns={"term_id": "id", "term_name": "term"}))] if len(terms) \
+            else ["<p>No enrichment results.</p>"]
+    return parts
 
 
 def _design_section(plots: dict[str, bytes], design: pd.DataFrame | None) -> list[str]:
@@ -100,10 +141,28 @@ def _activity_section(plots: dict[str, bytes]) -> list[str]:
             "<div class='plots'>" + "".join(shown) + "</div>"]
 
 
-def _page(title: str, body: list[str]) -> str:
+def _with_contents(body: str) -> tuple[str, str]:
+    """The body with an id on every h2, and a table of contents linking to them."""
+    entries: list[tuple[str, str]] = []
+
+    def anchor(match: re.Match) -> str:
+        slug = re.sub(r"[^a-z0-9]+", "-", match[1].split("(")[0].lower()).strip("-")
+        if any(slug == taken for taken, _ in entries):
+            slug = f"{slug}-{len(entries)}"
+        entries.append((slug, match[1]))
+        return f"<h2 id='{slug}'>{match[1]}</h2>"
+
+    body = re.sub(r"<h2>(.*?)</h2>", anchor, body)
+    return body, ("<nav class='toc'><b>Contents</b><ol>" + "".join(
+        f"<li><a href='#{slug}'>{text}</a></li>" for slug, text in entries) + "</ol></nav>")
+
+
+def _page(title: str, heading: str, body: list[str]) -> str:
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    text, contents = _with_contents("\n".join(body))
     return "\n".join([f"<!doctype html><html><head><meta charset='utf-8'><title>"
-                      f"{html.escape(title)}</title><style>{STYLE}</style></head><body>", *body,
+                      f"{html.escape(title)}</title><style>{STYLE}</style>{page_scripts()}"
+                      f"</head><body><h1>{html.escape(heading)}</h1>", contents, text,
                       f"<p><small>dge-platform, {stamp}</small></p></body></html>"])
 
 
@@ -112,7 +171,8 @@ def build_screen_report(*, study: dict, well_qc: pd.DataFrame, activity: pd.Data
                         results: pd.DataFrame, plots: dict[str, bytes],
                         max_conditions: int = 20, design: pd.DataFrame | None = None) -> str:
     """Render a screen's report: well QC with plate heatmaps, activity calls against the
-    control null, potency, MoA neighbours and the top genes of the most active conditions.
+    control null, potency, MoA neighbours and the DEG explorer of the conditions that are
+    active or have DEGs.
 
     Parameters
     ----------
@@ -125,14 +185,18 @@ def build_screen_report(*, study: dict, well_qc: pd.DataFrame, activity: pd.Data
     plots
         PNG bytes by name: plate heatmaps (``plate_*``) and ``similarity_heatmap``.
     max_conditions
-        Active conditions whose top genes are listed, most DEGs first.
+        Conditions in the DEG explorer, active ones first, then by DEGs (each embeds its
+        tested genes: the cap keeps the file small).
+    design
+        The screen's design_diagnostics.
     """
-    esc = html.escape
     failed = well_qc[~well_qc["passed"].astype(bool)]
     roles = well_qc.groupby("well_type")["passed"].agg(wells="size", passed="sum").reset_index()
-    active = activity[activity["active"].astype(bool)].sort_values("n_deg", ascending=False)
+    active = activity[activity["active"].astype(bool)]
+    explored = activity[activity["active"].astype(bool) | (activity["n_deg"] > 0)] \
+        .sort_values(["active", "n_deg"], ascending=False)
     body = [
-        f"<h1>{esc(study['title'])}</h1>", "<h2>Design</h2>",
+        "<h2>Design</h2>",
         _table(pd.DataFrame([{k: study.get(k) for k in
                               ("id", "organism", "control", "design", "alpha",
                                "lfc_threshold")}])),
@@ -159,9 +223,18 @@ def build_screen_report(*, study: dict, well_qc: pd.DataFrame, activity: pd.Data
                                         if name == "similarity_heatmap") + "</div>",
     ]
     body += _design_section(plots, design) + _activity_section(plots)
-    for contrast in active["contrast"].head(max_conditions):
-        body += [f"<h3>{esc(contrast)}</h3>", _table(top_genes(results, contrast))]
-    return _page(f"{study['id']} - screen report", body)
+    shown = explored["contrast"].head(max_conditions)
+    body += [f"<h2>Differential expression ({len(explored)} of {len(activity)} conditions "
+             "active or with DEGs)</h2>",
+             "<p class='note'>Each condition against the control wells, padj &lt; "
+             f"{study['alpha']}. Conditions neither active nor with a DEG are left out (table "
+             "deg_results holds every condition)"
+             + (f"; so are the {len(explored) - len(shown)} beyond the first {max_conditions}"
+                if len(explored) > len(shown) else "") + ".</p>",
+             deg_explorer({c: results[results["contrast"] == c] for c in shown},
+                          alpha=study["alpha"], lfc_threshold=study["lfc_threshold"],
+                          label="Condition")]
+    return _page(f"{study['id']} - screen report", study["title"], body)
 
 
 def build_report(*, study: dict, samples: pd.DataFrame, sample_qc: pd.DataFrame,
@@ -182,13 +255,16 @@ def build_report(*, study: dict, samples: pd.DataFrame, sample_qc: pd.DataFrame,
     enrichment
         Enrichment results (may be empty).
     plots
-        PNG bytes by name: ``qc_*`` plots and ``<kind>_<contrast>`` per-contrast plots.
+        PNG bytes by name: ``qc_*`` plots and ``pvalues_<contrast>`` p-value histograms (and
+        the design and activity heatmaps).
+    design
+        The study's design_diagnostics.
     """
     alpha = study["alpha"]
     esc = html.escape
     flagged = sample_qc[sample_qc["outlier"]]
+    contrasts = list(results["contrast"].unique())
     parts = [
-        f"<h1>{esc(study['title'])}</h1>",
         "<h2>Design</h2>",
         _table(pd.DataFrame([{k: study.get(k) for k in
                               ("id", "kind", "organism", "design", "batch", "alpha",
@@ -201,31 +277,36 @@ def build_report(*, study: dict, samples: pd.DataFrame, sample_qc: pd.DataFrame,
         ("<p class='flag'>Possible outlier samples: " + "; ".join(
             f"<b>{esc(str(s))}</b>: {esc(r)}" for s, r in flagged["outlier_reason"].items())
          + "</p>") if len(flagged) else "<p>No sample flagged as a likely outlier.</p>",
-        _table(sample_qc.reset_index()),
+        _table(sample_qc.reset_index().drop(columns=[
+            c for c in STAT_COLUMNS if c in sample_qc and c not in _counting_columns(samples)])),
         "<div class='plots'>" + "".join(_img(png, name) for name, png in plots.items()
                                         if name.startswith("qc_")) + "</div>",
         f"<h2>Differential expression (padj &lt; {alpha})</h2>",
         _table(deg_summary(results, alpha)),
+        deg_explorer({c: results[results["contrast"] == c] for c in contrasts}, alpha=alpha,
+                     lfc_threshold=study["lfc_threshold"]),
+        *_pvalue_histograms(plots, contrasts),
+        *_enrichment_section(enrichment, [(c, None) for c in contrasts]),
     ]
-    for contrast in results["contrast"].unique():
-        terms = top_terms(enrichment, contrast)
-        parts += [f"<h3>{esc(contrast)}</h3>", _table(top_genes(results, contrast)),
-                  "<h4>Top enriched terms</h4>",
-                  _table(terms) if len(terms) else "<p>No enrichment results (no gene set "
-                  "collection for this organism; add gene_sets: to study.yaml).</p>",
-                  "<div class='plots'>" + "".join(
-                      _img(png, name) for name, png in plots.items()
-                      if name.endswith(f"_{contrast}") and not name.startswith("qc_")) + "</div>"]
-    return _page(f"{study['id']} - DGE report",
+    return _page(f"{study['id']} - DGE report", study["title"],
                  parts + _design_section(plots, design) + _activity_section(plots))
+
+
+def _counting_columns(samples: pd.DataFrame) -> list[str]:
+    """The counting statistics worth showing: none when every sample's counts came from a
+    count matrix, else those with a value for some sample."""
+    if "count_source" not in samples or (samples["count_source"] == "matrix").all():
+        return []
+    return [c for c in STAT_COLUMNS if samples[c].notna().any()]
 
 
 def _counting_section(samples: pd.DataFrame) -> list[str]:
     """How each sample's fragments were assigned, when counts were built from BAM,
     quantifier or FASTQ files (the qc_fragment_assignment plot shows the same)."""
-    if "count_source" not in samples or (samples["count_source"] == "matrix").all():
+    columns = _counting_columns(samples)
+    if not columns:
         return []
-    stats = samples.set_index("sample")[list(STAT_COLUMNS)].dropna(axis=1, how="all")
+    stats = samples.set_index("sample")[columns]
     source = html.escape(str(stats["count_source"].iloc[0]))
     return ["<h2>Counting</h2>", f"<p>Counts built from {source} input: fragments per sample "
             "by outcome (featureCounts' categories; only assigned fragments are counted).</p>",
@@ -243,11 +324,11 @@ def build_singlecell_report(*, study: dict, cell_qc: pd.DataFrame,
     Parameters
     ----------
     study
-        Study settings: id, title, organism, design, donor, batch, alpha.
+        Study settings: id, title, organism, design, donor, batch, alpha, lfc_threshold.
     cell_qc, pseudobulks, results, enrichment, markers
         The study's cell_qc, pseudobulk_samples, deg_results, enrichment and marker_genes.
     plots
-        PNG bytes by name: ``cell_qc``, ``umap_*`` and ``volcano_<contrast>_<cell type>``.
+        PNG bytes by name: ``cell_qc``, ``umap_*`` (and the design and activity heatmaps).
     untested
         Cell type x contrast pairs left untested, with the reason.
     design
@@ -258,7 +339,7 @@ def build_singlecell_report(*, study: dict, cell_qc: pd.DataFrame,
     failed = failed_by_reason(cell_qc).reset_index()
     per_type = pseudobulk_summary(pseudobulks)
     body = [
-        f"<h1>{esc(study['title'])}</h1>", "<h2>Design</h2>",
+        "<h2>Design</h2>",
         _table(pd.DataFrame([{k: study.get(k) for k in
                               ("id", "organism", "design", "donor", "batch", "alpha")}])),
         "<p class='note'>Differential expression is tested per cell type on pseudobulks (raw "
@@ -283,18 +364,17 @@ def build_singlecell_report(*, study: dict, cell_qc: pd.DataFrame,
     body += _design_section(plots, design)
     body += [f"<h2>Differential expression (padj &lt; {alpha})</h2>",
              _table(deg_summary(results, alpha, by=("contrast", "cell_type")))]
-    for (contrast, cell_type), rows in results.groupby(["contrast", "cell_type"], sort=True):
-        terms = top_terms(enrichment[enrichment["cell_type"] == cell_type], contrast)
-        body += [f"<h3>{esc(contrast)}: {esc(cell_type)}</h3>", _table(top_genes(rows, contrast)),
-                 "<h4>Top enriched terms</h4>",
-                 _table(terms) if len(terms) else "<p>No enrichment results.</p>",
-                 "<div class='plots'>" + "".join(
-                     _img(png, name) for name, png in plots.items()
-                     if name == f"volcano_{contrast}_{cell_type}") + "</div>"]
+    groups = dict(list(results.groupby(["contrast", "cell_type"], sort=True)))
+    body += [deg_explorer({f"{contrast}: {cell_type}": rows
+                           for (contrast, cell_type), rows in groups.items()},
+                          alpha=alpha, lfc_threshold=study["lfc_threshold"],
+                          label="Contrast and cell type"),
+             *_enrichment_section(enrichment, list(groups))]
     top = markers[markers["rank"] <= 10].groupby("cell_type")["gene_symbol"].agg(
         lambda s: ", ".join(s.astype(str))).reset_index(name="top markers")
     body += ["<h2>Marker genes (exploratory)</h2>",
              "<p class='note'>Per-cell Wilcoxon of each cell type against all other cells: "
              "cells are not independent replicates, so these p-values are not valid for "
              "inference.</p>", _table(top)]
-    return _page(f"{study['id']} - single-cell report", body + _activity_section(plots))
+    return _page(f"{study['id']} - single-cell report", study["title"],
+                 body + _activity_section(plots))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pandas as pd
 
-from dge_platform.outputs import plots
 from dge_platform.outputs.report import (
     build_report,
     build_screen_report,
@@ -35,9 +34,8 @@ def _report(warehouse: Warehouse, study_id: str, html: str) -> StepResult:
 def bulk_report(config: StudyConfig, warehouse: Warehouse, deg_results: pd.DataFrame,
                 enrichment: pd.DataFrame, sample_qc: pd.DataFrame, samples: pd.DataFrame,
                 design_diagnostics: pd.DataFrame) -> StepResult:
-    """Design, QC, DEG summary and top genes per contrast, enrichment, every plot."""
-    figures = _figures(warehouse, config.id, ("qc_plots", "enrichment_plots", DESIGN_PLOTS,
-                                              ACTIVITY_PLOTS))
+    """Design, QC, DEG summary and explorer, enrichment, the QC, design and activity plots."""
+    figures = _figures(warehouse, config.id, ("qc_plots", DESIGN_PLOTS, ACTIVITY_PLOTS))
     study = {"id": config.id, "title": config.title or config.id, "kind": config.kind,
              "organism": config.organism, "design": config.design, "batch": config.batch,
              "alpha": config.alpha, "lfc_threshold": config.lfc_threshold}
@@ -50,7 +48,7 @@ def screen_report(config: StudyConfig, warehouse: Warehouse, deg_results: pd.Dat
                   well_qc: pd.DataFrame, compound_activity: pd.DataFrame,
                   compound_potency: pd.DataFrame, compound_similarity: pd.DataFrame,
                   design_diagnostics: pd.DataFrame) -> StepResult:
-    """Well QC and plate heatmaps, activity calls, potency, similarity, top genes."""
+    """Well QC and plate heatmaps, activity calls, potency, similarity, DEG explorer."""
     figures = _figures(warehouse, config.id, ("screen_plots", "similarity_plots", DESIGN_PLOTS,
                                               ACTIVITY_PLOTS))
     study = {"id": config.id, "title": config.title or config.id,
@@ -67,16 +65,14 @@ def singlecell_report(config: StudyConfig, warehouse: Warehouse, deg_results: pd
                       enrichment: pd.DataFrame, cell_qc: pd.DataFrame,
                       pseudobulk_samples: pd.DataFrame, marker_genes: pd.DataFrame,
                       design_diagnostics: pd.DataFrame, untested: dict[str, str]) -> StepResult:
-    """Cell QC, UMAPs, pseudobulks, DEGs with a volcano plot and enrichment per cell type,
+    """Cell QC, UMAPs, pseudobulks, the DEG explorer and enrichment per cell type,
     exploratory markers; ``untested``: the cell type x contrast pairs DESeq2 left out."""
     figures = _figures(warehouse, config.id, ("cell_qc_plots", "sc_plots", DESIGN_PLOTS,
                                               ACTIVITY_PLOTS))
-    for (contrast, cell_type), rows in deg_results.groupby(["contrast", "cell_type"]):
-        figures[f"volcano_{contrast}_{cell_type}"] = plots.volcano_plot(
-            rows, config.alpha, config.lfc_threshold, f"{contrast}: {cell_type}")
     study = {"id": config.id, "title": config.title or config.id,
              "organism": config.organism, "design": config.design, "donor": config.donor,
-             "batch": config.batch, "alpha": config.alpha}
+             "batch": config.batch, "alpha": config.alpha,
+             "lfc_threshold": config.lfc_threshold}
     return _report(warehouse, config.id, build_singlecell_report(
         study=study, cell_qc=cell_qc, pseudobulks=pseudobulk_samples, results=deg_results,
         enrichment=enrichment, markers=marker_genes, plots=figures, untested=untested,

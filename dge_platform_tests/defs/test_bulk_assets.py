@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 from dge_platform.storage.tables import TABLES
-from dge_platform_tests._helpers import simulate
+from dge_platform_tests._helpers import explorer_panels, simulate
 from dge_platform_tests.conftest import copy_bundled, dge, sql, write_study
 
 
@@ -35,8 +37,16 @@ def test_run_reports_checks_degs_and_report(pasilla_run):
     assert f"Report pasilla: {report}" in result.output
     assert "pasilla treated_vs_untreated" in result.output
     html = report.read_text()
-    assert html.count("data:image/png;base64,") >= 8
+    # Static PNGs: QC, the p-value histogram, the design heatmap (volcano, MA, enrichment:
+    # plotly, in the DEG explorer and the enrichment section)
+    assert sorted(re.findall(r'<img alt="([^"]+)"', html)) == [
+        "pc_associations", "pvalues_treated_vs_untreated", "qc_dispersions", "qc_distances",
+        "qc_library_sizes", "qc_pca_condition", "qc_pca_type"]
     assert "treated_vs_untreated" in html and "~ type + condition" in html
+    (panel,) = explorer_panels(html)
+    genes = panel["table"]["columns"][panel["table"]["keys"].index("gene_id")]
+    tested = sql("select gene_id from deg_results where padj is not null")["gene_id"]
+    assert sorted(genes) == sorted(tested)
 
 
 def test_deg_results_table(pasilla_home):

@@ -3,12 +3,15 @@ two-plate screen with planted effects, checked through SQL on the catalog."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from dge_platform.sim.screen import simulate_screen, write_screen_study
 from dge_platform.storage.tables import TABLES
+from dge_platform_tests._helpers import explorer_panels
 from dge_platform_tests.conftest import copy_bundled, dge, sql
 
 
@@ -168,12 +171,19 @@ def test_screen_report(home):
     html = report.read_text()
     calls = sql("select * from compound_activity where study_id = 'macseq_pmmsq033'")
     assert f"Activity ({int(calls['active'].sum())} of {len(calls)} conditions active)" in html
-    top = calls.sort_values("n_deg", ascending=False)["contrast"].iloc[0]
-    assert f"<h3>{top}</h3>" in html
+    # The DEG explorer: the conditions active or with DEGs, the most DEGs first
+    explored = calls[calls["active"] | (calls["n_deg"] > 0)]
+    options = re.findall(r"<option value='\d+'>([^<]+)</option>", html)
+    assert sorted(options) == sorted(explored["contrast"]) and len(options) >= 2
+    assert options[0] == explored.sort_values("n_deg")["contrast"].iloc[-1]
+    panels = explorer_panels(html)
+    tested = sql("select count(*) n from deg_results where study_id = 'macseq_pmmsq033' "
+                 f"and contrast = '{options[0]}' and padj is not null")["n"].item()
+    assert len(panels) == len(options) and len(panels[0]["table"]["columns"][0]) == tested
     # plate heatmaps, similarity, PC associations, pathway activity, TF activity + top hits
-    assert html.count("data:image/png;base64,") == 3 + 1 + 1 + 1 + 2
-    assert "<h2>Design diagnostics</h2>" in html
-    assert "<h2>Pathway and TF activity</h2>" in html
+    assert html.count("<img alt=") == 3 + 1 + 1 + 1 + 2
+    assert ">Design diagnostics</h2>" in html
+    assert ">Pathway and TF activity</h2>" in html
 
 
 def test_enrichment_runs_gsea_for_active_conditions_only(home):

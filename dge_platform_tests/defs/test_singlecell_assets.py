@@ -6,6 +6,7 @@ marker-based annotation, exploratory markers and the catalog tables."""
 from __future__ import annotations
 
 import io
+import re
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from dge_platform_tests._helpers import explorer_panels
 from dge_platform_tests.conftest import BUNDLED, FIXTURES, dge, sql
 
 R_DESEQ2 = FIXTURES / "r_deseq2"
@@ -202,6 +204,13 @@ def test_run_summary_lists_degs_per_cell_type(catalog):
     assert "single-cell report" in html
     assert f"Cell QC ({qc['passed']:,} of {qc['n']:,} cells passed)" in html
     assert html.count("<h3>stim_vs_ctrl: ") == 5 and "Marker genes (exploratory)" in html
+    # The DEG explorer: one panel per contrast x cell type, each of its tested genes
+    options = re.findall(r"<option value='\d+'>([^<]+)</option>", html)
+    assert len(options) == 5 and "stim_vs_ctrl: CD14+ Monocytes" in options
+    tested = sql("select count(*) n from deg_results where study_id = 'kang2018_pbmc' and "
+                 "cell_type = 'CD14+ Monocytes' and padj is not null")["n"].item()
+    table = explorer_panels(html)[options.index("stim_vs_ctrl: CD14+ Monocytes")]["table"]
+    assert len(table["columns"][0]) == tested
 
 
 def test_cross_study_tables_are_refreshed_after_the_run(catalog):

@@ -176,7 +176,7 @@ def test_enrichment_makes_biological_sense_for_dexamethasone(airway_registered):
     assert mapped > 30_000
     report = (airway_registered.parents[1] / "warehouse" / "reports" / "study_id=airway"
               / "report.html").read_text()
-    assert "Top enriched terms" in report and "HALLMARK_ADIPOGENESIS" in report
+    assert ">Enrichment</h2>" in report and "HALLMARK_ADIPOGENESIS" in report
 
 
 def test_run_all_registered_studies_in_one_batched_run(home):
