@@ -63,8 +63,11 @@ class NaiveData(ExplorerData):
         return self._naive
 
 
-def page_time(data: ExplorerData, url: str, grid: tuple | None, repeats: int = 3) -> float:
-    """Median seconds of a page (plus its grid's first 100 rows), after one warm-up."""
+def page_time(data: ExplorerData, url: str, grid: tuple | None,
+              repeats: int = 3) -> tuple[float, float]:
+    """Seconds of a page (plus its grid's first 100 rows): the first load, and the median of
+    ``repeats`` more (the explorer caches whole-warehouse summaries until the catalog
+    changes)."""
     def once():
         path, _, search = url.partition("?")
         body = json.dumps(render(data, path, search), default=str)
@@ -72,13 +75,12 @@ def page_time(data: ExplorerData, url: str, grid: tuple | None, repeats: int = 3
         if grid:
             data.deg_page(*grid, DegFilter(), None, 0, 100)
 
-    once()
     times = []
-    for _ in range(repeats):
+    for _ in range(repeats + 1):
         start = time.perf_counter()
         once()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times[0], statistics.median(times[1:]) if repeats else times[0]
 
 
 def bundled(root: Path) -> None:
@@ -97,16 +99,26 @@ def bundled(root: Path) -> None:
              ("/studies/macseq_pmmsq033/compounds/CAMPTOTHECIN", "compound", None),
              ("/filter?up=airway%7Cdex_trt_vs_untrt%7C&unchanged=kang2018_pbmc%7Cstim_vs_ctrl"
               "%7CCD14%2B%20Monocytes", "multi-contrast filter", None)]
-    print("| page (bundled warehouse) | seconds | target |")
-    print("|---|---|---|")
+    print("| page (bundled warehouse) | first load (s) | again (s) | target |")
+    print("|---|---|---|---|")
     for url, label, grid in pages:
-        seconds = page_time(data, url, grid)
-        print(f"| {label} | {seconds:.3f} | <= {TARGET_BUNDLED:.0f} s "
-              f"{'PASS' if seconds <= TARGET_BUNDLED else 'FAIL'} |", flush=True)
+        first, again = page_time(data, url, grid)
+        print(f"| {label} | {first:.3f} | {again:.3f} | <= {TARGET_BUNDLED:.0f} s "
+              f"{'PASS' if max(first, again) <= TARGET_BUNDLED else 'FAIL'} |", flush=True)
 
 
 def large(studies: int, contrasts: int, genes: int, keep: bool) -> None:
     root = Path(tempfile.mkdtemp(prefix="dge_explore_bench_"))
+    try:
+        _large(root, studies, contrasts, genes)
+    finally:
+        if keep:
+            print(f"kept: {root}")
+        else:
+            shutil.rmtree(root)
+
+
+def _large(root: Path, studies: int, contrasts: int, genes: int) -> None:
     home = resolve_home(root / "home").ensure()
     naive = root / "naive"
     naive.mkdir()
@@ -142,17 +154,14 @@ def large(studies: int, contrasts: int, genes: int, keep: bool) -> None:
     fast = [page_time(platform, url, grid) for url, _, grid in pages]
     platform.close()
     baseline = NaiveData(home, naive)
-    slow = [page_time(baseline, url, grid, repeats=1) for url, _, grid in pages]
-    print(f"\n| page ({rows:,} deg_results rows) | platform (s) | naive layout (s) | "
-          f"naive / platform | target |")
-    print("|---|---|---|---|---|")
-    for (_, label, _), f, n in zip(pages, fast, slow):
-        print(f"| {label} | {f:.3f} | {n:.3f} | {n / f:.1f}x | <= {TARGET_LARGE:.0f} s "
-              f"{'PASS' if f <= TARGET_LARGE else 'FAIL'} |")
-    if keep:
-        print(f"kept: {root}")
-    else:
-        shutil.rmtree(root)
+    slow = [page_time(baseline, url, grid, repeats=0) for url, _, grid in pages]
+    print(f"\n| page ({rows:,} deg_results rows) | platform: first load (s) | again (s) | "
+          f"naive layout, first load (s) | naive / platform | target |")
+    print("|---|---|---|---|---|---|")
+    for (_, label, _), (first, again), (naive_first, _) in zip(pages, fast, slow):
+        print(f"| {label} | {first:.3f} | {again:.3f} | {naive_first:.3f} | "
+              f"{naive_first / first:.1f}x | <= {TARGET_LARGE:.0f} s "
+              f"{'PASS' if max(first, again) <= TARGET_LARGE else 'FAIL'} |", flush=True)
 
 
 def _study_row(study_id: str, contrasts: list[str], genes: int):

@@ -12,6 +12,7 @@ import html as html_text
 import io
 import json
 import logging
+import threading
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode
 
@@ -214,4 +215,8 @@ def _register_http(server: flask.Flask, data: ExplorerData) -> None:
 def serve(home: DgeHome, host: str, port: int) -> None:
     """Serve the explorer until interrupted (Flask's threaded server: a local, read-only
     tool for one team; put it behind a proxy with authentication to share it wider)."""
-    create_app(ExplorerData(home)).run(host=host, port=port, debug=False)
+    data = ExplorerData(home)
+    # The studies page counts every study's DEGs: a scan of deg_results (seconds at 200 M
+    # rows), cached until the catalog changes. Start it now, not on the first visit.
+    threading.Thread(target=data.studies, daemon=True, name="warm-up").start()
+    create_app(data).run(host=host, port=port, debug=False)
