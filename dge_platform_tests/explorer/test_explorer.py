@@ -324,8 +324,15 @@ def test_browser_studies_to_gene_in_three_clicks(warehouse, server, browser):
 
 def test_browser_filter_the_deg_table_and_share_the_link(warehouse, server, browser):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
     from dge_platform_tests.browser import screenshot
+
+    # The studies page's gene search opens the gene page (any case).
+    _open(browser, server + "/", "#gene-search")
+    browser.find_element(By.ID, "gene-search").send_keys("fkbp5", Keys.ENTER)
+    _wait(browser, lambda: browser.find_elements(By.CSS_SELECTOR, "#gene-results"))
+    assert browser.find_element(By.CSS_SELECTOR, "main h1").text == "FKBP5"
 
     _open(browser, f"{server}/studies/airway/contrasts/{AIRWAY[1]}", "#deg-grid .ag-row")
     browser.find_element(By.CSS_SELECTOR, "#f-padj").send_keys("0.01")
