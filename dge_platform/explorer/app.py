@@ -216,7 +216,7 @@ def serve(home: DgeHome, host: str, port: int) -> None:
     """Serve the explorer until interrupted (Flask's threaded server: a local, read-only
     tool for one team; put it behind a proxy with authentication to share it wider)."""
     data = ExplorerData(home)
-    # The studies page counts every study's DEGs: a scan of deg_results (seconds at 200 M
-    # rows), cached until the catalog changes. Start it now, not on the first visit.
-    threading.Thread(target=data.studies, daemon=True, name="warm-up").start()
+    # The studies page and the filter's lists scan deg_results (seconds at 200 M rows), cached
+    # until the catalog changes: compute them now, not on the first visit.
+    threading.Thread(target=data.warm, daemon=True, name="warm-up").start()
     create_app(data).run(host=host, port=port, debug=False)

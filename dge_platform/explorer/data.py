@@ -199,6 +199,18 @@ class ExplorerData:
         row["config"] = json.loads(row["config"]) if row.get("config") else {}
         return row
 
+    def all_contrasts(self) -> pd.DataFrame:
+        """Every study's contrasts (and cell types), for the multi-contrast filter's lists:
+        one scan of deg_results, cached until the catalog changes."""
+        return self.cached(("all_contrasts",), "select distinct study_id, contrast, "
+                           "cell_type::varchar as cell_type from deg_results "
+                           "order by study_id, contrast, cell_type")
+
+    def warm(self) -> None:
+        """Compute the whole-warehouse summaries now (the explorer's start-up)."""
+        self.studies()
+        self.all_contrasts()
+
     def study_ids(self) -> list[str]:
         return self.frame("select study_id from studies order by 1")["study_id"].tolist()
 
@@ -311,14 +323,16 @@ class ExplorerData:
                                [gene, gene])
         return exact
 
-    def gene_results(self, gene_ids: list[str]) -> pd.DataFrame:
-        """The gene in every study, contrast and cell type."""
+    def gene_results(self, gene_ids: list[str], symbols: list[str]) -> pd.DataFrame:
+        """The gene in every study, contrast and cell type. Selected by symbol as well as id
+        when it has one: deg_results is sorted by symbol, so its row groups are skipped."""
+        by_symbol = (f"gene_symbol in ({', '.join('?' * len(symbols))}) and "
+                     if symbols else "")
         return self.frame(
             "select study_id, contrast, cell_type::varchar as cell_type, compound, dose, "
-            "gene_id, gene_symbol, "
-            "base_mean, log2_fold_change, lfc_se, padj, significant from deg_results "
-            "where gene_id in (select unnest(?)) order by study_id, contrast, cell_type",
-            [gene_ids])
+            "gene_id, gene_symbol, base_mean, log2_fold_change, lfc_se, padj, significant "
+            f"from deg_results where {by_symbol}gene_id in (select unnest(?)) "
+            "order by study_id, contrast, cell_type", [*symbols, gene_ids])
 
     def gene_counts(self, gene_ids: list[str]) -> pd.DataFrame:
         """Normalized counts of the gene in every sample, with the sample sheet's columns."""
@@ -424,24 +438,23 @@ class ExplorerData:
         states = {"up": "padj < ? and log2_fold_change >= ?",
                   "down": "padj < ? and log2_fold_change <= -?",
                   "unchanged": "not coalesce(padj < ? and abs(log2_fold_change) >= ?, false)"}
-        parts, params = [], []
-        for state, study_id, contrast, cell_type in conditions:
-            parts.append("select gene_symbol from deg_results where study_id = ? and "
-                         "contrast = ? and (cell_type = ? or (? is null and cell_type is null))"
-                         f" and gene_symbol is not null and {states[state]}")
-            params += [study_id, contrast, cell_type, cell_type, alpha, lfc]
-        genes = " intersect ".join(parts)
-        picked = [(s, c, t) for _, s, c, t in conditions]
-        shown = " or ".join("(study_id = ? and contrast = ? and "
-                            "(cell_type = ? or (? is null and cell_type is null)))"
-                            for _ in picked)
-        shown_params = [v for s, c, t in picked for v in (s, c, t, t)]
+        # The chosen contrasts' rows once (their studies' files only), then the sets on them.
+        studies = sorted({c[1] for c in conditions})
+        one = ("(study_id = ? and contrast = ? and "
+               "(cell_type = ? or (? is null and cell_type is null)))")
+        picked = (f"select gene_symbol, study_id, contrast, cell_type::varchar as cell_type, "
+                  f"log2_fold_change, padj from deg_results where study_id in "
+                  f"({', '.join('?' * len(studies))}) and gene_symbol is not null and ("
+                  + " or ".join(one for _ in conditions) + ")")
+        picked_params = [*studies, *(v for _, s, c, t in conditions for v in (s, c, t, t))]
+        sets = " intersect ".join(f"select gene_symbol from picked where {one} and {states[state]}"
+                                  for state, *_ in conditions)
+        set_params = [v for _, s, c, t in conditions for v in (s, c, t, t, alpha, lfc)]
         return self.frame(
-            f"with hits as ({genes} limit ?) select gene_symbol, study_id, contrast, "
-            f"cell_type::varchar as cell_type, "
-            f"log2_fold_change, padj from deg_results where gene_symbol in (select * from hits) "
-            f"and ({shown}) order by gene_symbol, study_id, contrast, cell_type",
-            [*params, limit, *shown_params])
+            f"with picked as ({picked}), hits as ({sets} limit ?) select * from picked "
+            "where gene_symbol in (select gene_symbol from hits) "
+            "order by gene_symbol, study_id, contrast, cell_type",
+            [*picked_params, *set_params, limit])
 
 
 def _mtime(path: Path) -> float | None:

@@ -391,7 +391,7 @@ def gene_page(data: ExplorerData, query: dict[str, str], gene: str) -> list:
     ids = _gene(data, gene)
     gene_ids = sorted(ids["gene_id"].unique())
     symbols = sorted(ids["gene_symbol"].dropna().unique())
-    results = data.gene_results(gene_ids)
+    results = data.gene_results(gene_ids, symbols)
     name = symbols[0] if symbols else gene_ids[0]
     body = [html.H1(name), html.P(", ".join(gene_ids), className="muted")]
     if results.empty:
@@ -536,9 +536,9 @@ def parse_condition(value: str) -> tuple[str, str, str | None]:
 
 
 def filter_page(data: ExplorerData, query: dict[str, str]) -> list:
-    options = [{"label": " / ".join(filter(None, (s, r.contrast, r.cell_type))),
-                "value": condition_value(s, r.contrast, r.cell_type)}
-               for s in data.study_ids() for r in data.contrasts(s).itertuples()]
+    options = [{"label": " / ".join(filter(None, (r.study_id, r.contrast, r.cell_type))),
+                "value": condition_value(r.study_id, r.contrast, r.cell_type)}
+               for r in data.all_contrasts().itertuples()]
     valid = {o["value"] for o in options}
     chosen = {state: [v for v in query.get(state, "").split(",") if v] for state in STATES}
     for values in chosen.values():

@@ -97,7 +97,7 @@ def test_a_gene_across_studies_by_symbol_or_id(warehouse):
                      "order by 1 limit 1")["gene_symbol"].iloc[0]
     by_symbol = warehouse.resolve_gene(symbol.lower())  # case-insensitive when exact fails
     gene_ids = sorted(by_symbol["gene_id"].unique())
-    results = warehouse.gene_results(gene_ids)
+    results = warehouse.gene_results(gene_ids, sorted(by_symbol["gene_symbol"].dropna().unique()))
     assert set(results["study_id"]) == set(STUDIES)
     assert len(results) == len(catalog(warehouse, "select 1 from deg_results where gene_symbol "
                                        "= ?", [symbol]))
