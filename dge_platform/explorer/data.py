@@ -285,9 +285,10 @@ class ExplorerData:
                           f"order by {order_by(sort)} limit ?", [*params, limit])
 
     def volcano(self, study_id: str, contrast: str, cell_type: str | None) -> pd.DataFrame:
-        """Every tested gene of a contrast: symbol, id, base mean, log2FC, padj."""
+        """Every tested gene of a contrast: symbol, id, base mean, log2FCs, p-values."""
         return self.frame(
-            "select gene_id, gene_symbol, base_mean, log2_fold_change, padj, significant "
+            "select gene_id, gene_symbol, base_mean, log2_fold_change, "
+            "log2_fold_change_shrunk, pvalue, padj "
             "from deg_results where study_id = ? and contrast = ? and "
             "(cell_type = ? or (? is null and cell_type is null)) and padj is not null",
             [study_id, contrast, cell_type, cell_type])

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-UP, DOWN, GREY = "#c0392b", "#2e86c1", "#b3b6b7"
-LABELLED = 12
-"""Genes labelled on a volcano or MA plot: the smallest padj."""
+from dge_platform.outputs import interactive
+from dge_platform.outputs.plots import DOWN, UP
+
 TEMPLATE = "plotly_white"
 
 
@@ -19,41 +19,19 @@ def _layout(fig: go.Figure, title: str, height: int = 420, **kwargs) -> go.Figur
     return fig
 
 
-def _gene_label(rows: pd.DataFrame) -> pd.Series:
-    return rows["gene_symbol"].fillna(rows["gene_id"])
-
-
-def volcano(points: pd.DataFrame, title: str, kind: str = "volcano") -> go.Figure:
-    """Volcano (log2FC vs -log10 padj) or MA (log10 base mean vs log2FC) of a contrast's
-    tested genes: WebGL points coloured by the study's call, hover with symbol, id, log2FC and
-    padj, the ``LABELLED`` genes of smallest padj named. ``customdata`` holds the gene to open
-    on click."""
-    frame = points.assign(label=_gene_label(points),
-                          logp=-np.log10(points["padj"].clip(lower=1e-300)),
-                          logmean=np.log10(points["base_mean"].clip(lower=1e-3)))
-    x, y = (("log2_fold_change", "logp") if kind == "volcano"
-            else ("logmean", "log2_fold_change"))
-    fig = go.Figure()
-    for name, mask, colour in (
-            ("not significant", ~frame["significant"].astype(bool), GREY),
-            ("up", frame["significant"].astype(bool) & (frame["log2_fold_change"] > 0), UP),
-            ("down", frame["significant"].astype(bool) & (frame["log2_fold_change"] < 0), DOWN)):
-        part = frame[mask]
-        fig.add_trace(go.Scattergl(
-            x=part[x], y=part[y], mode="markers", name=f"{name} ({len(part):,})",
-            marker={"color": colour, "size": 5, "opacity": 0.75},
-            customdata=np.column_stack([part["label"], part["gene_id"],
-                                        part["log2_fold_change"], part["padj"]]),
-            hovertemplate="<b>%{customdata[0]}</b><br>%{customdata[1]}<br>log2FC "
-                          "%{customdata[2]:.3f}<br>padj %{customdata[3]:.3g}<extra></extra>"))
-    for row in frame.nsmallest(LABELLED, "padj").itertuples():
-        fig.add_annotation(x=getattr(row, x), y=getattr(row, y), text=row.label,
-                           showarrow=True, arrowhead=0, arrowwidth=0.6, ax=18, ay=-18,
-                           font={"size": 10})
-    axes = ({"xaxis_title": "log2 fold change", "yaxis_title": "-log10 padj"}
-            if kind == "volcano" else
-            {"xaxis_title": "log10 mean normalized count", "yaxis_title": "log2 fold change"})
-    return _layout(fig, title, legend={"orientation": "h", "y": -0.18}, **axes)
+def volcano(points: pd.DataFrame, alpha: float, lfc_threshold: float, title: str,
+            kind: str = "volcano") -> go.Figure:
+    """The report's volcano or MA plot of a contrast (WebGL, DEGs coloured, top genes
+    labelled), with each point's ``customdata`` the gene's label, id and padj: the hover reads
+    them and a click opens the gene (the report's points index an embedded table instead)."""
+    fig = (interactive.volcano_figure(points, alpha, lfc_threshold, title) if kind == "volcano"
+           else interactive.ma_figure(points, alpha, title))
+    tested = interactive.genes_tested(points)
+    genes = np.column_stack([interactive.gene_labels(tested), tested["gene_id"],
+                             tested["padj"]])
+    for trace in fig.data:
+        trace.customdata = genes[list(trace.customdata)] if len(trace.customdata) else []
+    return fig
 
 
 def upset(sets: dict[str, set[str]], max_sets: int = 8, max_bars: int = 15) -> go.Figure:

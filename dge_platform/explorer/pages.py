@@ -317,8 +317,10 @@ def contrast_page(data: ExplorerData, query: dict[str, str], study_id: str,
             html.P(f"{int(row['tested']):,} genes tested; {int(row['up']):,} up and "
                    f"{int(row['down']):,} down (the study's DEG calls). Click a point to open "
                    "the gene.", id="contrast-summary"),
-            html.Div([graph(figures.volcano(points, "Volcano"), "volcano"),
-                      graph(figures.volcano(points, "MA plot", kind="ma"), "ma")],
+            html.Div([graph(figures.volcano(points, study["alpha"], study["lfc_threshold"],
+                                            title), "volcano"),
+                      graph(figures.volcano(points, study["alpha"], study["lfc_threshold"],
+                                            title, kind="ma"), "ma")],
                      className="two"),
             dcc.Store(id="deg-key", data={"study_id": study_id, "contrast": contrast,
                                           "cell_type": cell_type}),

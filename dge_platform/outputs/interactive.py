@@ -55,7 +55,7 @@ def genes_tested(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.dropna(subset=["padj"]).sort_values(["padj", "pvalue"], kind="stable")
 
 
-def _gene_labels(tested: pd.DataFrame) -> pd.Series:
+def gene_labels(tested: pd.DataFrame) -> pd.Series:
     """Gene symbols, the gene id where a gene has none."""
     symbols = tested["gene_symbol"].astype(object)
     return symbols.where(symbols.notna(), tested["gene_id"]).astype(str)
@@ -132,7 +132,7 @@ def _top_gene_annotations(tested: pd.DataFrame, x: np.ndarray, y: np.ndarray, *,
 
     px = pixels(ax, ax[:n], PLOT_AREA[0])
     py = PLOT_AREA[1] - pixels(ay, ay[:n], PLOT_AREA[1])
-    texts = list(_gene_labels(tested.iloc[:n]))
+    texts = list(gene_labels(tested.iloc[:n]))
     return [{"x": float(ax[i]), "y": float(ay[i]), "text": texts[i], "ax": dx, "ay": dy,
              "showarrow": True, "arrowhead": 0, "arrowwidth": 1, "arrowcolor": "#555",
              "font": {"size": 11}, "bgcolor": "rgba(255,255,255,0.75)"}
