@@ -11,7 +11,7 @@ from dge_platform.pipelines import report
 from dge_platform.pipelines import screen as screen_steps
 
 KIND = "screen"
-CODE_VERSION = "screen-1"
+CODE_VERSION = "screen-2"
 
 
 def _screen_asset(table: str, inputs: tuple[str, ...], note: str = "", **kwargs):
@@ -23,6 +23,14 @@ def _screen_asset(table: str, inputs: tuple[str, ...], note: str = "", **kwargs)
                "detected, flags) are in the metadata and in warehouse/screen_plots/study_id=<id>/.")
 def well_qc(context: dg.AssetExecutionContext, **tables):
     yield from run_step(context, screen_steps.well_qc, **tables)
+
+
+@_screen_asset("plate_position_effects", ("raw_counts", "well_qc"),
+               "On log CPM of the control wells that passed QC; heatmap in the metadata and "
+               "warehouse/position_plots/. 'position_effects: edge | row_column' in study.yaml "
+               "adds the term to the design.")
+def plate_position_effects(context: dg.AssetExecutionContext, **tables):
+    yield from run_step(context, screen_steps.plate_position_effects, **tables)
 
 
 @_screen_asset("compound_activity", ("raw_counts", "samples", "size_factors",
@@ -37,15 +45,34 @@ def compound_activity(context: dg.AssetExecutionContext, **tables):
 @_screen_asset("dose_response", ("vst", "samples", "deg_results", "genes"),
                "Fitted on each compound's wells and its plates' controls (dose 0), on VST "
                "expression, for genes with padj < alpha at any dose of the compound. Compounds "
-               "with fewer than 3 doses are skipped.", **HEAVY_STEP)
+               "with fewer than 3 doses are skipped (listed in the metadata). Curves of the "
+               "most sensitive genes with BMD and interval in the metadata and "
+               "warehouse/dose_response_plots/.", **HEAVY_STEP)
 def dose_response(context: dg.AssetExecutionContext, **tables):
     yield from run_step(context, screen_steps.dose_response, heavy=True, **tables)
+
+
+@_screen_asset("pathway_dose_response", ("sample_scores", "samples"),
+               "Curves of the most sensitive scores in the metadata and "
+               "warehouse/pathway_dose_plots/.")
+def pathway_dose_response(context: dg.AssetExecutionContext, **tables):
+    yield from run_step(context, screen_steps.pathway_dose_response, **tables)
 
 
 @_screen_asset("compound_potency", ("dose_response",), "tPOD = median BMD of the compound's "
                "most sensitive genes (see the docs, 'Compound screens').")
 def compound_potency(context: dg.AssetExecutionContext, **tables):
     yield from run_step(context, screen_steps.compound_potency, **tables)
+
+
+@_screen_asset("compound_pod", ("dose_response", "pathway_dose_response", "well_qc", "genes"),
+               "Gene sets: the shipped collections of the organism and the study's own "
+               "(gene_sets:). POD summary plot in the metadata and warehouse/pod_plots/.")
+def compound_pod(context: dg.AssetExecutionContext, **tables):
+    home = context.resources.dge_home.home()
+    yield from run_step(context, screen_steps.compound_pod,
+                        per_study=lambda study_id: {"study_dir": home.study_dir(study_id)},
+                        **tables)
 
 
 @_screen_asset("compound_similarity", ("deg_results", "compound_activity"),
@@ -57,20 +84,21 @@ def compound_similarity(context: dg.AssetExecutionContext, **tables):
 
 
 ASSETS = [
-    shared.study_inputs(KIND), shared.ingest_study(KIND), well_qc,
+    shared.study_inputs(KIND), shared.ingest_study(KIND), well_qc, plate_position_effects,
     shared.deseq2(KIND, screen_steps.deseq2, ("raw_counts", "samples", "genes", "well_qc"),
                   "One fit of the control wells and the treated wells that passed well_qc; "
                   "every compound x dose is a contrast against the control."),
-    shared.batch_corrected(KIND), compound_activity, dose_response, compound_potency,
-    compound_similarity, shared.contrast_activity(KIND), shared.sample_scores(KIND),
-    shared.design_diagnostics(KIND),
+    shared.batch_corrected(KIND), compound_activity, dose_response, pathway_dose_response,
+    compound_potency, compound_pod, compound_similarity, shared.contrast_activity(KIND),
+    shared.sample_scores(KIND), shared.design_diagnostics(KIND),
     shared.enrichment(KIND, gsea_only_for_active=True,
                       note="ORA for every compound x dose, GSEA prerank and plots for active "
                       "conditions only (an inactive condition's ranking is noise, and hundreds "
                       "of GSEA runs per plate would dominate the run)."),
     shared.study_report(KIND, report.screen_report,
                         ("deg_results", "well_qc", "compound_activity", "compound_potency",
-                         "compound_similarity", "design_diagnostics"),
+                         "compound_pod", "plate_position_effects", "compound_similarity",
+                         "design_diagnostics"),
                         "Well QC and plate heatmaps, activity calls, potency, compound "
                         "similarity, top genes of the most active conditions."),
 ]

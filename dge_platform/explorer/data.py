@@ -381,21 +381,47 @@ class ExplorerData:
                           "where study_id = ? and compound = ? order by source, dose",
                           [study_id, compound])
 
-    def dose_response(self, study_id: str, compound: str, n: int = 6) -> pd.DataFrame:
-        """The compound's most sensitive fitted genes (smallest BMD)."""
-        return self.frame("select * from dose_response where study_id = ? and compound = ? "
-                          "and fit_ok and bmd is not null order by bmd, gene_id limit ?",
+    def dose_response(self, study_id: str, compound: str, n: int = 6,
+                      table: str = "dose_response") -> pd.DataFrame:
+        """The compound's most sensitive fits (smallest BMD among those with fit_ok) of genes
+        (``dose_response``) or pathway and gene-set scores (``pathway_dose_response``)."""
+        if table not in self.tables():
+            return pd.DataFrame()
+        return self.frame(f"select * from {table} where study_id = ? and compound = ? "
+                          "and fit_ok and bmd is not null order by bmd, hitcall desc limit ?",
                           [study_id, compound, n])
 
     def dose_expression(self, study_id: str, compound: str, gene_ids: list[str],
                         control: str | None) -> pd.DataFrame:
-        """VST of genes in the compound's wells and the controls, with each well's dose."""
+        """VST of genes in the compound's wells and the controls: key (gene id), dose (null
+        for controls) and value, one row per gene and well."""
         return self.frame(
-            "select v.gene_id, v.sample, v.vst, s.compound, "
-            "try_cast(s.dose as double) as dose from vst v "
+            "select v.gene_id as key, v.sample, v.vst as value, "
+            "case when s.compound = ? then try_cast(s.dose as double) end as dose from vst v "
             "join samples s on s.study_id = v.study_id and s.sample = v.sample "
             "where v.study_id = ? and v.gene_id in (select unnest(?)) "
-            "and (s.compound = ? or s.compound = ?)", [study_id, gene_ids, compound, control])
+            "and (s.compound = ? or s.compound = ?)",
+            [compound, study_id, gene_ids, compound, control])
+
+    def dose_scores(self, study_id: str, compound: str, keys: list[str],
+                    control: str | None) -> pd.DataFrame:
+        """Pathway and gene-set scores (``collection::source``) in the compound's wells and
+        the controls, shaped as :meth:`dose_expression`."""
+        return self.frame(
+            "select c.collection || '::' || c.source as key, c.sample, c.score as value, "
+            "case when s.compound = ? then try_cast(s.dose as double) end as dose "
+            "from sample_scores c join samples s on s.study_id = c.study_id "
+            "and s.sample = c.sample where c.study_id = ? "
+            "and c.collection || '::' || c.source in (select unnest(?)) "
+            "and (s.compound = ? or s.compound = ?)",
+            [compound, study_id, keys, compound, control])
+
+    def pods(self, study_id: str, compound: str) -> pd.DataFrame:
+        if "compound_pod" not in self.tables():
+            return pd.DataFrame()
+        return self.frame("select pod_type, pod, pod_lower, pod_upper, n_genes, detail, flags "
+                          "from compound_pod where study_id = ? and compound = ? "
+                          "order by pod", [study_id, compound])
 
     def potency(self, study_id: str, compound: str) -> pd.DataFrame:
         if "compound_potency" not in self.tables():

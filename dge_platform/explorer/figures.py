@@ -162,32 +162,6 @@ def by_dose(frame: pd.DataFrame, value: str, group: str | None, title: str,
     return _layout(fig, title, xaxis={"type": "log", "title": "dose"}, yaxis_title=y_title)
 
 
-def dose_curves(expression: pd.DataFrame, fits: pd.DataFrame, control: str | None
-                ) -> go.Figure:
-    """Each gene's VST per well against dose (controls at the left), mean per dose joined,
-    its BMD as a dotted line."""
-    fig = go.Figure()
-    doses = expression["dose"][expression["dose"] > 0]
-    left = float(doses.min()) / 3 if len(doses) else 0.01
-    palette = ["#c0392b", "#2e86c1", "#27ae60", "#8e44ad", "#d35400", "#16a085"]
-    for colour, fit in zip(palette, fits.itertuples()):
-        rows = expression[expression["gene_id"] == fit.gene_id]
-        x = np.where((rows["compound"] == control) | rows["dose"].isna() | (rows["dose"] <= 0),
-                     left, rows["dose"])
-        name = fit.gene_symbol or fit.gene_id
-        fig.add_trace(go.Scatter(x=x, y=rows["vst"], mode="markers", name=name,
-                                 marker={"color": colour, "size": 6, "opacity": 0.6},
-                                 legendgroup=name,
-                                 hovertemplate=name + ": %{y:.2f}<extra></extra>"))
-        means = pd.DataFrame({"x": x, "y": rows["vst"]}).groupby("x")["y"].mean()
-        fig.add_trace(go.Scatter(x=means.index, y=means.to_numpy(), mode="lines",
-                                 line={"color": colour}, legendgroup=name, showlegend=False,
-                                 hoverinfo="skip"))
-        fig.add_vline(x=fit.bmd, line_dash="dot", line_color=colour)
-    return _layout(fig, "Most sensitive genes (dotted: BMD; left: controls)", height=420,
-                   xaxis={"type": "log", "title": "dose"}, yaxis_title="VST")
-
-
 def umap(cells: pd.DataFrame, colour: str) -> go.Figure:
     """Cells on the UMAP coloured by a column (cell type, donor, sample, QC)."""
     fig = go.Figure()

@@ -19,6 +19,7 @@ from dash import dcc, html
 
 from dge_platform.explorer import figures
 from dge_platform.explorer.data import DEG_COLUMNS, DegFilter, ExplorerData, FilterError
+from dge_platform.outputs import interactive
 
 LIST_LIMIT = 40
 """Items a not-found page lists (with a count of the rest)."""
@@ -504,22 +505,51 @@ def compound_page(data: ExplorerData, query: dict[str, str], study_id: str,
                             graph(figures.by_dose(pathways, "score", "source",
                                                   "PROGENy pathway activity (t)", "score"),
                                   "compound-pathways")))
-    fits = data.dose_response(study_id, compound)
-    if not fits.empty:
-        control = study["config"].get("control")
-        expression = data.dose_expression(study_id, compound, fits["gene_id"].tolist(), control)
-        body.append(section("Dose response", graph(figures.dose_curves(expression, fits, control),
-                                                   "dose-curves"),
-                            table(fits[["gene_symbol", "gene_id", "best_model", "bmd", "ec50",
-                                        "direction", "r2"]])))
-    potency = data.potency(study_id, compound)
-    if not potency.empty:
-        body.append(section("Potency", table(potency.drop(columns=["study_id"]))))
+    body += _dose_sections(data, study, study_id, compound)
     neighbours = data.neighbours(study_id, compound)
     if not neighbours.empty:
         body.append(section("Nearest compounds", table(
             neighbours, {"neighbor_compound": lambda r: path("studies", study_id, "compounds",
                                                              r["neighbor_compound"])})))
+    return body
+
+
+_FIT_COLUMNS = ["best_model", "bmd", "bmdl", "bmdu", "hitcall", "ac50", "top", "direction",
+                "qc_flags"]
+
+
+def _dose_sections(data: ExplorerData, study: dict, study_id: str, compound: str) -> list:
+    """Points of departure, then the curves of the most sensitive genes and scores with
+    their BMD intervals."""
+    body = []
+    pods = data.pods(study_id, compound)
+    if not pods.empty:
+        body.append(section("Points of departure (with intervals)", table(pods,
+                                                                        table_id="pods")))
+    control = study["config"].get("control")
+    genes = data.dose_response(study_id, compound)
+    if not genes.empty:
+        points = data.dose_expression(study_id, compound, genes["gene_id"].tolist(), control)
+        fits = genes.assign(key=genes["gene_id"],
+                            label=genes["gene_symbol"].fillna(genes["gene_id"]))
+        body.append(section("Dose response: most sensitive genes", graph(
+            interactive.dose_curve_figure(points, fits, "Most sensitive genes (diamond: BMD, "
+                                          "bar: BMDL-BMDU; left: controls)", "VST"),
+            "dose-curves"), table(genes[["gene_symbol", "gene_id", *_FIT_COLUMNS]],
+                                  table_id="dose-fits")))
+    scores = data.dose_response(study_id, compound, table="pathway_dose_response")
+    if not scores.empty:
+        keys = (scores["collection"] + "::" + scores["source"]).tolist()
+        points = data.dose_scores(study_id, compound, keys, control)
+        fits = scores.assign(key=keys, label=scores["source"])
+        body.append(section("Dose response: most sensitive pathway and gene-set scores", graph(
+            interactive.dose_curve_figure(points, fits, "Most sensitive scores (diamond: BMD, "
+                                          "bar: BMDL-BMDU; left: controls)", "score"),
+            "pathway-curves"), table(scores[["collection", "source", *_FIT_COLUMNS]],
+                                     table_id="pathway-fits")))
+    potency = data.potency(study_id, compound)
+    if not potency.empty:
+        body.append(section("tPOD summary", table(potency.drop(columns=["study_id"]))))
     return body
 
 

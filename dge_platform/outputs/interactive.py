@@ -239,6 +239,61 @@ def enrichment_figure(terms: pd.DataFrame, title: str) -> go.Figure:
     return fig
 
 
+CURVE_COLOURS = ["#c0392b", "#2e86c1", "#27ae60", "#8e44ad", "#d35400", "#16a085"]
+
+
+def dose_curve_figure(points: pd.DataFrame, fits: pd.DataFrame, title: str,
+                      y_title: str) -> go.Figure:
+    """Concentration-response curves: each well's value (controls a third of a decade left
+    of the lowest dose), the fitted model, and the BMD as a diamond on the curve with its
+    BMDL-BMDU interval as a horizontal bar.
+
+    Parameters
+    ----------
+    points
+        key, dose (controls 0 or null), value: one row per feature and well.
+    fits
+        key, label, best_model, params (JSON), bmd, bmdl, bmdu, hitcall: one row per curve.
+    """
+    from dge_platform.screen.concentration_response import model_response
+
+    fig = go.Figure()
+    doses = points["dose"].fillna(0.0).astype(float)
+    tested = doses[doses > 0]
+    left = float(tested.min()) / 3 if len(tested) else 0.01
+    grid = np.geomspace(left, float(tested.max()) if len(tested) else 1.0, 200)
+    for colour, fit in zip(CURVE_COLOURS * (len(fits) // len(CURVE_COLOURS) + 1),
+                           fits.itertuples()):
+        rows = points[points["key"] == fit.key]
+        x = np.where(doses.loc[rows.index] > 0, doses.loc[rows.index], left)
+        name = str(fit.label)
+        fig.add_trace(go.Scatter(x=x, y=rows["value"], mode="markers", name=name,
+                                 legendgroup=name, marker={"color": colour, "size": 6,
+                                                           "opacity": 0.55},
+                                 hovertemplate=name + ": %{y:.2f} at %{x:.3g}<extra></extra>"))
+        params = json.loads(fit.params)
+        fig.add_trace(go.Scatter(x=grid, y=model_response(fit.best_model, params, grid),
+                                 mode="lines", line={"color": colour}, legendgroup=name,
+                                 showlegend=False, hoverinfo="skip"))
+        if np.isfinite(fit.bmd):
+            at = float(model_response(fit.best_model, params, np.array([fit.bmd]))[0])
+            low = fit.bmd - fit.bmdl if np.isfinite(fit.bmdl) else 0.0
+            high = fit.bmdu - fit.bmd if np.isfinite(fit.bmdu) else 0.0
+            fig.add_trace(go.Scatter(
+                x=[fit.bmd], y=[at], mode="markers", legendgroup=name, showlegend=False,
+                marker={"color": colour, "size": 11, "symbol": "diamond",
+                        "line": {"color": "black", "width": 1}},
+                error_x={"type": "data", "symmetric": False, "array": [high],
+                         "arrayminus": [low], "color": colour, "thickness": 2, "width": 6},
+                hovertemplate=(f"{name}: BMD %{{x:.3g}} (BMDL {fit.bmdl:.3g}, BMDU "
+                               f"{fit.bmdu:.3g}), {fit.best_model}, hit call "
+                               f"{fit.hitcall:.2f}<extra></extra>")))
+    fig.update_layout(title={"text": title, "x": 0.01, "font": {"size": 15}}, template=TEMPLATE,
+                      height=PLOT_HEIGHT, xaxis={"type": "log", "title": "dose"},
+                      yaxis_title=y_title, margin={"l": 60, "r": 20, "t": 50, "b": 50})
+    return fig
+
+
 def figure_html(fig: go.Figure) -> str:
     """A figure as a div that plots itself (plotly.js comes once, from ``page_scripts``)."""
     return pio.to_html(fig, include_plotlyjs=False, full_html=False, config=PLOTLY_CONFIG,

@@ -449,3 +449,92 @@ def top_sources(table: pd.DataFrame, title: str, n: int = 10, max_panels: int = 
         ax.set_xlabel("activity (t-value)", fontsize=7)
     fig.suptitle(title)
     return _png(fig)
+
+
+def _curve_x(doses: pd.Series) -> tuple[np.ndarray, float, np.ndarray]:
+    """Plotting positions on a log axis: controls (dose 0) a third of a decade left of the
+    lowest dose; and a dense grid for fitted curves across the tested doses."""
+    tested = doses[doses > 0]
+    left = float(tested.min()) / 3
+    grid = np.geomspace(left, float(tested.max()), 200)
+    return np.where(doses > 0, doses, left), left, grid
+
+
+def dose_response_curves(points: pd.DataFrame, doses: pd.Series, fits: pd.DataFrame,
+                         title: str) -> bytes:
+    """One panel per fit: each well's value (controls at the left), the fitted model, the BMD
+    (dashed) and its BMDL-BMDU interval (shaded).
+
+    ``points``: fits x wells; ``doses``: per well (controls 0); ``fits``: indexed like
+    ``points``, with label, best_model, params (JSON), bmd, bmdl, bmdu, hitcall.
+    """
+    import json
+
+    from dge_platform.screen.concentration_response import model_response
+
+    x, left, grid = _curve_x(doses.loc[points.columns].astype(float))
+    n = len(fits)
+    ncols = min(3, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.8 * nrows), squeeze=False)
+    for ax, (key, fit) in zip(axes.ravel(), fits.iterrows()):
+        ax.scatter(x, points.loc[key].to_numpy(float), s=12, c=np.where(x == left, GREY, UP),
+                   alpha=0.8, zorder=3)
+        curve = model_response(fit["best_model"], json.loads(fit["params"]), grid)
+        ax.plot(grid, curve, color="black", lw=1.2)
+        if np.isfinite(fit["bmd"]):
+            low = fit["bmdl"] if np.isfinite(fit["bmdl"]) else grid[0]
+            high = fit["bmdu"] if np.isfinite(fit["bmdu"]) else grid[-1]
+            ax.axvspan(low, high, color=DOWN, alpha=0.15, lw=0)
+            ax.axvline(fit["bmd"], color=DOWN, ls="--", lw=1)
+        ax.set_xscale("log")
+        ax.set_title(f"{fit['label']} ({fit['best_model']}, hit {fit['hitcall']:.2f})",
+                     fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    fig.suptitle(f"{title}: BMD (dashed) and BMDL-BMDU (shaded); controls at the left",
+                 fontsize=9)
+    return _png(fig)
+
+
+def pod_summary(pods: pd.DataFrame) -> bytes:
+    """Each compound's points of departure with their intervals on a log dose axis, one
+    marker per POD type; compounds ordered by their lowest POD."""
+    types = list(dict.fromkeys(pods["pod_type"]))
+    colours = dict(zip(types, _categorical_colours(len(types))))
+    order = pods.groupby("compound")["pod"].min().sort_values().index.tolist()
+    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.32 * len(order) * max(1, len(types)) / 3))
+    offsets = np.linspace(-0.3, 0.3, len(types)) if len(types) > 1 else np.zeros(1)
+    for offset, pod_type in zip(offsets, types):
+        rows = pods[pods["pod_type"] == pod_type]
+        y = np.array([order.index(c) for c in rows["compound"]]) + offset
+        low = np.where(rows["pod_lower"].notna(), rows["pod"] - rows["pod_lower"], 0)
+        high = np.where(rows["pod_upper"].notna(), rows["pod_upper"] - rows["pod"], 0)
+        ax.errorbar(rows["pod"], y, xerr=[low, high], fmt="o", ms=4, lw=1,
+                    color=colours[pod_type], label=pod_type)
+    ax.set_xscale("log")
+    ax.set_yticks(range(len(order)), order, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("point of departure (dose), with its interval")
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title("Points of departure by compound")
+    return _png(fig)
+
+
+def position_effects_heatmap(table: pd.DataFrame) -> bytes:
+    """-log10 p of each plate's position tests: rows plate x variable, columns row, column,
+    edge; cells with p < 0.01 starred."""
+    grid = table.pivot_table(index=["plate", "variable"], columns="position", values="pvalue",
+                             aggfunc="min")
+    grid = grid.reindex(columns=[c for c in ("row", "column", "edge") if c in grid.columns])
+    values = -np.log10(grid.to_numpy(float).clip(1e-300))
+    fig, ax = plt.subplots(figsize=(4.2, 1.0 + 0.3 * len(grid)))
+    image = ax.imshow(values, cmap="Reds", vmin=0, vmax=max(4.0, np.nanmax(values)),
+                      aspect="auto")
+    _stars(ax, grid.to_numpy(float) < 0.01, values / max(4.0, np.nanmax(values)))
+    ax.set_xticks(range(grid.shape[1]), grid.columns, fontsize=8)
+    ax.set_yticks(range(len(grid)), [f"{p} {v}" for p, v in grid.index], fontsize=7)
+    fig.colorbar(image, ax=ax, label="-log10 p", shrink=0.8)
+    ax.set_title("Plate position effects (control wells; * p < 0.01)", fontsize=9)
+    return _png(fig)

@@ -20,6 +20,7 @@ from dge_platform.outputs.interactive import (
     figure_html,
     page_scripts,
 )
+from dge_platform.screen.plate_position import EDGE_ALPHA
 from dge_platform.singlecell.pseudobulk import pseudobulk_summary
 from dge_platform.singlecell.qc import failed_by_reason
 from dge_platform.storage.tables import STAT_COLUMNS
@@ -169,7 +170,9 @@ def _page(title: str, heading: str, body: list[str]) -> str:
 def build_screen_report(*, study: dict, well_qc: pd.DataFrame, activity: pd.DataFrame,
                         potency: pd.DataFrame, similarity: pd.DataFrame,
                         results: pd.DataFrame, plots: dict[str, bytes],
-                        max_conditions: int = 20, design: pd.DataFrame | None = None) -> str:
+                        max_conditions: int = 20, design: pd.DataFrame | None = None,
+                        pods: pd.DataFrame | None = None,
+                        position_effects: pd.DataFrame | None = None) -> str:
     """Render a screen's report: well QC with plate heatmaps, activity calls against the
     control null, potency, MoA neighbours and the DEG explorer of the conditions that are
     active or have DEGs.
@@ -183,7 +186,8 @@ def build_screen_report(*, study: dict, well_qc: pd.DataFrame, activity: pd.Data
     results
         DEG results of every condition.
     plots
-        PNG bytes by name: plate heatmaps (``plate_*``) and ``similarity_heatmap``.
+        PNG bytes by name: plate heatmaps (``plate_*``), ``similarity_heatmap``, dose-response
+        curves (``curves_*``), ``pod_summary``.
     max_conditions
         Conditions in the DEG explorer, active ones first, then by DEGs (each embeds its
         tested genes: the cap keeps the file small).
@@ -214,8 +218,10 @@ def build_screen_report(*, study: dict, well_qc: pd.DataFrame, activity: pd.Data
         "<p class='note'>Active: more DEGs (padj &lt; alpha) than the 95th percentile of the "
         "plate's null of random control-vs-control splits.</p>",
         _table(activity.sort_values(["active", "n_deg"], ascending=False)),
-        "<h2>Potency (tPOD: median BMD of the 20 most sensitive genes)</h2>",
-        _table(potency) if len(potency) else "<p>No compound had dose-response fits.</p>",
+    ]
+    body += _position_section(position_effects, plots)
+    body += _potency_section(potency, pods, well_qc, plots)
+    body += [
         "<h2>Compound similarity (nearest conditions of other compounds)</h2>",
         _table(similarity) if len(similarity) else "<p>Fewer than two active conditions: "
         "nothing to compare.</p>",
@@ -235,6 +241,55 @@ def build_screen_report(*, study: dict, well_qc: pd.DataFrame, activity: pd.Data
                           alpha=study["alpha"], lfc_threshold=study["lfc_threshold"],
                           label="Condition")]
     return _page(f"{study['id']} - screen report", study["title"], body)
+
+
+def _position_section(effects: pd.DataFrame | None, plots: dict[str, bytes]) -> list[str]:
+    """Plate-position effects of the control wells, with the edge warnings."""
+    if effects is None or effects.empty:
+        return []
+    edge = effects[(effects["position"] == "edge") & (effects["pvalue"] < EDGE_ALPHA)]
+    warning = (f"<p class='flag'>Edge wells differ from inner wells (p &lt; {EDGE_ALPHA}) on "
+               f"plate(s) {html.escape(', '.join(sorted(edge['plate'].unique())))}: consider "
+               "<code>position_effects: edge</code> in study.yaml.</p>") if len(edge) else ""
+    return ["<h2>Plate position effects (control wells)</h2>", warning,
+            "<p class='note'>Association of the control wells' first principal components and "
+            "depth with row, column (ANOVA) and edge (outer ring vs inner wells).</p>",
+            "<div class='plots'>" + "".join(_img(png, name) for name, png in plots.items()
+                                            if name == "position_effects") + "</div>",
+            _table(effects.sort_values("pvalue").head(30))]
+
+
+def _potency_section(potency: pd.DataFrame, pods: pd.DataFrame | None, well_qc: pd.DataFrame,
+                     plots: dict[str, bytes]) -> list[str]:
+    """Points of departure with intervals, cytotoxic wells, and the curves they rest on."""
+    body = ["<h2>Potency and points of departure</h2>",
+            "<p class='note'>Concentration-response fits (tcplfit2's models, t-distributed "
+            "errors, AIC) give each gene and pathway score a BMD at 1.349 control SDs with its "
+            "90 % profile-likelihood interval (BMDL-BMDU) and a hit call. PODs: the tPOD (median "
+            "BMD of the 20 most sensitive genes), the 5th percentile and the mode of the gene "
+            "BMDs, the lowest gene-set category (NTP 2018 rules) and the lowest pathway-score "
+            "BMD; lower and upper: the same statistic of the BMDLs and BMDUs.</p>"]
+    cytotoxic = well_qc[well_qc["cytotoxic"].astype(bool)] if "cytotoxic" in well_qc else []
+    if len(cytotoxic):
+        body.append(f"<p class='flag'>{len(cytotoxic)} well(s) of "
+                    f"{cytotoxic['compound'].nunique()} compound(s) were cytotoxic (depth or "
+                    "genes collapsed at the top doses, or low viability) and left out of the "
+                    "fits; PODs at or above a compound's cytotoxic dose are flagged "
+                    "<code>above_cytotoxic_dose</code>.</p>")
+    if pods is not None and len(pods):
+        body.append("<div class='plots'>" + "".join(
+            _img(png, name) for name, png in plots.items() if name == "pod_summary")
+            + "</div>")
+        body.append(_table(pods))
+    body.append("<h3>tPOD summary</h3>")
+    body.append(_table(potency) if len(potency) else "<p>No compound had dose-response "
+                "fits.</p>")
+    curves = {name: png for name, png in plots.items() if name.startswith("curves_")}
+    if curves:
+        body.append("<h3>Dose-response curves of the most sensitive genes and scores</h3>")
+        body.append("<div class='plots'>" + "".join(_img(png, name)
+                                                    for name, png in curves.items()) + "</div>")
+    return body
 
 
 def build_report(*, study: dict, samples: pd.DataFrame, sample_qc: pd.DataFrame,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection
 from pathlib import Path
 
@@ -12,16 +11,11 @@ from dge_platform.enrichment.annotation import id_type
 from dge_platform.enrichment.gene_sets import load_collections
 from dge_platform.enrichment.ora import enrich_contrast
 from dge_platform.outputs import plots
-from dge_platform.pipelines.step import Markdown, StepResult, png_files
+from dge_platform.pipelines.step import Markdown, StepResult, file_stem, png_files
 from dge_platform.storage.tables import TABLES
 from dge_platform.study.config import StudyConfig
 
 ENRICHMENT_PLOTS = "enrichment_plots"
-
-
-def _file_safe(name: str) -> str:
-    """A plot file stem from a contrast / cell type label (spaces, '+' and '/' replaced)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
 def active_contrasts(compound_activity: pd.DataFrame) -> set[str]:
@@ -55,7 +49,7 @@ def enrichment(config: StudyConfig, study_dir: Path, deg_results: pd.DataFrame,
         tables.append(table.assign(contrast=contrast, cell_type=cell_type))
         if full:
             label = contrast if cell_type is None else f"{contrast}_{cell_type}"
-            figures[f"enrichment_{_file_safe(label)}"] = plots.enrichment_dotplot(
+            figures[f"enrichment_{file_stem(label)}"] = plots.enrichment_dotplot(
                 table, f"Top terms: {contrast}" + (f" in {cell_type}" if cell_type else ""))
     columns = TABLES["enrichment"].stored_columns
     found = pd.concat(tables, ignore_index=True)[columns] if tables \

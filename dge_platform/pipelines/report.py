@@ -12,6 +12,14 @@ from dge_platform.outputs.report import (
 )
 from dge_platform.pipelines.activity import ACTIVITY_PLOTS
 from dge_platform.pipelines.bulk import DESIGN_PLOTS
+from dge_platform.pipelines.screen import (
+    DOSE_PLOTS,
+    PATHWAY_DOSE_PLOTS,
+    POD_PLOTS,
+    SCREEN_PLOTS,
+    SCREEN_POSITION_PLOTS,
+    SIMILARITY_PLOTS,
+)
 from dge_platform.pipelines.step import StepResult
 from dge_platform.storage.warehouse import Warehouse
 from dge_platform.study.config import StudyConfig
@@ -46,11 +54,14 @@ def bulk_report(config: StudyConfig, warehouse: Warehouse, deg_results: pd.DataF
 
 def screen_report(config: StudyConfig, warehouse: Warehouse, deg_results: pd.DataFrame,
                   well_qc: pd.DataFrame, compound_activity: pd.DataFrame,
-                  compound_potency: pd.DataFrame, compound_similarity: pd.DataFrame,
+                  compound_potency: pd.DataFrame, compound_pod: pd.DataFrame,
+                  plate_position_effects: pd.DataFrame, compound_similarity: pd.DataFrame,
                   design_diagnostics: pd.DataFrame) -> StepResult:
-    """Well QC and plate heatmaps, activity calls, potency, similarity, DEG explorer."""
-    figures = _figures(warehouse, config.id, ("screen_plots", "similarity_plots", DESIGN_PLOTS,
-                                              ACTIVITY_PLOTS))
+    """Well QC and plate heatmaps, position effects, activity calls, points of departure and
+    dose-response curves, similarity, DEG explorer."""
+    figures = _figures(warehouse, config.id, (SCREEN_PLOTS, SIMILARITY_PLOTS, DESIGN_PLOTS,
+                                              ACTIVITY_PLOTS, DOSE_PLOTS, PATHWAY_DOSE_PLOTS,
+                                              POD_PLOTS, SCREEN_POSITION_PLOTS))
     study = {"id": config.id, "title": config.title or config.id,
              "organism": config.organism, "control": config.control,
              "design": config.design, "alpha": config.alpha,
@@ -58,7 +69,7 @@ def screen_report(config: StudyConfig, warehouse: Warehouse, deg_results: pd.Dat
     return _report(warehouse, config.id, build_screen_report(
         study=study, well_qc=well_qc, activity=compound_activity, potency=compound_potency,
         similarity=compound_similarity, results=deg_results, plots=figures,
-        design=design_diagnostics))
+        design=design_diagnostics, pods=compound_pod, position_effects=plate_position_effects))
 
 
 def singlecell_report(config: StudyConfig, warehouse: Warehouse, deg_results: pd.DataFrame,

@@ -3,29 +3,37 @@ compound similarity, each for one screen."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from dge_platform._core.problems import format_problems
+from dge_platform.enrichment.annotation import id_type
+from dge_platform.enrichment.gene_sets import load_collections
 from dge_platform.outputs import plots
 from dge_platform.pipelines.de import de_tables, fit_samples
-from dge_platform.pipelines.step import Markdown, StepFailure, StepResult, png_files
+from dge_platform.pipelines.step import Markdown, StepFailure, StepResult, file_stem, png_files
 from dge_platform.screen.activity import (
     NULL_QUANTILE,
     activity_calls,
     null_deg_counts,
     pseudo_treatment_size,
 )
-from dge_platform.screen.dose_response import compound_potency as potency_table
-from dge_platform.screen.dose_response import fit_dose_response
+from dge_platform.screen.concentration_response import fit_concentration_response
 from dge_platform.screen.plate_map import (
     ROLE,
     analysis_wells,
     condition_plates,
     condition_table,
 )
+from dge_platform.screen.plate_position import edge_warnings, position_effects
+from dge_platform.screen.potency import MIN_HITCALL, category_indices, compound_pods
+from dge_platform.screen.potency import compound_potency as potency_table
 from dge_platform.screen.similarity import compound_similarity as similarity_of
 from dge_platform.screen.similarity import conditions, informative_genes, signature_matrix
+from dge_platform.screen.well_qc import cytotoxic_doses, log_cpm
 from dge_platform.screen.well_qc import well_qc as well_qc_table
 from dge_platform.storage.frames import sheet_from_samples_table, to_wide
 from dge_platform.storage.tables import TABLES
@@ -33,6 +41,12 @@ from dge_platform.study.config import StudyConfig
 
 MAX_PLATES_SHOWN = 4
 SCREEN_PLOTS, SIMILARITY_PLOTS = "screen_plots", "similarity_plots"
+DOSE_PLOTS, PATHWAY_DOSE_PLOTS, POD_PLOTS = ("dose_response_plots", "pathway_dose_plots",
+                                             "pod_plots")
+SCREEN_POSITION_PLOTS = "position_plots"
+CURVES_PER_COMPOUND = 6
+MAX_CURVE_PANELS = 6
+SCORE_KEY_SEP = "::"
 NULL_SEED = 0
 
 
@@ -62,6 +76,26 @@ def well_qc(config: StudyConfig, raw_counts: pd.DataFrame, samples: pd.DataFrame
         n_failed=int((~qc["passed"]).sum()), failed_by_reason=reasons.to_dict(),
         **{name: Markdown(plots.markdown_image(png, name))
            for name, png in figures.items() if name.split("_")[1] in shown})
+
+
+def plate_position_effects(config: StudyConfig, raw_counts: pd.DataFrame,
+                           well_qc: pd.DataFrame) -> StepResult:
+    """Per plate, whether the control wells' expression (first PCs of log CPM) and depth
+    depend on row, column or edge; a warning per plate whose edge wells differ."""
+    result = StepResult()
+    expression = log_cpm(to_wide(raw_counts, "count").astype(float))
+    table = position_effects(expression, well_qc)
+    warnings = edge_warnings(table)
+    for text in warnings:
+        result.warning(text)
+    figure = plots.position_effects_heatmap(table) if len(table) else None
+    result.files[SCREEN_POSITION_PLOTS] = {"position_effects.png": figure} if figure else {}
+    return result.add(
+        "plate_position_effects", table[TABLES["plate_position_effects"].stored_columns],
+        n_plates=int(table["plate"].nunique()) if len(table) else 0, edge_warnings=warnings,
+        in_design=config.position_effects or "none",
+        **({"heatmap": Markdown(plots.markdown_image(figure, "position effects"))}
+           if figure else {}))
 
 
 def deseq2(config: StudyConfig, raw_counts: pd.DataFrame, samples: pd.DataFrame,
@@ -113,40 +147,154 @@ def compound_activity(config: StudyConfig, raw_counts: pd.DataFrame, samples: pd
                         .head(40).to_markdown(index=False)))
 
 
-def dose_response(config: StudyConfig, vst: pd.DataFrame, samples: pd.DataFrame,
-                  deg_results: pd.DataFrame, genes: pd.DataFrame) -> StepResult:
-    """Per compound, dose-response models of its responsive genes (padj < alpha at any dose)
-    over its wells and its plates' controls (dose 0)."""
-    result = StepResult()
-    expression = to_wide(vst, "vst")
-    sheet = sheet_from_samples_table(samples).loc[expression.columns]
-    doses = pd.to_numeric(sheet["dose"])
-    significant = deg_results[deg_results["padj"] < config.alpha]
+def _fit_compounds(config: StudyConfig, expression: pd.DataFrame, sheet: pd.DataFrame,
+                   features_of: Callable[[str], pd.Index]
+                   ) -> tuple[list[pd.DataFrame], dict[str, str]]:
+    """Concentration-response fits of each compound's features (``features_of(compound)``)
+    over its wells and its plates' controls (dose 0); compounds that cannot be fitted are
+    returned with the reason (fewer than 3 doses, no feature)."""
+    doses = pd.to_numeric(sheet["dose"]).where(sheet[ROLE] == "sample", 0.0)
     fits, skipped = [], {}
     for compound, wells in sheet[sheet[ROLE] == "sample"].groupby("compound", sort=True):
-        responsive = significant.loc[significant["compound"] == compound, "gene_id"].unique()
-        if len(responsive) == 0:
+        features = features_of(compound)
+        if len(features) == 0:
             skipped[compound] = "no gene with padj < alpha at any dose"
             continue
         controls = sheet.index[(sheet[ROLE] == "control") & sheet["plate"].isin(wells["plate"])]
         used = wells.index.append(controls)
         try:
-            fit = fit_dose_response(expression.loc[responsive, used], doses.loc[used])
+            fit = fit_concentration_response(expression.loc[features, used], doses.loc[used],
+                                             bmr_sd=config.bmr_sd)
         except ValueError as err:
             skipped[compound] = str(err)
             continue
         fits.append(fit.assign(compound=compound))
+    return fits, skipped
+
+
+def _skipped_note(result: StepResult, skipped: dict[str, str]) -> None:
+    if skipped:
+        result.info(f"{len(skipped)} compound(s) not fitted: " + "; ".join(
+            f"{c}: {why}" for c, why in list(skipped.items())[:10]))
+
+
+def dose_response(config: StudyConfig, vst: pd.DataFrame, samples: pd.DataFrame,
+                  deg_results: pd.DataFrame, genes: pd.DataFrame) -> StepResult:
+    """Per compound, concentration-response fits of its responsive genes (padj < alpha at any
+    dose) over its wells and its plates' controls (dose 0), with BMD, BMDL, BMDU and hit
+    call; curves of each compound's most sensitive genes."""
+    result = StepResult()
+    expression = to_wide(vst, "vst")
+    sheet = sheet_from_samples_table(samples).loc[expression.columns]
+    significant = deg_results[deg_results["padj"] < config.alpha]
+    responsive = significant.groupby("compound")["gene_id"].unique()
+    fits, skipped = _fit_compounds(
+        config, expression, sheet,
+        lambda c: pd.Index(responsive.get(c, [])).intersection(expression.index))
+    _skipped_note(result, skipped)
+    spec = TABLES["dose_response"]
     if not fits:
-        result.info("no compound had responsive genes over enough doses")
-        table = TABLES["dose_response"].empty()
-    else:
-        table = pd.concat(fits, ignore_index=True)
-        table["gene_symbol"] = genes.set_index("gene_id")["gene_symbol"] \
-            .reindex(table["gene_id"]).to_numpy()
-        first = TABLES["dose_response"].stored_columns
-        table = table[first + [c for c in table.columns if c not in first]]
-    return result.add("dose_response", table, n_compounds_fitted=len(fits), skipped=skipped,
-                      n_genes_with_bmd=int(table["bmd"].notna().sum()) if len(table) else 0)
+        return result.add("dose_response", spec.empty(), n_compounds_fitted=0, skipped=skipped)
+    table = pd.concat([f.rename_axis("gene_id").reset_index() for f in fits],
+                      ignore_index=True)
+    table["gene_symbol"] = genes.set_index("gene_id")["gene_symbol"] \
+        .reindex(table["gene_id"]).to_numpy()
+    table = _ordered(table, spec.stored_columns)
+    figures = _curve_figures(table, expression, sheet, "gene_id", "gene_symbol", "genes")
+    result.files[DOSE_PLOTS] = png_files(figures)
+    return result.add(
+        "dose_response", table, n_compounds_fitted=len(fits), skipped=skipped,
+        n_genes_with_bmd=int(table["bmd"].notna().sum()),
+        n_hits=int((table["hitcall"] >= MIN_HITCALL).sum()),
+        **{name: Markdown(plots.markdown_image(png, name))
+           for name, png in list(figures.items())[:MAX_CURVE_PANELS]})
+
+
+def pathway_dose_response(config: StudyConfig, sample_scores: pd.DataFrame,
+                          samples: pd.DataFrame) -> StepResult:
+    """Per compound, concentration-response fits of every pathway (PROGENy) and gene-set
+    (Hallmark GSVA) score over its wells and its plates' controls."""
+    result = StepResult()
+    spec = TABLES["pathway_dose_response"]
+    if sample_scores.empty:
+        result.info("no sample scores (no PROGENy model or Hallmark sets for the organism)")
+        return result.add("pathway_dose_response", spec.empty(), n_compounds_fitted=0)
+    keyed = sample_scores.assign(feature=sample_scores["collection"] + SCORE_KEY_SEP
+                                 + sample_scores["source"])
+    expression = keyed.pivot(index="feature", columns="sample", values="score")
+    sheet = sheet_from_samples_table(samples).loc[expression.columns]
+    expression = expression.dropna()
+    fits, skipped = _fit_compounds(config, expression, sheet, lambda c: expression.index)
+    _skipped_note(result, skipped)
+    if not fits:
+        return result.add("pathway_dose_response", spec.empty(), n_compounds_fitted=0,
+                          skipped=skipped)
+    table = pd.concat([f.rename_axis("feature").reset_index() for f in fits],
+                      ignore_index=True)
+    table[["collection", "source"]] = table["feature"].str.split(SCORE_KEY_SEP, n=1,
+                                                                 expand=True)
+    table = _ordered(table.drop(columns="feature"), spec.stored_columns)
+    figures = _curve_figures(table.assign(key=table["collection"] + SCORE_KEY_SEP
+                                          + table["source"]),
+                             expression, sheet, "key", "source", "scores")
+    result.files[PATHWAY_DOSE_PLOTS] = png_files(figures)
+    return result.add(
+        "pathway_dose_response", table, n_compounds_fitted=len(fits), skipped=skipped,
+        n_hits=int((table["hitcall"] >= MIN_HITCALL).sum()),
+        **{name: Markdown(plots.markdown_image(png, name))
+           for name, png in list(figures.items())[:MAX_CURVE_PANELS]})
+
+
+def _ordered(table: pd.DataFrame, first: list[str]) -> pd.DataFrame:
+    return table[first + [c for c in table.columns if c not in first]]
+
+
+def _curve_figures(fits: pd.DataFrame, expression: pd.DataFrame, sheet: pd.DataFrame,
+                   key: str, label: str, what: str) -> dict[str, bytes]:
+    """Per compound with hits, the curves of its most sensitive fits (lowest BMD among those
+    with fit_ok): points per well, the fitted curve, the BMD and its interval."""
+    figures = {}
+    doses = pd.to_numeric(sheet["dose"]).where(sheet[ROLE] == "sample", 0.0)
+    hits = fits[fits["fit_ok"].astype(bool) & (fits["hitcall"] >= MIN_HITCALL)]
+    for compound, rows in hits.groupby("compound", sort=True):
+        top = rows.nsmallest(CURVES_PER_COMPOUND, "bmd")
+        wells = sheet.index[(sheet["compound"] == compound)
+                            | ((sheet[ROLE] == "control")
+                               & sheet["plate"].isin(sheet.loc[sheet["compound"] == compound,
+                                                               "plate"]))]
+        points = expression.loc[top[key], wells]
+        figures[f"curves_{file_stem(compound)}_{what}"] = plots.dose_response_curves(
+            points, doses.loc[wells], top.assign(label=top[label].fillna(top[key]))
+            .set_index(key), f"{compound}: most sensitive {what}")
+    return figures
+
+
+def compound_pod(config: StudyConfig, dose_response: pd.DataFrame,
+                 pathway_dose_response: pd.DataFrame, well_qc: pd.DataFrame,
+                 genes: pd.DataFrame, study_dir: Path) -> StepResult:
+    """Per compound, every point of departure with its interval (gene, category and
+    pathway-score PODs), flagged above the compound's cytotoxic dose; a summary plot."""
+    result = StepResult()
+    collections = load_collections(config.organism, study_dir, config.gene_sets,
+                                   id_type(genes["gene_id"]))
+    categories = category_indices(collections, genes)
+    cytotoxic = cytotoxic_doses(well_qc)
+    table = compound_pods(dose_response, pathway_dose_response, categories, cytotoxic)
+    flagged = sorted(table.loc[table["flags"].str.contains("above_cytotoxic_dose"),
+                               "compound"].unique())
+    if flagged:
+        result.warning(f"{len(flagged)} compound(s) have PODs at or above the dose where their "
+                       f"wells were cytotoxic ({', '.join(flagged[:8])}): read those PODs as "
+                       "possibly driven by cell death")
+    figure = plots.pod_summary(table) if len(table) else None
+    result.files[POD_PLOTS] = {"pod_summary.png": figure} if figure else {}
+    return result.add(
+        "compound_pod", table, n_compounds=int(table["compound"].nunique()),
+        collections=", ".join(name for name, _, _ in collections),
+        cytotoxic_doses={c: float(d) for c, d in cytotoxic.dropna().items()},
+        pods=Markdown(table.head(60).to_markdown(index=False)) if len(table) else "",
+        **({"pod_summary": Markdown(plots.markdown_image(figure, "POD summary"))}
+           if figure else {}))
 
 
 def compound_potency(config: StudyConfig, dose_response: pd.DataFrame) -> StepResult:

@@ -8,6 +8,7 @@ metadata and warehouse files (``defs/batch.py``), and a ``StepFailure`` into a f
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,3 +90,9 @@ class StepResult:
 def png_files(figures: dict[str, bytes]) -> dict[str, bytes]:
     """Figures by name as ``<name>.png`` files."""
     return {f"{name}.png": png for name, png in figures.items()}
+
+
+def file_stem(name: str) -> str:
+    """A plot file stem from a label (contrast, cell type, compound): spaces, '+', '/' and
+    other characters outside letters, digits, '_', '.' and '-' replaced by '_'."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)

@@ -1,7 +1,9 @@
 """Screen plate maps: well roles, conditions (compound x dose) and the default contrasts.
 
 A screen's sample sheet is its plate map, one row per well: ``sample, plate, well, compound,
-dose`` (+ optional ``dose_unit``, ``replicate``, ``well_type``). Every well gets a role:
+dose`` (+ optional ``dose_unit``, ``replicate``, ``well_type``, ``viability``: the fraction
+of live cells relative to the vehicle, in [0, 1] or in percent, read by well QC's
+cytotoxicity rule). Every well gets a role:
 
 * ``control``: the vehicle named by ``control:`` in study.yaml (e.g. DMSO); the reference of
   every test;
@@ -20,14 +22,18 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pandas as pd
 
 from dge_platform._core.problems import Problem
+from dge_platform.screen.plate_position import position_covariates
+from dge_platform.screen.well_qc import VIABILITY
 from dge_platform.study.config import Contrast
+from dge_platform.study.design import design_variables
 from dge_platform.study.paths import STUDY_FILE
 
 REQUIRED_COLUMNS = ("plate", "well", "compound", "dose")
-KNOWN_COLUMNS = (*REQUIRED_COLUMNS, "dose_unit", "replicate", "well_type")
+KNOWN_COLUMNS = (*REQUIRED_COLUMNS, "dose_unit", "replicate", "well_type", VIABILITY)
 MIN_CONTROLS_PER_PLATE = 4
 ROLE = "role"
 CONDITION = "condition"
@@ -88,11 +94,24 @@ def _roles(sheet: pd.DataFrame, control: str) -> pd.Series:
                      index=sheet.index)
 
 
-def annotate_plate_map(sheet: pd.DataFrame, control: str) -> pd.DataFrame:
+POSITION_TERMS = {"edge": ("position_edge",),
+                  "row_column": ("position_row", "position_column")}
+"""The design terms ``position_effects:`` adds, columns that ``annotate_plate_map`` derives
+from the well names (edge: outer ring or inner; row letter; column ``c01``...)."""
+
+
+def annotate_plate_map(sheet: pd.DataFrame, control: str,
+                       position_effects: str | None = None) -> pd.DataFrame:
     """Add ``role`` and ``condition`` (compound x dose label; the control's name for
     control wells; empty for wells that are not tested) to a validated plate map; wells
-    other than treated ones may leave ``dose`` empty (it becomes 0)."""
+    other than treated ones may leave ``dose`` empty (it becomes 0). With
+    ``position_effects`` (``edge`` or ``row_column``), also the columns of
+    :data:`POSITION_TERMS`, from the well names."""
     sheet = sheet.copy()
+    if position_effects:
+        positions = position_covariates(sheet)
+        for term in POSITION_TERMS[position_effects]:
+            sheet[term] = positions[term.removeprefix("position_")]
     sheet[ROLE] = _roles(sheet, control)
     sheet["dose"] = sheet["dose"].where(sheet["dose"].notna() | (sheet[ROLE] == "sample"), "0")
     # empty unit cells are missing values (pd.NA), which have no truth value
@@ -107,9 +126,10 @@ def annotate_plate_map(sheet: pd.DataFrame, control: str) -> pd.DataFrame:
 
 def plate_map_problems(sheet: pd.DataFrame, file: str, control: str,
                        library_size: pd.Series | None = None) -> list[Problem]:
-    """Problems of a screen's plate map: required columns, numeric non-negative doses, a
-    compound for every well, the control present, and at least four usable control wells on
-    every plate (wells with counts)."""
+    """Problems of a screen's plate map: required columns, numeric non-negative doses
+    (positive for treated wells), a compound for every well, a valid ``viability`` column
+    when there is one, the control present, and at least four usable control wells on every
+    plate (wells with counts)."""
     missing = [c for c in REQUIRED_COLUMNS if c not in sheet.columns]
     if missing:
         return [Problem(file, f"column '{c}'", "missing from the plate map; found columns: "
@@ -145,6 +165,15 @@ def plate_map_problems(sheet: pd.DataFrame, file: str, control: str,
         problems.append(Problem(file, "column 'dose'", f"infinite for well(s) "
                                 f"{', '.join(infinite[:5])}", "give every dose as a finite "
                                 "number"))
+    zero = sheet.index[(doses == 0) & (_roles(sheet, control) == "sample")].tolist()
+    if zero:
+        problems.append(Problem(file, "column 'dose'", f"0 for treated well(s) "
+                                f"{', '.join(zero[:5])}{_more(zero)}: doses of treated wells "
+                                "must be > 0", "give the compound's dose; a well without "
+                                f"compound is a vehicle control: name its compound {control!r}"
+                                " (or mark its well_type empty or other)"))
+    if VIABILITY in sheet.columns:
+        problems += viability_problems(sheet[VIABILITY], file)
     if problems:
         return problems
     annotated = annotate_plate_map(sheet, control)
@@ -167,6 +196,45 @@ def plate_map_problems(sheet: pd.DataFrame, file: str, control: str,
         problems.append(Problem(file, "column 'well'", f"well {first['well']} of plate "
                                 f"{first['plate']} is listed more than once", "list each well "
                                 "of a plate once"))
+    return problems
+
+
+def _more(items: list) -> str:
+    return f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+
+
+def viability_problems(values: pd.Series, file: str) -> list[Problem]:
+    """Problems of a plate map's ``viability`` column (empty cells allowed): values that are
+    not numbers, negative, or out of range. The scale is the whole column's: percent when
+    its maximum is above 1 (values must then be <= 100), else a fraction (<= 1 by
+    construction)."""
+    field = f"column '{VIABILITY}'"
+    given = values.notna() & (values.astype(str).str.strip() != "")
+    numbers = pd.to_numeric(values.where(given), errors="coerce")
+    problems = []
+    is_text = (given & numbers.isna()).to_numpy()
+    text = values.index[is_text].tolist()
+    if text:
+        shown = ", ".join(f"{s}={v!r}" for s, v in zip(text[:5], values[is_text][:5]))
+        problems.append(Problem(file, field, f"not numeric for {len(text)} well(s): {shown}"
+                                f"{_more(text)}", "give viability as a number, a fraction "
+                                "of the vehicle in [0, 1] or a percent in [0, 100]; leave "
+                                "unmeasured wells empty"))
+    numeric = numbers[numbers.notna()]
+    negative = numeric.index[numeric < 0].tolist()
+    if negative:
+        problems.append(Problem(file, field, f"negative for well(s) {', '.join(negative[:5])}"
+                                f"{_more(negative)}", "viability is a fraction in [0, 1] or "
+                                "a percent in [0, 100]; fix those values"))
+    percent = bool(numeric[np.isfinite(numeric)].max() > 1) if len(numeric) else False
+    # +inf is out of range on either scale
+    bad = numeric.index[(numeric > 100) if percent else np.isposinf(numeric)].tolist()
+    if bad:
+        what = ("above 100 for well(s) {} (the column is read as percent because its maximum "
+                "is above 1)" if percent else "infinite for well(s) {}")
+        problems.append(Problem(file, field, what.format(f"{', '.join(bad[:5])}{_more(bad)}"),
+                                "give viability as a percent in [0, 100] (or every value as "
+                                "a fraction in [0, 1])"))
     return problems
 
 
@@ -203,10 +271,21 @@ def _label_clashes(annotated: pd.DataFrame, file: str, control: str) -> list[Pro
     return problems
 
 
-def screen_design(sheet: pd.DataFrame) -> str:
-    """``~ condition``, or ``~ plate + condition`` when the tested wells span plates."""
+def screen_design(sheet: pd.DataFrame, position_effects: str | None = None) -> str:
+    """``~ condition``, or ``~ plate + condition`` when the tested wells span plates; with
+    ``position_effects``, its terms (:data:`POSITION_TERMS`) before ``condition``."""
     tested = sheet[sheet[ROLE].isin(TESTED_ROLES)]
-    return "~ plate + condition" if tested["plate"].nunique() > 1 else "~ condition"
+    terms = ["plate"] if tested["plate"].nunique() > 1 else []
+    return "~ " + " + ".join([*terms, *POSITION_TERMS.get(position_effects or "", ()),
+                              "condition"])
+
+
+def with_position_terms(design: str, position_effects: str | None) -> str:
+    """A study's own design with the ``position_effects`` terms it lacks added first."""
+    present = set(design_variables(design)[0])
+    missing = [t for t in POSITION_TERMS.get(position_effects or "", ()) if t not in present]
+    return "~ " + " + ".join([*missing, design.strip().removeprefix("~").strip()]) \
+        if missing else design
 
 
 def screen_contrasts(sheet: pd.DataFrame, control: str) -> list[Contrast]:

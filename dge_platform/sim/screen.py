@@ -4,6 +4,8 @@ Counts are negative binomial around ``base mean x size factor x plate effect x 2
 log-normal base means at DRUG-seq depth (median ~20 UMIs per gene and well), a DESeq2-like
 dispersion trend ``0.05 + 1/mu`` with log-normal scatter, log-normal size factors, and per
 compound a set of responsive genes whose log2 fold change follows a Hill curve in dose.
+Optionally, cytotoxic compounds (their top dose wells collapse to ~5 % of the depth) and a
+plate-edge effect (edge wells shallower, a set of genes shifted), both recorded in the truth.
 
     from dge_platform.sim.screen import simulate_screen
     screen = simulate_screen(n_genes=20_000, plate_format=96)
@@ -11,7 +13,7 @@ compound a set of responsive genes whose log2 fold change follows a Hill curve i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,10 @@ DEFAULT_LAYOUTS = {
     96: {"n_controls": 16, "n_compounds": 10, "doses": (0.01, 0.1, 1.0, 10.0)},
     384: {"n_controls": 24, "n_compounds": 30, "doses": (0.003, 0.01, 0.03, 0.1, 1.0, 10.0)},
 }
+CYTOTOXIC_DEPTH = 0.05
+"""Depth (fraction of the well's own) left in the wells of a cytotoxic compound's top doses."""
+EDGE_GENE_FRACTION = 0.05
+"""Fraction of the genes an edge effect shifts."""
 
 
 @dataclass
@@ -54,6 +60,10 @@ class SimulatedScreen:
         True size factor per well.
     dispersions
         True NB dispersion per gene (at its base mean).
+    cytotoxic
+        Lowest cytotoxic dose per compound (uM); NaN for compounds that are not cytotoxic.
+    edge_genes
+        Genes shifted in edge wells (empty without an edge effect).
     """
 
     counts: pd.DataFrame
@@ -63,6 +73,8 @@ class SimulatedScreen:
     responsive: pd.DataFrame
     size_factors: pd.Series
     dispersions: pd.Series
+    cytotoxic: pd.Series = field(default_factory=lambda: pd.Series(dtype=float))
+    edge_genes: list[str] = field(default_factory=list)
 
 
 def hill(dose: np.ndarray | float, ec50: np.ndarray | float,
@@ -109,7 +121,8 @@ def simulate_screen(n_genes: int = 20_000, n_plates: int = 1, plate_format: int 
                     n_controls: int | None = None, n_compounds: int | None = None,
                     doses: tuple[float, ...] | None = None, n_replicates: int = 2,
                     frac_responsive: float = 0.05, inactive_compounds: int = 2,
-                    seed: int = 0) -> SimulatedScreen:
+                    seed: int = 0, cytotoxic_compounds: int = 0,
+                    edge_effect: float = 0.0) -> SimulatedScreen:
     """Simulate a DRUG-seq dose-response screen.
 
     Parameters
@@ -132,6 +145,21 @@ def simulate_screen(n_genes: int = 20_000, n_plates: int = 1, plate_format: int 
         The last compounds have no effect at all. (default: ``2``)
     seed
         Random seed. (default: ``0``)
+    cytotoxic_compounds
+        The first compounds kill the cells at their top doses: every well of the top dose
+        (CMP01, CMP03, ...) or of the top two doses (CMP02, CMP04, ...) keeps
+        ``CYTOTOXIC_DEPTH`` (5 %) of its depth, so it also detects far fewer genes;
+        ``cytotoxic`` in the result holds each compound's lowest such dose.
+        (default: ``0``)
+    edge_effect
+        Plate-edge effect in log2 units, on every well of the first and last row and
+        column (DMSO included): ``EDGE_GENE_FRACTION`` (5 %) of the genes shifted by
+        ``+-edge_effect`` (random sign per gene; ``edge_genes`` in the result), and the
+        depth scaled by ``2^(-edge_effect / 2)`` (evaporation, fewer cells).
+        (default: ``0.0``)
+
+    The two options draw from their own random stream, so without them (the defaults) the
+    output is the same as before they existed, bit for bit.
     """
     layout = DEFAULT_LAYOUTS[plate_format]
     n_controls = layout["n_controls"] if n_controls is None else n_controls
@@ -174,6 +202,12 @@ def simulate_screen(n_genes: int = 20_000, n_plates: int = 1, plate_format: int 
     cols = plate_map.loc[treated, "condition"].map(cond_index).to_numpy()
     lfc[:, treated.to_numpy()] = true_lfc[:, cols]
     plate_idx = plate_map["plate"].str[1:].astype(int).to_numpy() - 1
+    cytotoxic = pd.Series(np.nan, index=compounds, name="cytotoxic_dose")
+    edge_genes: list[str] = []
+    if cytotoxic_compounds or edge_effect:
+        size_factors, edge_genes = _plant_options(
+            lfc, size_factors, plate_map, cytotoxic, genes, plate_format, doses,
+            cytotoxic_compounds, edge_effect, np.random.default_rng([seed, 1]))
     mu = base_mean[:, None] * size_factors[None, :] * plate_effect[:, plate_idx] * 2.0 ** lfc
     # Gamma-Poisson mixture = NB with mean mu and variance mu + dispersion mu^2.
     shape = 1 / dispersion[:, None]
@@ -188,7 +222,43 @@ def simulate_screen(n_genes: int = 20_000, n_plates: int = 1, plate_format: int 
         responsive=pd.DataFrame(responsive, index=genes, columns=compounds),
         size_factors=pd.Series(size_factors, index=samples, name="size_factor"),
         dispersions=pd.Series(dispersion, index=genes, name="dispersion"),
+        cytotoxic=cytotoxic,
+        edge_genes=edge_genes,
     )
+
+
+def edge_wells(wells: pd.Series, plate_format: int) -> np.ndarray:
+    """Whether each well (``A01``...) lies on the outer ring of a plate of that format."""
+    n_rows, n_cols = PLATE_SHAPES[plate_format]
+    rows = wells.str[0].map(ROW_LETTERS.index).to_numpy()
+    cols = wells.str[1:].astype(int).to_numpy() - 1
+    return (rows == 0) | (rows == n_rows - 1) | (cols == 0) | (cols == n_cols - 1)
+
+
+def _plant_options(lfc: np.ndarray, size_factors: np.ndarray, plate_map: pd.DataFrame,
+                   cytotoxic: pd.Series, genes: list[str], plate_format: int,
+                   doses: tuple[float, ...], cytotoxic_compounds: int, edge_effect: float,
+                   rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
+    """Cytotoxic top doses and the edge effect of :func:`simulate_screen`: scales the size
+    factors (returned, a new array), shifts ``lfc`` in place for edge genes of edge wells,
+    fills ``cytotoxic`` and returns the edge genes too."""
+    size_factors = size_factors.copy()
+    top = sorted(doses, reverse=True)
+    for i, compound in enumerate(cytotoxic.index[:cytotoxic_compounds]):
+        killed = top[:min(1 + i % 2, len(top))]
+        cytotoxic[compound] = min(killed)
+        wells = (plate_map["compound"] == compound) & plate_map["dose"].isin(killed)
+        size_factors[wells.to_numpy()] *= CYTOTOXIC_DEPTH
+    edge_genes: list[str] = []
+    if edge_effect:
+        n_edge = max(1, round(EDGE_GENE_FRACTION * len(genes)))
+        chosen = np.sort(rng.choice(len(genes), n_edge, replace=False))
+        signs = rng.choice([-1.0, 1.0], n_edge)
+        edge = edge_wells(plate_map["well"], plate_format)
+        lfc[np.ix_(chosen, np.flatnonzero(edge))] += (signs * edge_effect)[:, None]
+        size_factors[edge] *= 2.0 ** (-edge_effect / 2)
+        edge_genes = [genes[i] for i in chosen]
+    return size_factors, edge_genes
 
 
 def write_screen_study(folder: Path, screen: SimulatedScreen, study_id: str) -> Path:

@@ -176,16 +176,31 @@ COLUMN_DESCRIPTIONS: dict[str, str] = {
                    "its plates).",
     "n_null_splits": "Control-vs-control splits in the null (the fewest over its plates).",
     "active": "True when n_deg exceeds null_threshold.",
-    "best_model": "constant, linear, exp or hill: the lowest-AIC model if it beats constant "
-                  "by AIC and F-test p < 0.05 (VST vs dose), else constant.",
-    "bmd": "Benchmark dose (plate-map units) where the model departs from the controls by 1 "
-           "control SD; null if constant or not reached by 10x top dose.",
-    "ec50": "Hill EC50 (dose of half-maximal response) when the Hill fit beats constant "
-            "(F-test p < 0.05) and lies within the tested doses; else null.",
-    "direction": "up, down or none: sign of the lowest-AIC non-constant model's change from "
-                 "the controls to the highest dose.",
-    "fit_ok": "True when a non-constant model was chosen and its lack-of-fit test against "
-              "replicate wells is not rejected (p > 0.1, NTP 2018).",
+    "best_model": "Lowest-AIC model: constant, hill, gnls, poly1, poly2, pow or exp2-exp5 "
+                  "(tcplfit2's family, each with a free baseline).",
+    "bmd": "Benchmark dose (plate-map units): where the fitted curve departs from its control "
+           "level by the BMR; null if constant or not reached.",
+    "ec50": "Hill EC50 when the Hill fit beats the constant model by AIC and lies within the "
+            "tested doses; else null.",
+    "direction": "up, down or none: the sign of top (none when the constant model won).",
+    "fit_ok": "A non-constant model won, its lack-of-fit test against the replicate wells "
+              "passed (p > 0.1, NTP 2018) and it has a BMD.",
+    "bmr": "Benchmark response: bmr_sd (1.349 by default) x the SD of the control wells.",
+    "bmdl": "Lower bound of the BMD's 90 % profile-likelihood interval (over the models "
+            "within 4 AIC of the chosen one).",
+    "bmdu": "Upper bound of the BMD's 90 % profile-likelihood interval (over the models "
+            "within 4 AIC of the chosen one).",
+    "hitcall": "tcplfit2's continuous hit call in [0, 1]: the probability that the response "
+               "is real and beyond the cutoff.",
+    "ac50": "Dose of half the fitted maximal response (top), as tcplfit2 defines it.",
+    "top": "Signed maximal fitted response relative to the control level (log2 scale), as "
+           "tcplfit2 defines it.",
+    "params": "The chosen model's parameters (JSON, tcplfit2's names, b0 and er), to redraw "
+              "the curve.",
+    "lowest_dose": "Lowest nonzero dose the compound was fitted over.",
+    "highest_dose": "Highest dose the compound was fitted over.",
+    "qc_flags": "';'-joined: bmd_above/below_highest/lowest_dose, bmr/bmdl/bmdu_not_reached, "
+                "lack_of_fit, biphasic, control_sd_zero.",
     "tpod": "Transcriptional point of departure (plate-map units): median BMD of the <= 20 "
             "lowest-BMD genes with fit_ok and BMD <= top dose; null below 5.",
     "neighbor_compound": "Compound of the neighbouring condition (never the row's own "
@@ -309,6 +324,13 @@ _ACTIVITY_NOTES = (
 )
 
 
+
+_CONCENTRATION_RESPONSE = (
+    ("best_model", "VARCHAR"), ("fit_ok", "BOOLEAN"), ("direction", "VARCHAR"),
+    ("bmr", "DOUBLE"), ("bmd", "DOUBLE"), ("bmdl", "DOUBLE"), ("bmdu", "DOUBLE"),
+    ("hitcall", "DOUBLE"), ("ac50", "DOUBLE"), ("top", "DOUBLE"), ("ec50", "DOUBLE"),
+    ("params", "VARCHAR"), ("lowest_dose", "DOUBLE"), ("highest_dose", "DOUBLE"),
+    ("qc_flags", "VARCHAR"))
 TABLES: dict[str, TableSpec] = {spec.name: spec for spec in [
     TableSpec("studies", "One row per study: its study.yaml settings and input fingerprint.", (
         ("study_id", "VARCHAR"), ("title", "VARCHAR"), ("kind", "VARCHAR"),
@@ -390,19 +412,31 @@ TABLES: dict[str, TableSpec] = {spec.name: spec for spec in [
                             ("strand_sense_fraction", _NOT_SUMMED),
                             ("inferred_strandedness", _NOT_SUMMED))),
     TableSpec("well_qc", "Screens: one row per well with depth, genes detected, "
-              "mitochondrial fraction, correlation to the plate's control profile, pass/fail "
-              "and the reason. Failed wells are left out of testing.", (
+              "mitochondrial fraction, correlation to the plate's control profile, httrpl's "
+              "count metrics with per-plate fences, cytotoxicity, pass/fail and the reason. "
+              "Failed wells are left out of testing.", (
                   ("study_id", "VARCHAR"), ("sample", "VARCHAR"), ("plate", "VARCHAR"),
                   ("well", "VARCHAR"), ("row", "VARCHAR"), ("column", "BIGINT"),
                   ("well_type", "VARCHAR"), ("compound", "VARCHAR"), ("dose", "DOUBLE"),
                   ("total_counts", "BIGINT"), ("genes_detected", "BIGINT"),
                   ("pct_mito", "DOUBLE"), ("control_correlation", "DOUBLE"),
-                  ("passed", "BOOLEAN"), ("reason", "VARCHAR")),
+                  ("passed", "BOOLEAN"), ("reason", "VARCHAR"), ("n_cov5", "BIGINT"),
+                  ("n_sig80", "DOUBLE"), ("top10_prop", "DOUBLE"), ("gini", "DOUBLE"),
+                  ("cytotoxic", "BOOLEAN")),
               column_notes=(
                   ("passed", "True when no QC rule flagged the well; failed and empty wells are "
                              "left out of testing."),
-                  ("reason", "Why the well failed (low depth, few genes, high mito, control "
-                             "unlike the others, empty well), joined by '; '; '' if passed."))),
+                  ("reason", "Why the well failed (low depth, few genes, high mito, unlike "
+                             "controls, empty, beyond a plate fence, cytotoxic), '; '-joined."),
+                  ("n_cov5", "Genes with at least 5 counts in the well (httrpl)."),
+                  ("n_sig80", "Fewest genes holding 80 % of the well's counts (httrpl); null "
+                              "for a well without counts."),
+                  ("top10_prop", "Fraction of the well's counts in its 10 most-counted genes "
+                                 "(httrpl)."),
+                  ("gini", "Gini coefficient of the well's gene counts, zeros included "
+                           "(httrpl, reldist::gini)."),
+                  ("cytotoxic", "Depth or genes collapsed at the compound's top doses, or "
+                                "viability < 50 %: not tested, reason 'cytotoxic'."))),
     TableSpec("compound_activity", "Screens: per compound x dose, DEG counts (padj < alpha) "
               "against the 95th percentile of its plate's control-vs-control null; active "
               "when above.", (
@@ -418,17 +452,70 @@ TABLES: dict[str, TableSpec] = {spec.name: spec for spec in [
                            "contrast."),
                   ("n_down", "Genes with padj < alpha and log2_fold_change < 0 in this "
                              "contrast."))),
-    TableSpec("dose_response", "Screens: per compound and responsive gene, the best "
-              "dose-response model (AIC), benchmark dose, EC50 and fit quality.", (
+    TableSpec("dose_response", "Screens: per compound and responsive gene, the "
+              "concentration-response fit (tcplfit2's models with t-distributed errors, chosen "
+              "by AIC): benchmark dose with its 90 % profile-likelihood interval, continuous "
+              "hit call, AC50, top and fit quality.", (
                   ("study_id", "VARCHAR"), ("compound", "VARCHAR"), ("gene_id", "VARCHAR"),
-                  ("gene_symbol", "VARCHAR"), ("best_model", "VARCHAR"), ("bmd", "DOUBLE"),
-                  ("ec50", "DOUBLE"), ("direction", "VARCHAR"), ("fit_ok", "BOOLEAN")),
+                  ("gene_symbol", "VARCHAR"), *_CONCENTRATION_RESPONSE),
               column_notes=(
                   ("gene_id", "Gene with padj < alpha at some dose of the compound, fitted on "
                               "its wells and its plates' controls."),)),
+    TableSpec("pathway_dose_response", "Screens: per compound and pathway or gene-set score "
+              "(sample_scores: PROGENy, Hallmark GSVA), the same concentration-response fit as "
+              "dose_response.", (
+                  ("study_id", "VARCHAR"), ("compound", "VARCHAR"), ("collection", "VARCHAR"),
+                  ("source", "VARCHAR"), *_CONCENTRATION_RESPONSE),
+              column_notes=(
+                  ("collection", "PROGENy (pathway scores) or Hallmark (GSVA), as in "
+                                 "sample_scores."),
+                  ("source", "The pathway or gene set whose per-well score is fitted."))),
     TableSpec("compound_potency", "Screens: per compound, the transcriptional point of "
               "departure (median BMD of its most sensitive genes).", (
                   ("study_id", "VARCHAR"), ("compound", "VARCHAR"), ("tpod", "DOUBLE"))),
+    TableSpec("compound_pod", "Screens: per compound, its points of departure with "
+              "intervals: gene tPOD, 5th percentile and mode of the gene BMDs, the lowest "
+              "gene-set category per collection, and the lowest pathway-score BMD.", (
+                  ("study_id", "VARCHAR"), ("compound", "VARCHAR"), ("pod_type", "VARCHAR"),
+                  ("pod", "DOUBLE"), ("pod_lower", "DOUBLE"), ("pod_upper", "DOUBLE"),
+                  ("n_genes", "BIGINT"), ("detail", "VARCHAR"), ("flags", "VARCHAR")),
+              column_notes=(
+                  ("pod_type", "gene_tpod (median of the 20 lowest gene BMDs), gene_p5, "
+                               "gene_burst (BMD density mode), category (per collection), "
+                               "pathway_score."),
+                  ("pod", "The point of departure, in the plate map's dose unit."),
+                  ("pod_lower", "The same statistic over the genes' BMDLs (the score's own "
+                                "BMDL for pathway_score)."),
+                  ("pod_upper", "The same statistic over the genes' BMDUs (the score's own "
+                                "BMDU for pathway_score)."),
+                  ("n_genes", "Qualifying genes the POD is computed from (null for "
+                              "pathway_score)."),
+                  ("detail", "Which genes, gene set (collection: set, k of n genes) or "
+                             "score."),
+                  ("flags", "above_cytotoxic_dose when the POD is at or above the lowest "
+                            "dose at which the compound's wells were cytotoxic; else ''.")),
+              sort_by=("compound", "pod_type")),
+    TableSpec("plate_position_effects", "Screens: per plate, whether the control wells' "
+              "expression (first PCs) and depth depend on the row, the column or the edge of "
+              "the plate.", (
+                  ("study_id", "VARCHAR"), ("plate", "VARCHAR"), ("variable", "VARCHAR"),
+                  ("position", "VARCHAR"), ("statistic", "DOUBLE"), ("df", "BIGINT"),
+                  ("df_resid", "BIGINT"), ("pvalue", "DOUBLE"), ("effect", "DOUBLE"),
+                  ("n_wells", "BIGINT")),
+              column_notes=(
+                  ("variable", "PC1, PC2, ... of the plate's control wells' log CPM (500 "
+                               "most variable of the more expressed half of the genes), or "
+                               "log10_depth."),
+                  ("position", "row, column (ANOVA over rows or columns) or edge (outer ring "
+                               "vs inner wells)."),
+                  ("statistic", "ANOVA F statistic (for edge, two groups: the square of the "
+                                "t statistic)."),
+                  ("pvalue", "p-value of that F test."),
+                  ("df", "Degrees of freedom of the position term."),
+                  ("df_resid", "Residual degrees of freedom."),
+                  ("effect", "eta squared (row, column) or the edge-minus-inner mean "
+                             "difference (edge; a PC's sign is arbitrary)."),
+                  ("n_wells", "Control wells tested on the plate."))),
     TableSpec("compound_similarity", "Screens: per active compound x dose, its nearest "
               "conditions of other compounds by signature correlation (MoA hypotheses), with "
               "its cluster.", (

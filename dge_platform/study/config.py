@@ -97,6 +97,8 @@ class StudyConfig(BaseModel):
     samples: str | None = None
     plate_map: str | None = None
     control: Label | None = None
+    bmr_sd: Annotated[float, Field(gt=0, le=5)] = 1.349
+    position_effects: Literal["edge", "row_column"] | None = None
     design: Label | None = None
     contrasts: list[Contrast] = []
     alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05

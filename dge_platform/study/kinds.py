@@ -23,7 +23,7 @@ COUNTING_KEYS = ("gtf", "tx2gene", "transcriptome", "counts_from_abundance", "mu
 (BAM, quantifier or FASTQ files): bulk studies only."""
 SINGLECELL_KEYS = ("cells", "donor", "cell_type", "capture", "markers", "qc",
                    "min_cells_per_pseudobulk", "clustering_resolution")
-SCREEN_KEYS = ("plate_map", "control")
+SCREEN_KEYS = ("plate_map", "control", "bmr_sd", "position_effects")
 
 
 @dataclass(frozen=True)

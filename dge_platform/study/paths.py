@@ -62,6 +62,8 @@ def study_path(study_dir: Path, relative: str, key: str) -> tuple[Path | None, P
     a file keeps its name even when it is a link to another file of the study.
     """
     why = _path_text_problem(relative)
+    if key and os.path.normpath(relative) == STUDY_FILE:  # key "": study.yaml itself is read
+        why = "is study.yaml itself, not a data file"
     path = study_dir / os.path.normpath(relative)
     why = why or resolved_problem(study_dir, path)
     if why:

@@ -15,6 +15,7 @@ from dge_platform.screen.plate_map import (
     screen_contrasts,
     screen_design,
     single_well_conditions,
+    with_position_terms,
 )
 from dge_platform.study.config import StudyConfig
 from dge_platform.validation.checker import Checker
@@ -53,14 +54,16 @@ def check_plate_map(c: Checker) -> None:
     c.problems += problems
     if problems:
         return
-    c.sheet = annotate_plate_map(c.sheet, control)
+    position = c.v.get("position_effects")
+    c.sheet = annotate_plate_map(c.sheet, control, position)
     tested = c.sheet[c.sheet[ROLE].isin(TESTED_ROLES)]
     if not (tested[ROLE] == "sample").any():
         c.problems.append(Problem(c.sheet_file, "column 'compound'", "no treated "
                                   "well: every tested well is a control", "list the "
                                   "compound wells in the plate map"))
         return
-    design = c.v.get("design") or screen_design(c.sheet)
+    design = (with_position_terms(c.v["design"], position) if c.v.get("design")
+              else screen_design(c.sheet, position))
     derived = {"design": design,
                "contrasts": c.v.get("contrasts") or screen_contrasts(c.sheet, control),
                # plate is a factor (labels may look numeric) and the batch to correct

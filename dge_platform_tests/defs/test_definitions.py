@@ -22,7 +22,8 @@ SHARED = {"study_inputs", "studies", "samples", "genes", "raw_counts", "size_fac
           "pathway_activity", "tf_activity", "sample_scores", "design_diagnostics",
           "study_report"}
 OWN = {"bulk": {"salmon_index", "library_counts", "sample_qc", "batch_corrected"},
-       "screen": {"well_qc", "compound_activity", "dose_response", "compound_potency",
+       "screen": {"well_qc", "plate_position_effects", "compound_activity", "dose_response",
+                  "pathway_dose_response", "compound_potency", "compound_pod",
                   "compound_similarity", "batch_corrected"},
        "singlecell": {"cell_counts", "cell_qc", "sc_processed", "cell_types",
                       "pseudobulk_counts", "pseudobulk_samples", "marker_genes"}}

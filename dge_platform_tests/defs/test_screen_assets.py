@@ -107,7 +107,9 @@ def test_similarity_neighbours_are_other_compounds(home):
 def test_dose_response_recovers_planted_ec50s(home):
     """Planted Hill responses (4 doses, 2 wells each, 2 plates): per compound, the median EC50
     of its responsive genes lies within 0.2 log10 (1.6-fold) of the planted EC50, single genes
-    within 0.35 log10 in the median; inactive compounds get no fits."""
+    within 0.35 log10 in the median; inactive compounds get no fits. At ~20 UMIs per gene and
+    well, tcplfit2's gate (a per-dose median beyond 3 control MADs) leaves the weakest
+    planted genes unfitted: about 40 % of them get a Hill EC50 within the doses."""
     truth = home["truth"]
     fits = sql("select compound, gene_id, ec50 from dose_response where study_id = 'sim_screen'")
     active = truth.ec50.dropna()
@@ -115,7 +117,7 @@ def test_dose_response_recovers_planted_ec50s(home):
     for compound, planted in active.items():
         genes = fits[(fits["compound"] == compound)
                      & fits["gene_id"].map(truth.responsive[compound]) & fits["ec50"].notna()]
-        assert len(genes) >= 0.5 * truth.responsive[compound].sum()
+        assert len(genes) >= 0.3 * truth.responsive[compound].sum()
         errors = np.log10(genes["ec50"] / planted)
         assert abs(np.log10(genes["ec50"].median() / planted)) <= 0.2, compound
         assert np.median(np.abs(errors)) <= 0.35, compound
@@ -180,10 +182,19 @@ def test_screen_report(home):
     tested = sql("select count(*) n from deg_results where study_id = 'macseq_pmmsq033' "
                  f"and contrast = '{options[0]}' and padj is not null")["n"].item()
     assert len(panels) == len(options) and len(panels[0]["table"]["columns"][0]) == tested
-    # plate heatmaps, similarity, PC associations, pathway activity, TF activity + top hits
-    assert html.count("<img alt=") == 3 + 1 + 1 + 1 + 2
+    # plate heatmaps, similarity, PC associations, pathway activity, TF activity + top hits,
+    # position effects, the POD summary and the curves of each compound with hits
+    warehouse = home["root"] / "warehouse"
+    curves = [p.stem for folder in ("dose_response_plots", "pathway_dose_plots")
+              for p in (warehouse / folder / "study_id=macseq_pmmsq033").glob("curves_*.png")]
+    assert "curves_CAMPTOTHECIN_genes" in curves
+    assert html.count("<img alt=") == 3 + 1 + 1 + 1 + 2 + 1 + 1 + len(curves)
+    for name in ("pod_summary", "position_effects", *curves):
+        assert f'<img alt="{name}"' in html, name
     assert ">Design diagnostics</h2>" in html
     assert ">Pathway and TF activity</h2>" in html
+    assert ">Potency and points of departure</h2>" in html
+    assert ">Plate position effects (control wells)</h2>" in html
 
 
 def test_enrichment_runs_gsea_for_active_conditions_only(home):
@@ -206,3 +217,21 @@ def test_pathway_activity_sees_p53_in_dna_damage_and_mdm2_inhibition(home):
     assert camptothecin.iloc[-1] > 2 and camptothecin.iloc[-1] > camptothecin.iloc[0]
     assert p53.loc["CAMPTOTHECIN_10uM", "padj"] < 0.05
     assert p53["score"].idxmax() == "Nutlin-3a_10uM"
+
+
+def test_camptothecin_gets_points_of_departure_with_intervals(home):
+    """The bundled MAC-seq plate: camptothecin's gene tPOD and a category POD, each inside
+    its interval; the tPOD is compound_potency's; its curves carry BMDL <= BMD <= BMDU."""
+    pods = sql("select * from compound_pod where study_id = 'macseq_pmmsq033' "
+               "and compound = 'CAMPTOTHECIN'").set_index("pod_type")
+    assert {"gene_tpod", "category"} <= set(pods.index)
+    assert (pods["pod_lower"] <= pods["pod"]).all() and (pods["pod"] <= pods["pod_upper"]).all()
+    assert pods.loc["category", "detail"].split(":")[0] in {"GO_BP", "Hallmark", "Reactome"}
+    tpod = sql("select tpod from compound_potency where study_id = 'macseq_pmmsq033' "
+               "and compound = 'CAMPTOTHECIN'")["tpod"].item()
+    assert pods.loc["gene_tpod", "pod"] == pytest.approx(tpod)
+    fits = sql("select bmd, bmdl, bmdu, hitcall from dose_response where study_id = "
+               "'macseq_pmmsq033' and fit_ok and bmdl is not null and bmdu is not null")
+    assert len(fits) >= 10
+    assert ((fits["bmdl"] <= fits["bmd"]) & (fits["bmd"] <= fits["bmdu"])).all()
+    assert fits["hitcall"].between(0, 1).all()

@@ -521,6 +521,9 @@ REGRESSIONS: dict[str, tuple[Callable[[Path], Path], str]] = {
         lambda t: _with(t, "s1.ReadsPerGene.out.tab", "N_unmapped\t1\t1\t1\n\t5\t5\t5\n",
                         counts="*ReadsPerGene.out.tab", strandedness="reverse"),
         "1 row(s) with an empty or NA gene id"),
+    "study.yaml named as the counts (a problem without a key)": (
+        lambda t: _bulk(t, counts="study.yaml"), "counts: path 'study.yaml' is study.yaml "
+                                                 "itself"),
     "design with '|' (ValueError: Must pass 2-d input)": (
         lambda t: _bulk(t, design="~ condition | batch"), "character '|' is not allowed"),
     "design calling a function (FactorEvaluationError)": (

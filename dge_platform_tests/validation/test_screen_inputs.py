@@ -197,3 +197,27 @@ def test_samples_key_serves_as_plate_map(tmp_path):
     both = write_screen(tmp_path / "t", config={"samples": "plate_map.tsv"})
     assert problems_of(both) == ["study.yaml: samples: a screen takes plate_map or samples, "
                                  "not both -> keep plate_map"]
+
+
+def test_position_effects_add_their_terms_to_the_design(tmp_path):
+    """The derived design (and a study's own) gains the plate-position terms, whose columns
+    the plate map gets from the well names; terms the layout confounds with the conditions
+    are refused like any confounded design."""
+    report = validate_study(write_screen(tmp_path / "derived", plates=2,
+                                         config={"position_effects": "edge"}))
+    assert report.problems == []
+    assert report.study.config.design == "~ plate + position_edge + condition"
+    sheet = report.study.samples
+    assert sheet.loc["P1_A01", "position_edge"] == "edge"
+    assert sheet.loc["P1_B02", "position_edge"] == "inner"
+    own = validate_study(write_screen(tmp_path / "own", config={
+        "position_effects": "edge", "design": "~ condition"}))
+    assert own.problems == []
+    assert own.study.config.design == "~ position_edge + condition"
+    # the toy plate fills rows A-B only: its conditions sit in their own columns
+    confounded = validate_study(write_screen(tmp_path / "rc", config={
+        "position_effects": "row_column"}))
+    (problem,) = confounded.problems
+    assert problem.field == "design"
+    assert "~ position_row + position_column + condition" in problem.message
+    assert "is not full rank" in problem.message and "confounded" in problem.message
