@@ -21,7 +21,7 @@ from dge_platform.screen.activity import (
     null_deg_counts,
     pseudo_treatment_size,
 )
-from dge_platform.screen.concentration_response import fit_concentration_response
+from dge_platform.screen.concentration_response import fit_groups
 from dge_platform.screen.plate_map import (
     ROLE,
     analysis_wells,
@@ -148,13 +148,14 @@ def compound_activity(config: StudyConfig, raw_counts: pd.DataFrame, samples: pd
 
 
 def _fit_compounds(config: StudyConfig, expression: pd.DataFrame, sheet: pd.DataFrame,
-                   features_of: Callable[[str], pd.Index]
+                   features_of: Callable[[str], pd.Index], n_cpus: int = 1
                    ) -> tuple[list[pd.DataFrame], dict[str, str]]:
     """Concentration-response fits of each compound's features (``features_of(compound)``)
-    over its wells and its plates' controls (dose 0); compounds that cannot be fitted are
-    returned with the reason (fewer than 3 doses, no feature)."""
+    over its wells and its plates' controls (dose 0), compounds in ``n_cpus`` processes;
+    compounds that cannot be fitted are returned with the reason (fewer than 3 doses, no
+    feature)."""
     doses = pd.to_numeric(sheet["dose"]).where(sheet[ROLE] == "sample", 0.0)
-    fits, skipped = [], {}
+    groups, skipped = {}, {}
     for compound, wells in sheet[sheet[ROLE] == "sample"].groupby("compound", sort=True):
         features = features_of(compound)
         if len(features) == 0:
@@ -162,14 +163,14 @@ def _fit_compounds(config: StudyConfig, expression: pd.DataFrame, sheet: pd.Data
             continue
         controls = sheet.index[(sheet[ROLE] == "control") & sheet["plate"].isin(wells["plate"])]
         used = wells.index.append(controls)
-        try:
-            fit = fit_concentration_response(expression.loc[features, used], doses.loc[used],
-                                             bmr_sd=config.bmr_sd)
-        except ValueError as err:
-            skipped[compound] = str(err)
-            continue
-        fits.append(fit.assign(compound=compound))
-    return fits, skipped
+        groups[compound] = (expression.loc[features, used], doses.loc[used])
+    fits = []
+    for compound, fit in fit_groups(groups, n_jobs=n_cpus, bmr_sd=config.bmr_sd).items():
+        if isinstance(fit, str):
+            skipped[compound] = fit
+        else:
+            fits.append(fit.assign(compound=compound))
+    return fits, dict(sorted(skipped.items()))
 
 
 def _skipped_note(result: StepResult, skipped: dict[str, str]) -> None:
@@ -179,7 +180,7 @@ def _skipped_note(result: StepResult, skipped: dict[str, str]) -> None:
 
 
 def dose_response(config: StudyConfig, vst: pd.DataFrame, samples: pd.DataFrame,
-                  deg_results: pd.DataFrame, genes: pd.DataFrame) -> StepResult:
+                  deg_results: pd.DataFrame, genes: pd.DataFrame, n_cpus: int = 1) -> StepResult:
     """Per compound, concentration-response fits of its responsive genes (padj < alpha at any
     dose) over its wells and its plates' controls (dose 0), with BMD, BMDL, BMDU and hit
     call; curves of each compound's most sensitive genes."""
@@ -190,7 +191,7 @@ def dose_response(config: StudyConfig, vst: pd.DataFrame, samples: pd.DataFrame,
     responsive = significant.groupby("compound")["gene_id"].unique()
     fits, skipped = _fit_compounds(
         config, expression, sheet,
-        lambda c: pd.Index(responsive.get(c, [])).intersection(expression.index))
+        lambda c: pd.Index(responsive.get(c, [])).intersection(expression.index), n_cpus)
     _skipped_note(result, skipped)
     spec = TABLES["dose_response"]
     if not fits:

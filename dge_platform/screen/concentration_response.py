@@ -1620,3 +1620,39 @@ def _fits_nll(fits, groups, rows):
         parts.append(fits[name][1][rows[start:start + len(theta)]])
         start += len(theta)
     return np.concatenate(parts)
+
+
+def fit_groups(groups: dict[str, tuple[pd.DataFrame, pd.Series]], *, n_jobs: int = 1,
+               **options) -> dict[str, pd.DataFrame | str]:
+    """:func:`fit_concentration_response` of independent sets (a screen's compounds), in
+    ``n_jobs`` processes when there are several sets (the fits are single-threaded numpy).
+
+    Parameters
+    ----------
+    groups
+        Name -> (expression, doses) of one set.
+    n_jobs
+        Worker processes (joblib's loky); 1 fits in this process.
+    options
+        Keyword arguments of :func:`fit_concentration_response`.
+
+    Returns
+    -------
+    Name -> its fits, or the message of the ``ValueError`` that refused it (fewer than 3
+    doses, no controls...), in the order of ``groups``.
+    """
+    from joblib import Parallel, delayed
+
+    def one(expression: pd.DataFrame, doses: pd.Series) -> pd.DataFrame | str:
+        try:
+            return fit_concentration_response(expression, doses, **options)
+        except ValueError as err:
+            return str(err)
+
+    jobs = max(1, min(n_jobs, len(groups)))
+    # largest sets first, so that the workers finish together
+    order = sorted(groups, key=lambda name: -groups[name][0].size)
+    found = Parallel(n_jobs=jobs)(delayed(one)(*groups[name]) for name in order) \
+        if jobs > 1 else [one(*groups[name]) for name in order]
+    by_name = dict(zip(order, found))
+    return {name: by_name[name] for name in groups}

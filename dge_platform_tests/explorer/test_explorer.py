@@ -367,7 +367,19 @@ def test_browser_screen_and_single_cell_pages(warehouse, server, browser):
 
     _open(browser, f"{server}/studies/macseq_pmmsq033/compounds/CAMPTOTHECIN",
           "#compound-activity")
+    # per gene: its wells, the fitted curve (200 points) and the BMD diamond with its bar
+    fits = catalog(warehouse, "select count(*) as n from (select 1 from dose_response where "
+                   "study_id = 'macseq_pmmsq033' and compound = 'CAMPTOTHECIN' and fit_ok and "
+                   "bmd is not null limit 6)")["n"].iloc[0]
     _wait(browser, lambda: _plotted_points(browser, "dose-curves") > 0)
+    assert browser.execute_script(
+        "const gd = document.querySelector('#dose-curves .js-plotly-plot');"
+        "return gd._fullData.filter(t => t.error_x && t.error_x.visible).length;") == fits
+    pods = catalog(warehouse, "select pod_type from compound_pod where study_id = "
+                   "'macseq_pmmsq033' and compound = 'CAMPTOTHECIN'")["pod_type"]
+    shown = browser.find_element(By.ID, "pods").text
+    assert all(pod_type in shown for pod_type in pods) and len(pods) >= 2
+    browser.execute_script("document.querySelector('#dose-curves').scrollIntoView();")
     screenshot(browser, "explore_compound")
 
     cells = catalog(warehouse, "select count(*) as n from cell_types where study_id = "

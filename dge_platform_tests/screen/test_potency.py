@@ -126,3 +126,43 @@ def test_pathway_score_pod_and_cytotoxic_flag():
     assert flagged["pathway_score"] == "" and flagged["gene_p5"] == ""
     assert flagged["gene_tpod"] == "above_cytotoxic_dose"
     assert ((pods["pod"] >= 1.0) == (pods["flags"] == "above_cytotoxic_dose")).all()
+
+
+def test_planted_pathway_is_the_lowest_category_at_its_planted_bmd():
+    """A pathway of 40 genes turning at a low dose (Hill, known BMDs) among 300 responsive
+    genes turning later and 300 null genes: fitted by the engine, the lowest category is
+    the planted one, its POD within 0.2 log10 of the median of its genes' true BMDs."""
+    from dge_platform.screen.concentration_response import fit_concentration_response
+
+    rng = np.random.default_rng(7)
+    levels = 10 * 3.0 ** -np.arange(6)[::-1]
+    doses = pd.Series(np.r_[np.zeros(12), np.repeat(levels, 3)])
+    doses.index = [f"w{i:02d}" for i in range(len(doses))]
+    sigma, n_path, n_late, n_null = 0.3, 40, 300, 300
+    ga = np.r_[np.full(n_path, levels[1]), 10 ** rng.uniform(np.log10(levels[3]),
+                                                             np.log10(levels[5]), n_late)]
+    p = rng.uniform(1.5, 3, n_path + n_late)
+    tp = rng.uniform(8, 14, n_path + n_late) * sigma * rng.choice([-1, 1], n_path + n_late)
+    d = doses.to_numpy()
+    curves = tp[:, None] * d ** p[:, None] / (ga[:, None] ** p[:, None] + d ** p[:, None])
+    values = 8 + np.vstack([curves, np.zeros((n_null, len(d)))]) \
+        + rng.normal(0, sigma, (n_path + n_late + n_null, len(d)))
+    genes = [f"G{i:04d}" for i in range(len(values))]
+    expression = pd.DataFrame(values, index=genes, columns=doses.index)
+    u = 1.349 * sigma / np.abs(tp)
+    true_bmd = ga * (u / (1 - u)) ** (1 / p)
+    fits = fit_concentration_response(expression, doses,
+                                      control_sd=pd.Series(sigma, index=genes))
+    table = fits.rename_axis("gene_id").reset_index().assign(
+        compound="C", gene_symbol=lambda t: t["gene_id"])
+    measured = pd.DataFrame({"gene_id": genes, "gene_symbol": genes})
+    sets = {"planted": genes[:n_path] + genes[-10:]}  # 40 of 50 members respond
+    for i in range(200):  # random sets of late genes and null genes
+        sets[f"random{i}"] = list(rng.choice(genes[n_path:], 30, replace=False))
+    pods = compound_pods(table, NO_SCORES,
+                         category_indices([("Sets", "ensembl", sets)], measured))
+    category = pods[pods["pod_type"] == "category"].iloc[0]
+    assert category["detail"].startswith("Sets: planted (")
+    planted_bmd = np.median(true_bmd[:n_path])
+    assert abs(np.log10(category["pod"] / planted_bmd)) <= 0.2
+    assert category["pod_lower"] <= planted_bmd <= category["pod_upper"]
