@@ -52,8 +52,9 @@ NULL_SEED = 0
 
 def well_qc(config: StudyConfig, raw_counts: pd.DataFrame, samples: pd.DataFrame,
             genes: pd.DataFrame) -> StepResult:
-    """Per well: depth, genes detected, mitochondrial fraction, control correlation, pass/fail;
-    plate heatmaps of depth, genes and failures."""
+    """Per well: depth, genes detected, mitochondrial fraction, control correlation, httrpl's
+    count metrics, cytotoxicity, pass/fail; plate heatmaps of depth, genes, n_cov5, Gini and
+    failures."""
     qc = well_qc_table(to_wide(raw_counts, "count"), sheet_from_samples_table(samples),
                        genes.set_index("gene_id")["gene_symbol"])
     figures = {}
@@ -68,6 +69,13 @@ def well_qc(config: StudyConfig, raw_counts: pd.DataFrame, samples: pd.DataFrame
         figures[f"plate_{plate}_flags"] = plots.plate_heatmap(
             failed.astype(float), f"{plate}: failed wells (x)", cmap="Reds", label="failed",
             flagged=failed)
+        # well QC 2.0 (httrpl): coverage and evenness of the counts
+        figures[f"plate_{plate}_n_cov5"] = plots.plate_heatmap(
+            by_well["n_cov5"], f"{plate}: genes with >= 5 counts (n_cov5)", label="genes",
+            flagged=failed)
+        figures[f"plate_{plate}_gini"] = plots.plate_heatmap(
+            by_well["gini"], f"{plate}: Gini coefficient of the counts", cmap="magma_r",
+            label="Gini", flagged=failed)
     reasons = qc.loc[~qc["passed"], "reason"].str.split("; ").explode().value_counts()
     shown = sorted(qc["plate"].unique())[:MAX_PLATES_SHOWN]
     result = StepResult(files={SCREEN_PLOTS: png_files(figures)})

@@ -182,14 +182,16 @@ def test_screen_report(home):
     tested = sql("select count(*) n from deg_results where study_id = 'macseq_pmmsq033' "
                  f"and contrast = '{options[0]}' and padj is not null")["n"].item()
     assert len(panels) == len(options) and len(panels[0]["table"]["columns"][0]) == tested
-    # plate heatmaps, similarity, PC associations, pathway activity, TF activity + top hits,
-    # position effects, the POD summary and the curves of each compound with hits
+    # plate heatmaps (depth, genes, failed, n_cov5, Gini), similarity, PC associations,
+    # pathway activity, TF activity + top hits, position effects, the POD summary and the
+    # curves of each compound with hits
     warehouse = home["root"] / "warehouse"
     curves = [p.stem for folder in ("dose_response_plots", "pathway_dose_plots")
               for p in (warehouse / folder / "study_id=macseq_pmmsq033").glob("curves_*.png")]
     assert "curves_CAMPTOTHECIN_genes" in curves
-    assert html.count("<img alt=") == 3 + 1 + 1 + 1 + 2 + 1 + 1 + len(curves)
-    for name in ("pod_summary", "position_effects", *curves):
+    assert html.count("<img alt=") == 5 + 1 + 1 + 1 + 2 + 1 + 1 + len(curves)
+    for name in ("pod_summary", "position_effects", "plate_PMMSq033_n_cov5",
+                 "plate_PMMSq033_gini", *curves):
         assert f'<img alt="{name}"' in html, name
     assert ">Design diagnostics</h2>" in html
     assert ">Pathway and TF activity</h2>" in html
