@@ -23,7 +23,7 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from dge_platform.outputs.plots import DOWN, GREY, UP
+from dge_platform.outputs.plots import DOWN, GREY, UP, curve_positions
 
 N_LABELS = 10
 """Genes labelled on the volcano and MA plots: the smallest adjusted p-values."""
@@ -258,14 +258,12 @@ def dose_curve_figure(points: pd.DataFrame, fits: pd.DataFrame, title: str,
     from dge_platform.screen.concentration_response import model_response
 
     fig = go.Figure()
-    doses = points["dose"].fillna(0.0).astype(float)
-    tested = doses[doses > 0]
-    left = float(tested.min()) / 3 if len(tested) else 0.01
-    grid = np.geomspace(left, float(tested.max()) if len(tested) else 1.0, 200)
+    positions, _, grid = curve_positions(points["dose"].fillna(0.0).astype(float))
+    x_of = pd.Series(positions, index=points.index)
     for colour, fit in zip(CURVE_COLOURS * (len(fits) // len(CURVE_COLOURS) + 1),
                            fits.itertuples()):
         rows = points[points["key"] == fit.key]
-        x = np.where(doses.loc[rows.index] > 0, doses.loc[rows.index], left)
+        x = x_of.loc[rows.index]
         name = str(fit.label)
         fig.add_trace(go.Scatter(x=x, y=rows["value"], mode="markers", name=name,
                                  legendgroup=name, marker={"color": colour, "size": 6,

@@ -451,7 +451,7 @@ def top_sources(table: pd.DataFrame, title: str, n: int = 10, max_panels: int = 
     return _png(fig)
 
 
-def _curve_x(doses: pd.Series) -> tuple[np.ndarray, float, np.ndarray]:
+def curve_positions(doses: pd.Series) -> tuple[np.ndarray, float, np.ndarray]:
     """Plotting positions on a log axis: controls (dose 0) a third of a decade left of the
     lowest dose; and a dense grid for fitted curves across the tested doses."""
     tested = doses[doses > 0]
@@ -472,7 +472,7 @@ def dose_response_curves(points: pd.DataFrame, doses: pd.Series, fits: pd.DataFr
 
     from dge_platform.screen.concentration_response import model_response
 
-    x, left, grid = _curve_x(doses.loc[points.columns].astype(float))
+    x, left, grid = curve_positions(doses.loc[points.columns].astype(float))
     n = len(fits)
     ncols = min(3, n)
     nrows = int(np.ceil(n / ncols))

@@ -269,7 +269,7 @@ def _potency_section(potency: pd.DataFrame, pods: pd.DataFrame | None, well_qc: 
             "BMD of the 20 most sensitive genes), the 5th percentile and the mode of the gene "
             "BMDs, the lowest gene-set category (NTP 2018 rules) and the lowest pathway-score "
             "BMD; lower and upper: the same statistic of the BMDLs and BMDUs.</p>"]
-    cytotoxic = well_qc[well_qc["cytotoxic"].astype(bool)] if "cytotoxic" in well_qc else []
+    cytotoxic = well_qc[well_qc["cytotoxic"].astype(bool)]
     if len(cytotoxic):
         body.append(f"<p class='flag'>{len(cytotoxic)} well(s) of "
                     f"{cytotoxic['compound'].nunique()} compound(s) were cytotoxic (depth or "

@@ -162,7 +162,7 @@ def _fit_compounds(config: StudyConfig, expression: pd.DataFrame, sheet: pd.Data
     over its wells and its plates' controls (dose 0), compounds in ``n_cpus`` processes;
     compounds that cannot be fitted are returned with the reason (fewer than 3 doses, no
     feature)."""
-    doses = pd.to_numeric(sheet["dose"]).where(sheet[ROLE] == "sample", 0.0)
+    doses = _well_doses(sheet)
     groups, skipped = {}, {}
     for compound, wells in sheet[sheet[ROLE] == "sample"].groupby("compound", sort=True):
         features = features_of(compound)
@@ -179,6 +179,11 @@ def _fit_compounds(config: StudyConfig, expression: pd.DataFrame, sheet: pd.Data
         else:
             fits.append(fit.assign(compound=compound))
     return fits, dict(sorted(skipped.items()))
+
+
+def _well_doses(sheet: pd.DataFrame) -> pd.Series:
+    """Dose per well for the fits: the plate map's for treated wells, 0 for the controls."""
+    return pd.to_numeric(sheet["dose"]).where(sheet[ROLE] == "sample", 0.0)
 
 
 def _skipped_note(result: StepResult, skipped: dict[str, str]) -> None:
@@ -263,7 +268,7 @@ def _curve_figures(fits: pd.DataFrame, expression: pd.DataFrame, sheet: pd.DataF
     """Per compound with hits, the curves of its most sensitive fits (lowest BMD among those
     with fit_ok): points per well, the fitted curve, the BMD and its interval."""
     figures = {}
-    doses = pd.to_numeric(sheet["dose"]).where(sheet[ROLE] == "sample", 0.0)
+    doses = _well_doses(sheet)
     hits = fits[fits["fit_ok"].astype(bool) & (fits["hitcall"] >= MIN_HITCALL)]
     for compound, rows in hits.groupby("compound", sort=True):
         top = rows.nsmallest(CURVES_PER_COMPOUND, "bmd")

@@ -75,12 +75,18 @@ def _density_mode(log_values: np.ndarray, low: float, high: float) -> float:
     return float(grid[np.argmax(gaussian_kde(log_values)(grid))])
 
 
+def tpod_genes(genes: pd.DataFrame) -> pd.DataFrame | None:
+    """The genes the tPOD is the median of: the ``TPOD_GENES`` (20) qualifying genes with the
+    lowest BMDs, all of them when fewer; None below ``TPOD_MIN_GENES`` (5)."""
+    return genes.nsmallest(TPOD_GENES, "bmd") if len(genes) >= TPOD_MIN_GENES else None
+
+
 def _gene_pods(genes: pd.DataFrame, low: float, high: float) -> list[dict]:
     """gene_tpod, gene_p5 and gene_burst of one compound's qualifying genes."""
     n = len(genes)
     rows = []
-    sensitive = genes.nsmallest(TPOD_GENES, "bmd")
-    if n >= TPOD_MIN_GENES:
+    sensitive = tpod_genes(genes)
+    if sensitive is not None:
         rows.append({"pod_type": "gene_tpod", "n_genes": len(sensitive),
                      **{k: float(sensitive[c].median()) for k, c in zip(_POD, _BOUNDS)},
                      "detail": f"median of the {len(sensitive)} most sensitive of {n} "
@@ -217,13 +223,12 @@ def compound_pods(dose_response: pd.DataFrame, pathway_dose_response: pd.DataFra
     return pd.DataFrame(rows, columns=POD_COLUMNS).astype({"n_genes": "Int64"})
 
 
-def compound_potency(dose_response: pd.DataFrame, *, n_sensitive: int = TPOD_GENES,
-                     min_genes: int = TPOD_MIN_GENES) -> pd.DataFrame:
+def compound_potency(dose_response: pd.DataFrame) -> pd.DataFrame:
     """The per-compound summary of its gene fits and its tPOD.
 
-    tPOD = median BMD of the ``n_sensitive`` (20) qualifying genes (module docstring) with
-    the lowest BMDs; with fewer qualifying genes, all of them; below ``min_genes`` (5) the
-    tPOD is NaN and ``reason`` says why. BMDs below the lowest tested dose count (excluding
+    tPOD = median BMD of :func:`tpod_genes`: the 20 qualifying genes (module docstring) with
+    the lowest BMDs; with fewer qualifying genes, all of them; below 5 the tPOD is NaN and
+    ``reason`` says why. BMDs below the lowest tested dose count (excluding
     them would discard a potent compound's most sensitive genes) but are extrapolations
     between the controls and the lowest dose, so a tPOD below the lowest dose is flagged
     (``tpod_below_lowest_dose``): read it as "below the tested range". The same tPOD, with
@@ -241,20 +246,19 @@ def compound_potency(dose_response: pd.DataFrame, *, n_sensitive: int = TPOD_GEN
     for compound, table in dose_response.groupby("compound", sort=True):
         with_bmd = table[table["fit_ok"].astype(bool) & table["bmd"].notna()]
         chosen = table[usable.loc[table.index]]
-        sensitive = chosen.nsmallest(n_sensitive, "bmd")
-        enough = len(chosen) >= min_genes
+        sensitive = tpod_genes(chosen)
+        enough = sensitive is not None
+        tpod = float(sensitive["bmd"].median()) if enough else np.nan
         rows.append({
             "compound": compound, "n_genes_fitted": len(table),
-            "n_genes_with_bmd": len(with_bmd),
-            "tpod": float(sensitive["bmd"].median()) if enough else np.nan,
+            "n_genes_with_bmd": len(with_bmd), "tpod": tpod,
             "tpod_gene_count": len(sensitive) if enough else 0,
-            "tpod_below_lowest_dose": bool(enough and sensitive["bmd"].median()
-                                           < table["lowest_dose"].min()),
+            "tpod_below_lowest_dose": bool(tpod < table["lowest_dose"].min()),
             "lowest_bmd": float(chosen["bmd"].min()) if len(chosen) else np.nan,
             "median_ec50": float(sensitive["ec50"].median()) if enough else np.nan,
             "reason": "" if enough else (
                 f"only {len(chosen)} qualifying gene(s) (fit_ok, hit call >= {MIN_HITCALL}, "
                 f"BMD within the tested doses, BMDU/BMDL <= {MAX_BMDU_BMDL_RATIO:g}); the "
-                f"tPOD needs at least {min_genes}"),
+                f"tPOD needs at least {TPOD_MIN_GENES}"),
         })
     return pd.DataFrame(rows, columns=POTENCY_COLUMNS)

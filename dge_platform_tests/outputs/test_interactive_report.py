@@ -161,7 +161,7 @@ def test_screen_explorer_holds_active_conditions_and_those_with_degs():
                              "n_deg": [0, 30, 2, 0], "active": [False, True, False, False]})
     well_qc = pd.DataFrame({"plate": "P1", "well": ["A01", "A02"], "well_type": "control",
                             "compound": "DMSO", "total_counts": 1000, "genes_detected": 90,
-                            "reason": "", "passed": True})
+                            "reason": "", "passed": True, "cytotoxic": False})
     study = {"id": "screen", "title": "Screen", "organism": "Homo sapiens",
              "control": "DMSO", "design": "~ condition", "alpha": 0.05, "lfc_threshold": 0.0}
 
