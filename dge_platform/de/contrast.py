@@ -7,6 +7,7 @@ contrast built by a screen for each compound x dose.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -24,3 +25,18 @@ class Contrast(Protocol):
 
     @property
     def reference(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class LinearContrast:
+    """A weighted sum of the log means of ``factor``'s levels, reported as ``name``.
+
+    E.g. the interaction of a combination, ``AB - A - B + control``: weights
+    ``(("AB", 1), ("A", -1), ("B", -1), ("control", 1))``, which is R DESeq2's
+    ``results(contrast = <numeric vector>)`` on the one-factor design, and equals the
+    ``A:B`` term of ``~ A + B + A:B`` on the four groups.
+    """
+
+    name: str
+    factor: str
+    weights: tuple[tuple[str, float], ...]

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -46,7 +46,7 @@ from scipy.special import digamma, gammaln
 from scipy.stats import f as f_dist
 from scipy.stats import false_discovery_control, norm, trim_mean
 
-from dge_platform.de.contrast import Contrast
+from dge_platform.de.contrast import Contrast, LinearContrast
 from dge_platform.de.dispersion import dispersion_prior, parametric_trend
 
 MIN_MU = 0.5
@@ -107,6 +107,9 @@ class DeseqResult:
         lfc_se, stat, pvalue, padj, log2_fold_change_shrunk.
     size_factor_method
         How the size factors were computed: ``"ratio"`` or ``"poscounts"``.
+    linear_results
+        The linear contrasts' results (interactions), same columns as ``results``
+        (``log2_fold_change_shrunk`` NaN); empty without linear contrasts.
     """
 
     size_factors: pd.Series
@@ -115,6 +118,7 @@ class DeseqResult:
     dispersions: pd.DataFrame
     results: pd.DataFrame
     size_factor_method: str
+    linear_results: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 # --------------------------------------------------------------------------------------
@@ -248,13 +252,24 @@ def leverages(blocks: NormalBlocks, design: GroupBlockDesign) -> np.ndarray:
     return q
 
 
-def contrast_variance(blocks: NormalBlocks, level: int, reference: int) -> np.ndarray:
-    """``c' (X'WX)^-1 c`` for ``c = e_level - e_reference`` (natural-log LFC variance)."""
-    var = 1.0 / blocks.d[:, level] + 1.0 / blocks.d[:, reference]
+def contrast_variance(blocks: NormalBlocks, weights: np.ndarray) -> np.ndarray:
+    """``c' (X'WX)^-1 c`` for group weights ``c`` (``(K,)``, block weights 0), the
+    natural-log variance of a contrast: the group block of the inverse is
+    ``diag(1 / d) + E S^-1 E'``."""
+    used = np.flatnonzero(weights)
+    w = np.asarray(weights, float)[used]
+    var = (w**2 / blocks.d[:, used]).sum(axis=1)
     if blocks.E.shape[2]:
-        delta = blocks.E[:, level] - blocks.E[:, reference]
+        delta = np.einsum("k,gkb->gb", w, blocks.E[:, used])
         var += np.einsum("gb,gbc,gc->g", delta, blocks.s_inv, delta)
     return var
+
+
+def pair_weights(n_groups: int, level: int, reference: int) -> np.ndarray:
+    """Group weights of ``level`` vs ``reference``: ``e_level - e_reference``."""
+    weights = np.zeros(n_groups)
+    weights[level], weights[reference] = 1.0, -1.0
+    return weights
 
 
 def group_design(frame: pd.DataFrame, design: str,
@@ -1277,8 +1292,8 @@ def shrunken_lfcs(fit: FittedDataset, counts: np.ndarray,
     for reference in dict.fromkeys(ref for _, ref in contrasts):
         which = [i for i, (_, ref) in enumerate(contrasts) if ref == reference]
         levels = [contrasts[i][0] for i in which]
-        scales = [shrinkage_prior_scale(
-            out[i], np.sqrt(contrast_variance(fit.blocks, contrasts[i][0], reference)))
+        scales = [shrinkage_prior_scale(out[i], np.sqrt(contrast_variance(
+            fit.blocks, pair_weights(fit.design.n_groups, contrasts[i][0], reference))))
             for i in which]
         values = shrink_lfc(counts[nz], fit.size_factors, fit.design, fit.dispersions[nz],
                             groups, block, levels, reference, scales)
@@ -1289,14 +1304,16 @@ def shrunken_lfcs(fit: FittedDataset, counts: np.ndarray,
     return out
 
 
-def contrast_results(fit: FittedDataset, level: int, reference: int, *, alpha: float,
+def contrast_results(fit: FittedDataset, weights: np.ndarray, *, alpha: float,
                      lfc_threshold: float = 0.0,
                      shrunk: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """One contrast, as ``DeseqStats(cooks_filter=True, independent_filter=True).summary()``
-    (with ``lfc_shrink``'s values ``shrunk`` from :func:`shrunken_lfcs`, else NaN);
-    natural-log values converted to log2."""
-    lfc = fit.groups[:, level] - fit.groups[:, reference]
-    se = np.sqrt(contrast_variance(fit.blocks, level, reference))
+    """One contrast of the group coefficients (``weights``, see :func:`pair_weights`), as
+    ``DeseqStats(cooks_filter=True, independent_filter=True).summary()`` (with
+    ``lfc_shrink``'s values ``shrunk`` from :func:`shrunken_lfcs`, else NaN); natural-log
+    values converted to log2."""
+    used = np.flatnonzero(weights)
+    lfc = fit.groups[:, used] @ np.asarray(weights, float)[used]
+    se = np.sqrt(contrast_variance(fit.blocks, weights))
     stat, pvalue = wald_test(lfc, se, lfc_threshold)
     se[fit.zeroed], stat[fit.zeroed], pvalue[fit.zeroed] = 0.0, 0.0, 1.0
     pvalue[fit.cooks_outlier] = np.nan
@@ -1310,7 +1327,8 @@ def contrast_results(fit: FittedDataset, level: int, reference: int, *, alpha: f
 def fit_group_design(counts: pd.DataFrame, groups: pd.Series, block: pd.DataFrame | None,
                      contrasts: list[Contrast], *, alpha: float = 0.05,
                      lfc_threshold: float = 0.0, size_factors_fit_type: str = "auto",
-                     shrink: bool = True, refit_cooks: bool = True) -> DeseqResult:
+                     shrink: bool = True, refit_cooks: bool = True,
+                     linear_contrasts: Sequence[LinearContrast] = ()) -> DeseqResult:
     """DESeq2 on a group + block design: fit once, test and shrink every contrast.
 
     Parameters
@@ -1335,6 +1353,9 @@ def fit_group_design(counts: pd.DataFrame, groups: pd.Series, block: pd.DataFram
         Add apeGLM-style shrunken log2 fold changes. (default: ``True``)
     refit_cooks
         Replace Cook's outliers in cells with >= 7 replicates and refit. (default: ``True``)
+    linear_contrasts
+        Weighted sums of the group factor's levels (e.g. interactions), tested like the
+        contrasts (not shrunk) into ``linear_results``. (default: none)
     """
     samples = counts.columns
     groups = pd.Series(groups).loc[samples]
@@ -1349,14 +1370,17 @@ def fit_group_design(counts: pd.DataFrame, groups: pd.Series, block: pd.DataFram
     genes = counts.index.astype(str)
     pairs = [(levels.index(c.level), levels.index(c.reference)) for c in contrasts]
     shrunk = shrunken_lfcs(fit, values, pairs) if shrink else [None] * len(pairs)
-    tables = []
-    for c, (level, reference), c_shrunk in zip(contrasts, pairs, shrunk):
-        res = contrast_results(fit, level, reference, alpha=alpha, lfc_threshold=lfc_threshold,
-                               shrunk=c_shrunk)
-        table = pd.DataFrame(res)
-        table.insert(0, "gene_id", genes)
-        table.insert(0, "contrast", c.name)
-        tables.append(table[RESULT_ORDER])
+
+    def table(name: str, weights: np.ndarray, c_shrunk: np.ndarray | None) -> pd.DataFrame:
+        res = pd.DataFrame(contrast_results(fit, weights, alpha=alpha,
+                                            lfc_threshold=lfc_threshold, shrunk=c_shrunk))
+        res.insert(0, "gene_id", genes)
+        res.insert(0, "contrast", name)
+        return res[RESULT_ORDER]
+
+    tables = [table(c.name, pair_weights(len(levels), level, reference), c_shrunk)
+              for c, (level, reference), c_shrunk in zip(contrasts, pairs, shrunk)]
+    linear = [table(c.name, level_weights(c, levels), None) for c in linear_contrasts]
     names = samples.astype(str)
     normalized = pd.DataFrame(values / fit.size_factors, index=genes, columns=names)
     vst = blind_vst(values, fit.size_factors, fit.base_mean, max_disp=max(MAX_DISP, len(names)))
@@ -1367,7 +1391,21 @@ def fit_group_design(counts: pd.DataFrame, groups: pd.Series, block: pd.DataFram
     })
     return DeseqResult(pd.Series(fit.size_factors, index=names, name="size_factor"), normalized,
                        pd.DataFrame(vst, index=genes, columns=names), dispersions,
-                       pd.concat(tables, ignore_index=True), fit.size_factor_method)
+                       pd.concat(tables, ignore_index=True), fit.size_factor_method,
+                       pd.concat(linear, ignore_index=True) if linear
+                       else pd.DataFrame(columns=RESULT_ORDER))
+
+
+def level_weights(contrast: LinearContrast, levels: list) -> np.ndarray:
+    """Group weights of a linear contrast over the fitted ``levels``."""
+    weights = np.zeros(len(levels))
+    names = [str(lv) for lv in levels]
+    for level, weight in contrast.weights:
+        if str(level) not in names:
+            raise ValueError(f"contrast {contrast.name!r}: level {level!r} of "
+                             f"{contrast.factor!r} has no sample in the fit")
+        weights[names.index(str(level))] += weight
+    return weights
 
 
 def two_group_test(counts: pd.DataFrame | np.ndarray, size_factors: np.ndarray,
@@ -1410,7 +1448,7 @@ def two_group_test(counts: pd.DataFrame | np.ndarray, size_factors: np.ndarray,
     glm = fit_glm(y[use], sf, design, dispersions[use])
     weights = wald_weights(glm.mu, dispersions[use])
     lfc[use] = glm.groups[:, 1] - glm.groups[:, 0]
-    se[use] = np.sqrt(contrast_variance(normal_blocks(weights, design), 1, 0))
+    se[use] = np.sqrt(contrast_variance(normal_blocks(weights, design), np.array([-1.0, 1.0])))
     stat, pvalue = wald_test(lfc, se, lfc_threshold)
     padj = independent_filtering(pvalue, np.asarray(base_mean, float), alpha)
     return pd.DataFrame({"log2_fold_change": lfc / np.log(2), "lfc_se": se / np.log(2),

@@ -15,7 +15,7 @@ trend and prior) for anything else.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -24,7 +24,7 @@ from pydeseq2.dds import DeseqDataSet
 from pydeseq2.default_inference import DefaultInference
 from pydeseq2.ds import DeseqStats
 
-from dge_platform.de.contrast import Contrast
+from dge_platform.de.contrast import Contrast, LinearContrast
 from dge_platform.de.dispersion import RParityDeseqDataSet
 from dge_platform.de.engine import (
     DeseqResult,
@@ -49,8 +49,8 @@ def fit_deseq2(counts: pd.DataFrame, frame: pd.DataFrame, design: str,
                contrasts: list[Contrast], *, alpha: float = 0.05, lfc_threshold: float = 0.0,
                n_cpus: int = 1, shrink: bool = True,
                engine: Literal["auto", "vectorized", "pydeseq2"] = "auto",
-               size_factors_fit_type: Literal["auto", "ratio", "poscounts"] = "auto"
-               ) -> DeseqResult:
+               size_factors_fit_type: Literal["auto", "ratio", "poscounts"] = "auto",
+               linear_contrasts: Sequence[LinearContrast] = ()) -> DeseqResult:
     """Fit the study's design once and test every contrast.
 
     Parameters
@@ -83,24 +83,31 @@ def fit_deseq2(counts: pd.DataFrame, frame: pd.DataFrame, design: str,
         e.g. DRUG-seq), or ``"auto"``: ratio when at least 50 genes have no zero count over
         the analysed samples, else poscounts. The result's ``size_factor_method`` says which
         was used. (default: ``"auto"``)
+    linear_contrasts
+        Weighted sums of the contrasts' factor levels (a combination's interaction), into
+        the result's ``linear_results``; the vectorized engine only. (default: none)
     """
     frame = frame.loc[counts.columns]
-    split = _group_split(frame, design, contrasts) if engine != "pydeseq2" else None
-    if engine == "vectorized" and split is None:
+    split = (_group_split(frame, design, [*contrasts, *linear_contrasts])
+             if engine != "pydeseq2" else None)
+    if (engine == "vectorized" or linear_contrasts) and split is None:
         raise ValueError(f"design {design!r} with these contrasts is not a group + block "
-                         "design; use engine='pydeseq2'")
+                         "design" + ("; linear contrasts need one" if linear_contrasts
+                                     else "; use engine='pydeseq2'"))
     if split is not None:
         groups, block = split
         return fit_group_design(counts, groups, block, contrasts, alpha=alpha,
                                 lfc_threshold=lfc_threshold,
-                                size_factors_fit_type=size_factors_fit_type, shrink=shrink)
+                                size_factors_fit_type=size_factors_fit_type, shrink=shrink,
+                                linear_contrasts=linear_contrasts)
     return _fit_pydeseq2(counts, frame, design, contrasts, alpha=alpha,
                          lfc_threshold=lfc_threshold, n_cpus=n_cpus, shrink=shrink,
                          size_factors_fit_type=size_factors_fit_type)
 
 
 def _group_split(frame: pd.DataFrame, design: str,
-                 contrasts: list[Contrast]) -> tuple[pd.Series, pd.DataFrame] | None:
+                 contrasts: Sequence[Contrast | LinearContrast]
+                 ) -> tuple[pd.Series, pd.DataFrame] | None:
     factors = {c.factor for c in contrasts}
     return group_design(frame, design, factors.pop()) if len(factors) == 1 else None
 

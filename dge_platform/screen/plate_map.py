@@ -10,6 +10,14 @@ cytotoxicity rule). Every well gets a role:
 * ``sample``: a compound at a dose; tested against the controls;
 * ``positive_control``, ``empty``, ``other``: kept in well QC, never tested.
 
+Combination wells name a second agent in ``compound_2`` and ``dose_2`` (in ``dose_unit``,
+like ``dose``); their condition is ``A_1uM+B_2uM``, the two agents in alphabetical order
+(a plate may list A + B and B + A: they are one treatment), and its compound ``A + B``.
+Every combination needs both monotherapies at its doses on the plate: the interaction
+(combination - A - B + control) is tested against them. An optional ``moa`` (or
+``target``) column gives each compound's mechanism-of-action class, the answer key of the
+screen's MoA retrieval.
+
 The rule: a ``well_type`` column, when present, decides the role (values such as ``SA``,
 ``treated``, ``Sample`` -> sample; ``RC``, ``vehicle``, ``Vehicle_control``, ``negative`` ->
 control; ``PC``, ``positive``, ``Positive_control`` -> positive_control; ``EMPTY``,
@@ -33,7 +41,14 @@ from dge_platform.study.design import design_variables
 from dge_platform.study.paths import STUDY_FILE
 
 REQUIRED_COLUMNS = ("plate", "well", "compound", "dose")
-KNOWN_COLUMNS = (*REQUIRED_COLUMNS, "dose_unit", "replicate", "well_type", VIABILITY)
+COMPOUND_2, DOSE_2 = "compound_2", "dose_2"
+COMPOUND_1 = "compound_1"
+"""Set on annotated combination wells: the first agent (``compound`` becomes ``A + B``)."""
+MOA_COLUMNS = ("moa", "target")
+"""Columns read as the compounds' mechanism-of-action class, the first present."""
+KNOWN_COLUMNS = (*REQUIRED_COLUMNS, "dose_unit", "replicate", "well_type", VIABILITY,
+                 COMPOUND_2, DOSE_2, *MOA_COLUMNS)
+COMBINATION_SEP = " + "
 MIN_CONTROLS_PER_PLATE = 4
 ROLE = "role"
 CONDITION = "condition"
@@ -76,6 +91,26 @@ def _label_part(text: str) -> str:
 def condition_label(compound: str, dose: float, unit: str | None) -> str:
     """A contrast-safe label of one compound x dose, e.g. ``ETOPOSIDE_10uM``."""
     return f"{_label_part(compound) or 'compound'}_{dose:g}{_label_part(unit or '')}"
+
+
+def combination_label(compound: str, dose: float, compound_2: str, dose_2: float,
+                      unit: str | None) -> str:
+    """The condition label of a combination well, e.g. ``A_1uM+B_2uM`` (agents in the order
+    given; :func:`annotate_plate_map` orders them alphabetically first)."""
+    return f"{condition_label(compound, dose, unit)}+{condition_label(compound_2, dose_2, unit)}"
+
+
+def has_second_agent(sheet: pd.DataFrame) -> pd.Series:
+    """Whether each well names a second agent (a non-empty ``compound_2``)."""
+    if COMPOUND_2 not in sheet.columns:
+        return pd.Series(False, sheet.index)
+    names = sheet[COMPOUND_2]
+    return names.notna() & (names.astype(str).str.strip() != "")
+
+
+def moa_column(sheet: pd.DataFrame) -> str | None:
+    """The plate map's MoA class column (``moa``, else ``target``), or None."""
+    return next((c for c in MOA_COLUMNS if c in sheet.columns), None)
 
 
 def normalize_columns(sheet: pd.DataFrame) -> pd.DataFrame:
@@ -121,6 +156,24 @@ def annotate_plate_map(sheet: pd.DataFrame, control: str,
     labels = [condition_label(c, d, u) if r == "sample" else (control if r == "control" else None)
               for c, d, u, r in zip(sheet["compound"], doses, units, sheet[ROLE])]
     sheet[CONDITION] = labels
+    combined = has_second_agent(sheet) & (sheet[ROLE] == "sample")
+    if combined.any():
+        sheet = _annotate_combinations(sheet, combined, units)
+    return sheet
+
+
+def _annotate_combinations(sheet: pd.DataFrame, combined: pd.Series,
+                           units: pd.Series) -> pd.DataFrame:
+    """Combination wells: agents in alphabetical order (``compound_1``/``dose``,
+    ``compound_2``/``dose_2``), compound ``A + B`` and condition ``A_a+B_b``."""
+    sheet[COMPOUND_1] = None
+    for well in sheet.index[combined]:
+        first = (str(sheet.at[well, "compound"]).strip(), float(sheet.at[well, "dose"]))
+        second = (str(sheet.at[well, COMPOUND_2]).strip(), float(sheet.at[well, DOSE_2]))
+        (a, dose_a), (b, dose_b) = sorted([first, second], key=lambda x: (x[0].casefold(), x))
+        sheet.loc[well, [COMPOUND_1, "compound", "dose", COMPOUND_2, DOSE_2, CONDITION]] = [
+            a, f"{a}{COMBINATION_SEP}{b}", f"{dose_a:.15g}", b, f"{dose_b:.15g}",
+            combination_label(a, dose_a, b, dose_b, units[well])]
     return sheet
 
 
@@ -174,9 +227,14 @@ def plate_map_problems(sheet: pd.DataFrame, file: str, control: str,
                                 " (or mark its well_type empty or other)"))
     if VIABILITY in sheet.columns:
         problems += viability_problems(sheet[VIABILITY], file)
+    if COMPOUND_2 in sheet.columns or DOSE_2 in sheet.columns:
+        problems += second_agent_problems(sheet, file, control)
+    if moa_column(sheet):
+        problems += moa_problems(sheet, file, control)
     if problems:
         return problems
     annotated = annotate_plate_map(sheet, control)
+    problems += missing_monotherapy_problems(annotated, file)
     if not (annotated[ROLE] == "control").any():
         return [_no_control_problem(annotated, file, control)]
     problems += _label_clashes(annotated, file, control)
@@ -238,6 +296,98 @@ def viability_problems(values: pd.Series, file: str) -> list[Problem]:
     return problems
 
 
+def second_agent_problems(sheet: pd.DataFrame, file: str, control: str) -> list[Problem]:
+    """Problems of the combination columns: ``dose_2`` without ``compound_2`` or the
+    reverse, a ``dose_2`` that is not a positive number, a second agent on a well that is
+    not treated, or the same compound twice."""
+    named = has_second_agent(sheet)
+    raw = sheet[DOSE_2] if DOSE_2 in sheet.columns else pd.Series(None, sheet.index)
+    dosed = raw.notna() & (raw.astype(str).str.strip() != "")
+    doses = pd.to_numeric(raw.where(dosed), errors="coerce")
+    problems = []
+    orphan = sheet.index[dosed & ~named].tolist()
+    if orphan:
+        problems.append(Problem(file, f"column '{DOSE_2}'", f"given for well(s) "
+                                f"{', '.join(orphan[:5])}{_more(orphan)} without a "
+                                f"'{COMPOUND_2}'", f"name the second agent in '{COMPOUND_2}', "
+                                f"or leave '{DOSE_2}' empty for single-agent wells"))
+    undosed = sheet.index[named & ~dosed].tolist()
+    if undosed:
+        problems.append(Problem(file, f"column '{DOSE_2}'", f"empty for combination well(s) "
+                                f"{', '.join(undosed[:5])}{_more(undosed)}", "give the second "
+                                "agent's dose (in the same unit as 'dose')"))
+    bad = sheet.index[named & dosed & ~(doses > 0)].tolist()
+    if bad:
+        problems.append(Problem(file, f"column '{DOSE_2}'", f"not a positive number for "
+                                f"well(s) {', '.join(bad[:5])}{_more(bad)} (e.g. "
+                                f"{raw[bad[0]]!r})", "give doses as plain positive numbers"))
+    roles = _roles(sheet, control)
+    untreated = sheet.index[named & (roles != "sample")].tolist()
+    if untreated:
+        problems.append(Problem(file, f"column '{COMPOUND_2}'", f"set on well(s) "
+                                f"{', '.join(untreated[:5])}{_more(untreated)} that are not "
+                                f"treated wells (controls, empty or other)", "a combination "
+                                "well names its first agent in 'compound'; a control well has "
+                                "no second agent"))
+    same = sheet.index[named & (sheet[COMPOUND_2].astype(str).str.strip().str.casefold()
+                                == sheet["compound"].astype(str).str.strip().str.casefold())]
+    if len(same):
+        problems.append(Problem(file, f"column '{COMPOUND_2}'", f"the same compound as "
+                                f"'compound' in well(s) {', '.join(same[:5])}", "a higher "
+                                "dose of one compound is a single-agent well: give the total "
+                                "dose in 'dose'"))
+    return problems
+
+
+def missing_monotherapy_problems(annotated: pd.DataFrame, file: str) -> list[Problem]:
+    """Combinations whose monotherapies (each agent alone at the combination's dose) are not
+    on the plate: additivity cannot be assessed without them."""
+    if COMPOUND_1 not in annotated.columns:
+        return []
+    treated = annotated[(annotated[ROLE] == "sample")]
+    single = treated[~has_second_agent(treated)]
+    present = set(zip(single["compound"], pd.to_numeric(single["dose"])))
+    combos = treated[has_second_agent(treated)].drop_duplicates(CONDITION)
+    problems = []
+    for _, row in combos.iterrows():
+        missing = [f"{agent} at {dose:g}" for agent, dose in
+                   ((row[COMPOUND_1], float(row["dose"])), (row[COMPOUND_2], float(row[DOSE_2])))
+                   if (agent, dose) not in present]
+        if missing:
+            problems.append(Problem(file, f"column '{COMPOUND_2}'", f"combination "
+                                    f"{row[CONDITION]!r} has no monotherapy well(s) of "
+                                    f"{' and '.join(missing)} on the plate map: its "
+                                    "additivity cannot be assessed", "add wells of each agent "
+                                    "alone at the combination's doses (or drop the "
+                                    "combination)"))
+    return problems
+
+
+def moa_problems(sheet: pd.DataFrame, file: str, control: str) -> list[Problem]:
+    """Problems of the MoA column: a compound with two classes, or one class only (no
+    retrieval can be measured)."""
+    column = moa_column(sheet)
+    treated = sheet[(_roles(sheet, control) == "sample") & ~has_second_agent(sheet)]
+    values = treated[column].where(treated[column].notna(), None)
+    given = values.dropna().astype(str).str.strip()
+    given = given[given != ""]
+    field = f"column '{column}'"
+    classes = treated.loc[given.index, "compound"].groupby(given.to_numpy()).nunique()
+    problems = []
+    per_compound = given.groupby(treated.loc[given.index, "compound"]).nunique()
+    mixed = per_compound.index[per_compound > 1].tolist()
+    if mixed:
+        problems.append(Problem(file, field, f"compound(s) {', '.join(map(str, mixed[:5]))} "
+                                "have more than one class", "give each compound one class "
+                                "on every one of its wells"))
+    if len(given) and len(classes) < 2:
+        problems.append(Problem(file, field, f"one class only ({given.iloc[0]!r}): "
+                                "retrieving compounds of the same class needs at least two "
+                                "classes", f"annotate compounds of other classes too, or drop "
+                                f"the '{column}' column"))
+    return problems
+
+
 def _no_control_problem(annotated: pd.DataFrame, file: str, control: str) -> Problem:
     """Why no well is a control: the vehicle is absent, or ``well_type`` marks none of its
     wells as a vehicle control."""
@@ -256,8 +406,11 @@ def _label_clashes(annotated: pd.DataFrame, file: str, control: str) -> list[Pro
     'cpd A' and 'cpd-A', or doses equal to 6 digits), or whose label is the control's: their
     wells would be pooled."""
     treated = annotated[annotated[ROLE] == "sample"]
+    second = (pd.to_numeric(treated[DOSE_2]) if DOSE_2 in treated.columns
+              else pd.Series(np.nan, treated.index))
     pairs = pd.DataFrame({"compound": treated["compound"], "dose": pd.to_numeric(
-        treated["dose"]), "label": treated[CONDITION]}).drop_duplicates(["compound", "dose"])
+        treated["dose"]), "dose_2": second, "label": treated[CONDITION]}).drop_duplicates(
+        ["compound", "dose", "dose_2"])
     problems = []
     for label, group in pairs.groupby("label"):
         if len(group) > 1 or label == control:

@@ -16,6 +16,7 @@ from dge_platform.de.engine import (
     contrast_variance,
     fit_dataset,
     group_design,
+    pair_weights,
     shrink_lfc,
     shrinkage_prior_scale,
     two_group_test,
@@ -197,7 +198,8 @@ def test_tabulated_reference_shrinkage_equals_exact_posterior():
     groups = np.nan_to_num(fit.groups[nz])
     chosen = [1, 7, len(levels) - 1]
     scales = [shrinkage_prior_scale(fit.groups[:, level] - fit.groups[:, 0],
-                                    np.sqrt(contrast_variance(fit.blocks, level, 0)))
+                                    np.sqrt(contrast_variance(
+                                        fit.blocks, pair_weights(len(levels), level, 0))))
               for level in chosen]
     fast, exact = (shrink_lfc(counts[nz], fit.size_factors, d, fit.dispersions[nz], groups,
                               np.zeros((nz.sum(), d.n_block)), chosen, 0, scales)
