@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
 import pandas as pd
-from scipy.stats import false_discovery_control
 from scipy.stats import t as t_dist
+
+from dge_platform._core.stats import bh_adjust
 
 Method = Literal["mlm", "ulm"]
 MIN_TARGETS = 5
@@ -96,11 +96,8 @@ def activity(stats: pd.DataFrame, net: pd.DataFrame, *, method: Method,
     long.index.names = ["position", "source"]
     long = long.reset_index()
     long["condition"] = [stats.columns[int(p[1:])] for p in long["position"]]
-    long["padj"] = long.groupby("position")["pvalue"].transform(_bh)
+    long["padj"] = long.groupby("position")["pvalue"].transform(bh_adjust)
     long["n_targets"] = n_targets.reindex(long["source"]).to_numpy()
     long["method"] = method
     return long[columns].reset_index(drop=True)
 
-
-def _bh(pvalues: pd.Series) -> np.ndarray:
-    return false_discovery_control(pvalues.to_numpy(dtype=float), method="bh")

@@ -1412,7 +1412,21 @@ def two_group_test(counts: pd.DataFrame | np.ndarray, size_factors: np.ndarray,
                    dispersions: np.ndarray, level_mask: np.ndarray,
                    reference_mask: np.ndarray, base_mean: np.ndarray, *, alpha: float = 0.05,
                    lfc_threshold: float = 0.0) -> pd.DataFrame:
-    """Wald test of two sets of samples with fixed dispersions (no Cook's step).
+    """Wald test of two sets of samples with fixed dispersions (no Cook's step): the
+    ``level_mask`` samples against the ``reference_mask`` ones, as
+    :func:`group_contrast_test`."""
+    codes = np.where(np.asarray(level_mask, bool), 1,
+                     np.where(np.asarray(reference_mask, bool), 0, -1))
+    return group_contrast_test(counts, size_factors, dispersions, codes,
+                               np.array([-1.0, 1.0]), base_mean, alpha=alpha,
+                               lfc_threshold=lfc_threshold)
+
+
+def group_contrast_test(counts: pd.DataFrame | np.ndarray, size_factors: np.ndarray,
+                        dispersions: np.ndarray, codes: np.ndarray, weights: np.ndarray,
+                        base_mean: np.ndarray, *, alpha: float = 0.05,
+                        lfc_threshold: float = 0.0) -> pd.DataFrame:
+    """Wald test of a contrast of sample groups with fixed dispersions (no Cook's step).
 
     For empirical nulls of screens (e.g. random splits of control wells): group MLEs by
     the engine's IRLS, Wald test, independent filtering on ``base_mean`` and BH.
@@ -1425,8 +1439,10 @@ def two_group_test(counts: pd.DataFrame | np.ndarray, size_factors: np.ndarray,
         Size factor per sample (all columns of ``counts``).
     dispersions
         Final dispersion per gene (NaN for untested genes).
-    level_mask, reference_mask
-        Boolean masks over samples of the two sets.
+    codes
+        Group of each sample, ``0..K-1``; -1 leaves a sample out.
+    weights
+        Weight of each group in the contrast, ``(K,)`` (``[-1, 1]``: group 1 vs group 0).
     base_mean
         Base mean per gene, for independent filtering.
 
@@ -1436,19 +1452,20 @@ def two_group_test(counts: pd.DataFrame | np.ndarray, size_factors: np.ndarray,
     """
     index = counts.index if isinstance(counts, pd.DataFrame) else None
     values = np.asarray(counts)
-    level_mask, reference_mask = np.asarray(level_mask, bool), np.asarray(reference_mask, bool)
-    samples = np.flatnonzero(level_mask | reference_mask)
+    codes, weights = np.asarray(codes, int), np.asarray(weights, float)
+    samples = np.flatnonzero(codes >= 0)
     y = values[:, samples]
     sf = np.asarray(size_factors, float)[samples]
-    design = GroupBlockDesign(level_mask[samples].astype(int), ("reference", "level"),
+    design = GroupBlockDesign(codes[samples], tuple(f"group{k}" for k in range(len(weights))),
                               np.empty((len(samples), 0)))
     dispersions = np.asarray(dispersions, float)
     use = (y > 0).any(axis=1) & np.isfinite(dispersions)
     lfc, se = np.full(len(y), np.nan), np.full(len(y), np.nan)
     glm = fit_glm(y[use], sf, design, dispersions[use])
-    weights = wald_weights(glm.mu, dispersions[use])
-    lfc[use] = glm.groups[:, 1] - glm.groups[:, 0]
-    se[use] = np.sqrt(contrast_variance(normal_blocks(weights, design), np.array([-1.0, 1.0])))
+    glm_weights = wald_weights(glm.mu, dispersions[use])
+    used = np.flatnonzero(weights)
+    lfc[use] = glm.groups[:, used] @ weights[used]
+    se[use] = np.sqrt(contrast_variance(normal_blocks(glm_weights, design), weights))
     stat, pvalue = wald_test(lfc, se, lfc_threshold)
     padj = independent_filtering(pvalue, np.asarray(base_mean, float), alpha)
     return pd.DataFrame({"log2_fold_change": lfc / np.log(2), "lfc_se": se / np.log(2),

@@ -6,12 +6,12 @@ import dagster as dg
 
 from dge_platform.defs import shared
 from dge_platform.defs.batch import HEAVY_STEP
-from dge_platform.defs.steps import kind_ins, run_step, table_asset
+from dge_platform.defs.steps import kind_ins, run_step, study_multi_asset, table_asset, table_out
 from dge_platform.pipelines import report
 from dge_platform.pipelines import screen as screen_steps
 
 KIND = "screen"
-CODE_VERSION = "screen-2"
+CODE_VERSION = "screen-3"
 
 
 def _screen_asset(table: str, inputs: tuple[str, ...], note: str = "", **kwargs):
@@ -75,21 +75,59 @@ def compound_pod(context: dg.AssetExecutionContext, **tables):
                         **tables)
 
 
-@_screen_asset("compound_similarity", ("deg_results", "compound_activity"),
-               "Signatures are Wald statistics over informative genes (significant in some "
-               "condition); only active conditions are compared, since inactive signatures are "
-               "noise. Heatmap in the metadata.")
+@study_multi_asset(
+    kind=KIND, name="screen__moa",
+    outs={name: table_out(name, KIND, CODE_VERSION)
+          for name in ("compound_signatures", "moa_retrieval")},
+    ins=kind_ins(KIND, "vst", "samples", "genes", "studies"),
+    description="Mechanism of action you can trust: per compound x dose the consensus "
+    "signature of its wells (CMap's MODZ of robust z-scores against the plate's controls), "
+    "replicate correlation and transcriptional activity score; phenotypic activity mean "
+    "average precision (copairs) of its wells against the plate's controls, and with a moa "
+    "(or target) column in the plate map, the consistency mAP of each class over the active "
+    "conditions.")
+def moa(context: dg.AssetExecutionContext, **tables):
+    yield from run_step(context, screen_steps.moa, **tables)
+
+
+@_screen_asset("compound_similarity", ("deg_results", "compound_activity",
+                                       "compound_signatures", "samples"),
+               "Signatures are the consensus (MODZ) signatures over informative genes "
+               "(significant in some condition); only active conditions are compared, since "
+               "inactive signatures are noise. Each neighbour carries its MoA class and each "
+               "condition the class its neighbours are enriched for. Heatmap in the metadata.")
 def compound_similarity(context: dg.AssetExecutionContext, **tables):
     yield from run_step(context, screen_steps.compound_similarity, **tables)
+
+
+@_screen_asset("combinations", ("combination_effects", "raw_counts", "samples",
+                                "size_factors", "gene_dispersions"),
+               "The null: per plate, 100 relabellings in which nothing interacts (control "
+               "wells as pseudo AB/A/B/control, or one monotherapy's wells as pseudo AB and A), "
+               "tested like real interactions with the fit's dispersions. Observed-vs-expected "
+               "scatters and class counts in the metadata and warehouse/combination_plots/.",
+               **HEAVY_STEP)
+def combinations(context: dg.AssetExecutionContext, **tables):
+    yield from run_step(context, screen_steps.combinations, heavy=True, **tables)
+
+
+@_screen_asset("pathway_combination_effects", ("sample_scores", "samples",
+                                               "combination_effects"),
+               "On the per-well PROGENy and Hallmark GSVA scores of sample_scores.")
+def pathway_combination_effects(context: dg.AssetExecutionContext, **tables):
+    yield from run_step(context, screen_steps.pathway_combination_effects, **tables)
 
 
 ASSETS = [
     shared.study_inputs(KIND), shared.ingest_study(KIND), well_qc, plate_position_effects,
     shared.deseq2(KIND, screen_steps.deseq2, ("raw_counts", "samples", "genes", "well_qc"),
                   "One fit of the control wells and the treated wells that passed well_qc; "
-                  "every compound x dose is a contrast against the control."),
+                  "every compound x dose is a contrast against the control, and every "
+                  "combination's interaction (AB - A - B + control) is tested on the same fit "
+                  "into combination_effects.", extra_outputs=("combination_effects",)),
     shared.batch_corrected(KIND), compound_activity, dose_response, pathway_dose_response,
-    compound_potency, compound_pod, compound_similarity, shared.contrast_activity(KIND),
+    compound_potency, compound_pod, moa, compound_similarity, combinations,
+    pathway_combination_effects, shared.contrast_activity(KIND),
     shared.sample_scores(KIND), shared.design_diagnostics(KIND),
     shared.enrichment(KIND, gsea_only_for_active=True,
                       note="ORA for every compound x dose, GSEA prerank and plots for active "
@@ -98,8 +136,9 @@ ASSETS = [
     shared.study_report(KIND, report.screen_report,
                         ("deg_results", "well_qc", "compound_activity", "compound_potency",
                          "compound_pod", "plate_position_effects", "compound_similarity",
-                         "design_diagnostics"),
-                        "Well QC and plate heatmaps, activity calls, potency, compound "
-                        "similarity, top genes of the most active conditions."),
+                         "design_diagnostics", "moa_retrieval", "combinations"),
+                        "Well QC and plate heatmaps, activity calls, potency, MoA retrieval "
+                        "and similarity, combinations, top genes of the most active "
+                        "conditions."),
 ]
 """The screen graph, from the plate's files to its report."""

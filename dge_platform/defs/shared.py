@@ -81,11 +81,12 @@ def ingest_study(kind: str, *, deps: Sequence[str] = (), cells: bool = False,
 
 
 def deseq2(kind: str, step: Callable[..., StepResult], inputs: Sequence[str],
-           note: str) -> dg.AssetsDefinition:
-    """The kind's DESeq2 step (``step(config, **inputs, n_cpus)``) and its five tables."""
+           note: str, extra_outputs: Sequence[str] = ()) -> dg.AssetsDefinition:
+    """The kind's DESeq2 step (``step(config, **inputs, n_cpus)``) and its five tables, plus
+    the kind's ``extra_outputs`` computed on the same fit (screens: combination_effects)."""
     @study_multi_asset(
         kind=kind, name=f"{kind}__deseq2",
-        outs={name: table_out(name, kind, DE_VERSION) for name in DE_OUTPUTS},
+        outs={name: table_out(name, kind, DE_VERSION) for name in (*DE_OUTPUTS, *extra_outputs)},
         ins=kind_ins(kind, "studies", *inputs),
         check_specs=[
             dg.AssetCheckSpec("size_factors_valid", asset=dg.AssetKey([kind, "size_factors"]),

@@ -538,3 +538,54 @@ def position_effects_heatmap(table: pd.DataFrame) -> bytes:
     fig.colorbar(image, ax=ax, label="-log10 p", shrink=0.8)
     ax.set_title("Plate position effects (control wells; * p < 0.01)", fontsize=9)
     return _png(fig)
+
+
+INTERACTION_COLOURS = {"synergistic": "#d62728", "antagonistic": "#1f77b4",
+                       "emergent": "#9467bd", "additive": "#7f7f7f", "unchanged": "#d9d9d9"}
+
+
+def combination_scatter(effects: pd.DataFrame, title: str) -> bytes:
+    """Observed against expected (additive) log2 fold change of one combination's genes,
+    coloured by class; the diagonal is additivity."""
+    fig, ax = plt.subplots(figsize=(5.2, 5))
+    for name, colour in reversed(INTERACTION_COLOURS.items()):
+        rows = effects[effects["interaction_class"] == name]
+        if len(rows):
+            ax.scatter(rows["expected_log2fc"], rows["observed_log2fc"], s=5 if name in (
+                "additive", "unchanged") else 10, color=colour, lw=0, alpha=0.8,
+                label=f"{name} ({len(rows)})", rasterized=True)
+    finite = effects[["expected_log2fc", "observed_log2fc"]].to_numpy(float)
+    finite = finite[np.isfinite(finite).all(axis=1)]
+    limit = float(np.percentile(np.abs(finite), 99.9)) * 1.1 if len(finite) else 1.0
+    limit = max(limit, 1.0)
+    ax.plot([-limit, limit], [-limit, limit], color="black", lw=0.8, ls="--")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.axvline(0, color="grey", lw=0.5)
+    ax.set_xlim(-limit, limit)
+    ax.set_ylim(-limit, limit)
+    ax.set_xlabel("expected log2 fold change (agent 1 + agent 2)")
+    ax.set_ylabel("observed log2 fold change (combination)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, markerscale=2, loc="upper left")
+    return _png(fig)
+
+
+def combination_class_counts(summary: pd.DataFrame) -> bytes:
+    """Genes per class of each combination (stacked bars, additive and unchanged left out),
+    non-additive combinations marked with a star."""
+    classes = ["synergistic", "antagonistic", "emergent"]
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.3 * len(summary)))
+    y = np.arange(len(summary))
+    left = np.zeros(len(summary))
+    for name in classes:
+        values = summary[f"n_{name}"].to_numpy(float)
+        ax.barh(y, values, left=left, color=INTERACTION_COLOURS[name], label=name)
+        left += values
+    labels = [f"{c} *" if flag else c for c, flag in
+              zip(summary["combination"], summary["nonadditive"])]
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("genes with interaction padj < alpha")
+    ax.set_title("Non-additive genes per combination (* above the null)", fontsize=9)
+    ax.legend(fontsize=7)
+    return _png(fig)

@@ -172,7 +172,9 @@ def build_screen_report(*, study: dict, well_qc: pd.DataFrame, activity: pd.Data
                         results: pd.DataFrame, plots: dict[str, bytes],
                         max_conditions: int = 20, design: pd.DataFrame | None = None,
                         pods: pd.DataFrame | None = None,
-                        position_effects: pd.DataFrame | None = None) -> str:
+                        position_effects: pd.DataFrame | None = None,
+                        moa: pd.DataFrame | None = None,
+                        combinations: pd.DataFrame | None = None) -> str:
     """Render a screen's report: well QC with plate heatmaps, activity calls against the
     control null, potency, MoA neighbours and the DEG explorer of the conditions that are
     active or have DEGs.
@@ -193,6 +195,8 @@ def build_screen_report(*, study: dict, well_qc: pd.DataFrame, activity: pd.Data
         tested genes: the cap keeps the file small).
     design
         The screen's design_diagnostics.
+    pods, position_effects, moa, combinations
+        The screen's compound_pod, plate_position_effects, moa_retrieval and combinations.
     """
     failed = well_qc[~well_qc["passed"].astype(bool)]
     roles = well_qc.groupby("well_type")["passed"].agg(wells="size", passed="sum").reset_index()
@@ -221,13 +225,8 @@ def build_screen_report(*, study: dict, well_qc: pd.DataFrame, activity: pd.Data
     ]
     body += _position_section(position_effects, plots)
     body += _potency_section(potency, pods, well_qc, plots)
-    body += [
-        "<h2>Compound similarity (nearest conditions of other compounds)</h2>",
-        _table(similarity) if len(similarity) else "<p>Fewer than two active conditions: "
-        "nothing to compare.</p>",
-        "<div class='plots'>" + "".join(_img(png, name) for name, png in plots.items()
-                                        if name == "similarity_heatmap") + "</div>",
-    ]
+    body += _moa_section(moa, similarity, plots)
+    body += _combination_section(combinations, plots)
     body += _design_section(plots, design) + _activity_section(plots)
     shown = explored["contrast"].head(max_conditions)
     body += [f"<h2>Differential expression ({len(explored)} of {len(activity)} conditions "
@@ -241,6 +240,60 @@ def build_screen_report(*, study: dict, well_qc: pd.DataFrame, activity: pd.Data
                           alpha=study["alpha"], lfc_threshold=study["lfc_threshold"],
                           label="Condition")]
     return _page(f"{study['id']} - screen report", study["title"], body)
+
+
+def _moa_section(moa: pd.DataFrame | None, similarity: pd.DataFrame,
+                 plots: dict[str, bytes]) -> list[str]:
+    """Retrieval (activity and consistency mAP, TAS) and the nearest other compounds."""
+    body = ["<h2>Mechanism of action</h2>"]
+    if moa is not None and len(moa):
+        activity = moa[moa["level"] == "activity"]
+        consistency = moa[moa["level"] == "consistency"]
+        retrieved = activity["retrieved"].astype(bool)
+        body += [
+            f"<p>{int(retrieved.sum())} of {len(activity)} conditions are phenotypically "
+            "active: their wells are retrieved before the plate's control wells (mean "
+            "average precision, permutation p, BH).</p>",
+            "<p class='note'>map: mean average precision of a condition's wells (cosine "
+            "similarity of robust z-scores over the 1,000 most variable genes); tas: CMap's "
+            "transcriptional activity score, sqrt(signature strength x replicate correlation "
+            "/ genes).</p>",
+            _table(activity.sort_values("map", ascending=False).drop(columns=["level"])
+                   .head(40))]
+        if len(consistency):
+            body += ["<h3>Consistency of MoA classes</h3>",
+                     "<p class='note'>Are conditions of one class (the plate map's moa column) "
+                     "retrieved before those of other classes? Only phenotypically active "
+                     "conditions are compared.</p>",
+                     _table(consistency[["name", "n_profiles", "map", "pvalue", "padj",
+                                         "retrieved"]].rename(columns={"name": "moa"}))]
+    body += ["<h3>Nearest conditions of other compounds</h3>",
+             _table(similarity) if len(similarity) else "<p>Fewer than two active conditions: "
+             "nothing to compare.</p>",
+             "<div class='plots'>" + "".join(_img(png, name) for name, png in plots.items()
+                                             if name == "similarity_heatmap") + "</div>"]
+    return body
+
+
+def _combination_section(combinations: pd.DataFrame | None,
+                         plots: dict[str, bytes]) -> list[str]:
+    """Non-additivity of each combination, its classes and observed-vs-expected plots."""
+    if combinations is None or combinations.empty:
+        return []
+    called = combinations["nonadditive"].astype(bool)
+    return [f"<h2>Combinations ({int(called.sum())} of {len(combinations)} non-additive)</h2>",
+            "<p class='note'>Interaction of each combination: AB - A - B + control on the "
+            "shared fit (Wald, BH). Non-additive: more genes with interaction padj &lt; alpha "
+            "than the 95th percentile of the plate's null of relabelled control and "
+            "monotherapy wells. Classes: synergistic (beyond the sum of the agents), "
+            "antagonistic (short of it), emergent (changed only by the combination).</p>",
+            _table(combinations[["combination", "n_wells", "n_deg", "n_nonadditive",
+                                 "frac_nonadditive", "n_synergistic", "n_antagonistic",
+                                 "n_emergent", "n_additive", "null_threshold", "pvalue",
+                                 "nonadditive"]]),
+            "<div class='plots'>" + "".join(_img(png, name) for name, png in plots.items()
+                                            if name == "class_counts"
+                                            or name.startswith("combination_")) + "</div>"]
 
 
 def _position_section(effects: pd.DataFrame | None, plots: dict[str, bytes]) -> list[str]:

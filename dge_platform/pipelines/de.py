@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from dge_platform.de.contrast import Contrast
+from dge_platform.de.contrast import Contrast, LinearContrast
 from dge_platform.de.engine import DeseqResult
 from dge_platform.de.fit import analysis_samples, fit_deseq2, result_problems, sample_summary
 from dge_platform.outputs.report import deg_summary
@@ -37,12 +37,15 @@ class Fit:
 
 
 def fit_samples(counts: pd.DataFrame, sheet: pd.DataFrame, config: StudyConfig,
-                contrasts: Sequence[Contrast], n_cpus: int) -> Fit:
-    """The one fit of a study's samples (technical replicates summed first)."""
+                contrasts: Sequence[Contrast], n_cpus: int,
+                linear_contrasts: Sequence[LinearContrast] = ()) -> Fit:
+    """The one fit of a study's samples (technical replicates summed first), with the
+    ``linear_contrasts`` (screens' interactions) tested on it too."""
     counts, sheet = analysis_samples(counts, sheet, config.replicate_of)
     frame = study_design_frame(sheet, config.design, list(contrasts), config.batch)
     fit = fit_deseq2(counts, frame, config.design, list(contrasts), alpha=config.alpha,
-                     lfc_threshold=config.lfc_threshold, n_cpus=n_cpus)
+                     lfc_threshold=config.lfc_threshold, n_cpus=n_cpus,
+                     linear_contrasts=linear_contrasts)
     return Fit(fit, list(contrasts), counts, sheet)
 
 

@@ -13,6 +13,7 @@ from dge_platform.outputs.report import (
 from dge_platform.pipelines.activity import ACTIVITY_PLOTS
 from dge_platform.pipelines.bulk import DESIGN_PLOTS
 from dge_platform.pipelines.screen import (
+    COMBINATION_PLOTS,
     DOSE_PLOTS,
     PATHWAY_DOSE_PLOTS,
     POD_PLOTS,
@@ -56,12 +57,14 @@ def screen_report(config: StudyConfig, warehouse: Warehouse, deg_results: pd.Dat
                   well_qc: pd.DataFrame, compound_activity: pd.DataFrame,
                   compound_potency: pd.DataFrame, compound_pod: pd.DataFrame,
                   plate_position_effects: pd.DataFrame, compound_similarity: pd.DataFrame,
-                  design_diagnostics: pd.DataFrame) -> StepResult:
+                  design_diagnostics: pd.DataFrame, moa_retrieval: pd.DataFrame,
+                  combinations: pd.DataFrame) -> StepResult:
     """Well QC and plate heatmaps, position effects, activity calls, points of departure and
-    dose-response curves, similarity, DEG explorer."""
+    dose-response curves, MoA retrieval and similarity, combinations, DEG explorer."""
     figures = _figures(warehouse, config.id, (SCREEN_PLOTS, SIMILARITY_PLOTS, DESIGN_PLOTS,
                                               ACTIVITY_PLOTS, DOSE_PLOTS, PATHWAY_DOSE_PLOTS,
-                                              POD_PLOTS, SCREEN_POSITION_PLOTS))
+                                              POD_PLOTS, SCREEN_POSITION_PLOTS,
+                                              COMBINATION_PLOTS))
     study = {"id": config.id, "title": config.title or config.id,
              "organism": config.organism, "control": config.control,
              "design": config.design, "alpha": config.alpha,
@@ -69,7 +72,8 @@ def screen_report(config: StudyConfig, warehouse: Warehouse, deg_results: pd.Dat
     return _report(warehouse, config.id, build_screen_report(
         study=study, well_qc=well_qc, activity=compound_activity, potency=compound_potency,
         similarity=compound_similarity, results=deg_results, plots=figures,
-        design=design_diagnostics, pods=compound_pod, position_effects=plate_position_effects))
+        design=design_diagnostics, pods=compound_pod, position_effects=plate_position_effects,
+        moa=moa_retrieval, combinations=combinations))
 
 
 def singlecell_report(config: StudyConfig, warehouse: Warehouse, deg_results: pd.DataFrame,

@@ -21,18 +21,39 @@ from dge_platform.screen.activity import (
     null_deg_counts,
     pseudo_treatment_size,
 )
+from dge_platform.screen.combinations import CLASSES as INTERACTION_CLASSES
+from dge_platform.screen.combinations import (
+    combination_effects,
+    combination_summary,
+    combination_table,
+    interaction_contrasts,
+    null_interaction_counts,
+    pathway_interactions,
+    pseudo_group_sizes,
+)
 from dge_platform.screen.concentration_response import fit_groups
+from dge_platform.screen.moa import (
+    activity_map,
+    consensus_signatures,
+    consistency_map,
+    feature_genes,
+    moa_enrichment,
+    robust_z,
+)
 from dge_platform.screen.plate_map import (
+    CONDITION,
     ROLE,
     analysis_wells,
     condition_plates,
     condition_table,
+    has_second_agent,
+    moa_column,
 )
 from dge_platform.screen.plate_position import edge_warnings, position_effects
 from dge_platform.screen.potency import MIN_HITCALL, category_indices, compound_pods
 from dge_platform.screen.potency import compound_potency as potency_table
 from dge_platform.screen.similarity import compound_similarity as similarity_of
-from dge_platform.screen.similarity import conditions, informative_genes, signature_matrix
+from dge_platform.screen.similarity import conditions, informative_genes
 from dge_platform.screen.well_qc import cytotoxic_doses, log_cpm
 from dge_platform.screen.well_qc import well_qc as well_qc_table
 from dge_platform.storage.frames import sheet_from_samples_table, to_wide
@@ -44,6 +65,8 @@ SCREEN_PLOTS, SIMILARITY_PLOTS = "screen_plots", "similarity_plots"
 DOSE_PLOTS, PATHWAY_DOSE_PLOTS, POD_PLOTS = ("dose_response_plots", "pathway_dose_plots",
                                              "pod_plots")
 SCREEN_POSITION_PLOTS = "position_plots"
+COMBINATION_PLOTS = "combination_plots"
+MAX_COMBINATION_PANELS = 6
 CURVES_PER_COMPOUND = 6
 MAX_CURVE_PANELS = 6
 SCORE_KEY_SEP = "::"
@@ -117,10 +140,38 @@ def deseq2(config: StudyConfig, raw_counts: pd.DataFrame, samples: pd.DataFrame,
     if problems:
         raise StepFailure(format_problems(config.id, problems))
     contrasts = [c for c in config.contrasts if c.name not in untested]
-    fit = fit_samples(counts[wells], sheet.loc[wells], config, contrasts, n_cpus)
+    combos, skipped = testable_combinations(combination_table(sheet.loc[wells]), contrasts,
+                                            config.control)
+    fit = fit_samples(counts[wells], sheet.loc[wells], config, contrasts, n_cpus,
+                      interaction_contrasts(combos, config.control))
     collapsed = int(raw_counts["sample"].nunique() - fit.counts.shape[1])
-    return de_tables([fit], untested, config, genes, collapsed=collapsed,
-                     conditions=condition_table(fit.sheet))
+    result = de_tables([fit], untested, config, genes, collapsed=collapsed,
+                       conditions=condition_table(fit.sheet))
+    for name, why in skipped.items():
+        result.warning(f"combination {name}: additivity not assessed: {why}")
+    effects = combination_effects(fit.fit.linear_results, fit.fit.results, combos, config.alpha)
+    effects.insert(2, "gene_symbol", genes.set_index("gene_id")["gene_symbol"]
+                   .reindex(effects["gene_id"]).to_numpy())
+    classes = effects["interaction_class"].value_counts()
+    return result.add(
+        "combination_effects", effects[TABLES["combination_effects"].stored_columns],
+        n_combinations=len(combos), skipped=skipped,
+        **{f"n_{name}": int(classes.get(name, 0)) for name in INTERACTION_CLASSES[:4]})
+
+
+def testable_combinations(combos: pd.DataFrame, contrasts: list, control: str
+                          ) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The combinations whose interaction the fit can test (the combination and both
+    monotherapies tested against the control), and why the others cannot be."""
+    tested = {c.level for c in contrasts if c.reference == control}
+    keep, skipped = [], {}
+    for row in combos.itertuples():
+        missing = [c for c in (row.combination, row.mono_1, row.mono_2) if c not in tested]
+        if missing:
+            skipped[row.combination] = (f"{', '.join(missing)} not tested against {control} "
+                                        "(every well failed QC, or not among the contrasts)")
+        keep.append(not missing)
+    return combos.loc[np.array(keep, dtype=bool)].reset_index(drop=True), skipped
 
 
 def compound_activity(config: StudyConfig, raw_counts: pd.DataFrame, samples: pd.DataFrame,
@@ -322,23 +373,169 @@ def compound_potency(config: StudyConfig, dose_response: pd.DataFrame) -> StepRe
         if len(table) else "")
 
 
+def moa(config: StudyConfig, vst: pd.DataFrame, samples: pd.DataFrame,
+        genes: pd.DataFrame) -> StepResult:
+    """Consensus signatures (MODZ) of every compound x dose, their replicate correlation and
+    TAS, phenotypic activity mAP against the plate's controls and, with a moa (or target)
+    column, the consistency mAP of each class."""
+    expression = to_wide(vst, "vst")
+    sheet = sheet_from_samples_table(samples).loc[expression.columns]
+    tested = sheet[sheet[ROLE].isin(("sample", "control"))]
+    z = robust_z(expression[tested.index], tested)
+    features = feature_genes(expression[tested.index])
+    treated = tested[tested[ROLE] == "sample"]
+    consensus = consensus_signatures(z[treated.index], treated[CONDITION], features)
+    meta = condition_table(treated).set_index(CONDITION)
+    column = moa_column(sheet)
+    single = treated[~has_second_agent(treated)]
+    classes = (single.groupby(CONDITION)[column].first() if column
+               else pd.Series(None, meta.index, dtype=object))
+    meta["moa"] = classes.reindex(meta.index).where(lambda c: c.notna() & (c != ""), None)
+    long = consensus.signatures.rename_axis("gene_id").reset_index().melt(
+        id_vars="gene_id", var_name="contrast", value_name="consensus_z")
+    long = long.join(meta[["compound", "dose"]], on="contrast")
+    long["gene_symbol"] = genes.set_index("gene_id")["gene_symbol"] \
+        .reindex(long["gene_id"]).to_numpy()
+    activity = activity_map(z, tested, features, alpha=config.alpha)
+    activity = activity.join(consensus.quality, on="condition").join(meta["moa"], on="condition")
+    rows = [activity.rename(columns={"condition": "name"}).assign(level="activity")]
+    result = StepResult()
+    retrieved = activity.loc[activity["retrieved"].fillna(False).astype(bool), "condition"]
+    if column and meta["moa"].notna().any():
+        consistency = consistency_map(consensus.signatures[retrieved.tolist()],
+                                      meta.loc[retrieved], features, alpha=config.alpha)
+        rows.append(consistency.rename(columns={"moa": "name"}).assign(
+            level="consistency", moa=consistency["moa"]))
+    table = pd.concat(rows, ignore_index=True).rename(columns={"n_wells": "n_wells_used"})
+    spec = TABLES["moa_retrieval"]
+    for name in spec.stored_columns:
+        if name not in table.columns:
+            table[name] = None
+    table = table[spec.stored_columns]
+    notes = activity["note"].dropna() if "note" in activity.columns else pd.Series(dtype=str)
+    if len(notes):
+        result.info(f"{len(notes)} condition(s) without an activity mAP: {notes.iloc[0]}")
+    consistent = table[(table["level"] == "consistency") & table["retrieved"].astype(bool)]
+    return result.add(
+        "compound_signatures", long[TABLES["compound_signatures"].stored_columns],
+        n_conditions=consensus.signatures.shape[1], n_features=len(features)).add(
+        "moa_retrieval", table, n_active=int(retrieved.size),
+        n_conditions=len(activity), moa_column=column or "none",
+        consistent_classes=consistent["name"].tolist(),
+        activity=Markdown(activity.sort_values("map", ascending=False).head(40)
+                          .to_markdown(index=False)))
+
+
 def compound_similarity(config: StudyConfig, deg_results: pd.DataFrame,
-                        compound_activity: pd.DataFrame) -> StepResult:
-    """Similarity of the active conditions' signatures, neighbours and clusters (heatmap)."""
+                        compound_activity: pd.DataFrame, compound_signatures: pd.DataFrame,
+                        samples: pd.DataFrame) -> StepResult:
+    """Similarity of the active conditions' consensus signatures, neighbours with their MoA
+    classes, the class their neighbours point to, and clusters (heatmap)."""
     active = compound_activity.loc[compound_activity["active"], "contrast"]
     rows = deg_results[deg_results["contrast"].isin(set(active))]
+    spec = TABLES["compound_similarity"]
     if active.nunique() < 2:
         result = StepResult(files={SIMILARITY_PLOTS: {}})
         result.info(f"{active.nunique()} active condition(s): nothing to compare")
-        return result.add("compound_similarity", TABLES["compound_similarity"].empty(),
-                          n_active=int(active.nunique()))
+        return result.add("compound_similarity", spec.empty(), n_active=int(active.nunique()))
     genes = informative_genes(rows, alpha=config.alpha)
-    found = similarity_of(signature_matrix(rows), genes, conditions_meta=conditions(rows))
+    consensus = compound_signatures[compound_signatures["contrast"].isin(set(active))].pivot(
+        index="gene_id", columns="contrast", values="consensus_z")
+    consensus = consensus[[c for c in pd.unique(rows["contrast"]) if c in consensus.columns]]
+    found = similarity_of(consensus, genes, conditions_meta=conditions(rows))
     table = found.neighbors.join(found.clusters["cluster"], on="contrast")
+    sheet = sheet_from_samples_table(samples)
+    column = moa_column(sheet)
+    single = sheet[(sheet[ROLE] == "sample") & ~has_second_agent(sheet)]
+    moa_of = (single.groupby(CONDITION)[column].first().replace("", None) if column
+              else pd.Series(dtype=object))
+    table["moa"] = moa_of.reindex(table["contrast"]).to_numpy()
+    table["neighbor_moa"] = moa_of.reindex(table["neighbor_contrast"]).to_numpy()
+    hypotheses = moa_enrichment(table, moa_of.reindex(consensus.columns)).set_index("contrast")
+    table = table.join(hypotheses[["moa_hypothesis", "moa_hypothesis_pvalue",
+                                   "moa_hypothesis_padj"]], on="contrast")
     heatmap = plots.similarity_heatmap(found.similarity, found.order, found.clusters["cluster"])
     result = StepResult(files={SIMILARITY_PLOTS: {"similarity_heatmap.png": heatmap}})
     return result.add(
-        "compound_similarity", table[TABLES["compound_similarity"].stored_columns],
+        "compound_similarity", table[spec.stored_columns],
         n_active=int(active.nunique()), n_genes=len(genes),
         n_clusters=int(found.clusters["cluster"].nunique()), notes=found.notes,
         similarity_heatmap=Markdown(plots.markdown_image(heatmap, "similarity")))
+
+def combinations(config: StudyConfig, raw_counts: pd.DataFrame, samples: pd.DataFrame,
+                 size_factors: pd.DataFrame, gene_dispersions: pd.DataFrame,
+                 combination_effects: pd.DataFrame) -> StepResult:
+    """Per combination, its non-additive genes against its plate's null of relabelled
+    control and monotherapy wells; observed-vs-expected scatters and class counts."""
+    result = StepResult(files={COMBINATION_PLOTS: {}})
+    if combination_effects.empty:
+        result.info("no combination wells (compound_2 and dose_2) tested on the plates")
+        return result.add("combinations", TABLES["combinations"].empty(), n_combinations=0)
+    analysed = size_factors.set_index("sample")["size_factor"]
+    sheet = sheet_from_samples_table(samples).loc[analysed.index]
+    combos = combination_table(sheet)
+    combos = combos[combos["combination"].isin(set(combination_effects["combination"]))]
+    n_wells = condition_table(sheet).set_index(CONDITION)["n_wells"]
+    dispersions = gene_dispersions.set_index("gene_id")
+    counts = to_wide(raw_counts, "count").loc[dispersions.index, analysed.index]
+    monotherapies = set(combos["mono_1"]) | set(combos["mono_2"])
+    nulls = {}
+    for plate in sorted({p for ps in combos["plate"] for p in ps.split(",")}):
+        wells = sheet[sheet["plate"] == plate]
+        controls = wells.index[wells[ROLE] == "control"].tolist()
+        single = wells[(wells[ROLE] == "sample") & ~has_second_agent(wells)]
+        monos = [w.index.tolist() for label, w in single.groupby(CONDITION)
+                 if label in monotherapies]
+        on_plate = combos[combos["plate"].str.split(",").map(lambda ps, p=plate: p in ps)]
+        sizes = pseudo_group_sizes(on_plate, n_wells, len(controls))
+        nulls[plate] = null_interaction_counts(
+            counts, analysed, dispersions["dispersion"], dispersions["base_mean"], controls,
+            monos, sizes, alpha=config.alpha, lfc_threshold=config.lfc_threshold,
+            seed=NULL_SEED)
+        result.info(f"plate {plate}: null of {len(nulls[plate])} relabellings (pseudo "
+                    f"AB/A/B of {sizes} wells), 95th percentile "
+                    f"{np.quantile(nulls[plate], NULL_QUANTILE):.1f} non-additive genes")
+    table = combination_summary(combination_effects, combos, nulls, alpha=config.alpha)
+    figures = {f"combination_{file_stem(name)}": plots.combination_scatter(
+        combination_effects[combination_effects["combination"] == name], name)
+        for name in table["combination"]}
+    figures["class_counts"] = plots.combination_class_counts(table)
+    result.files[COMBINATION_PLOTS] = png_files(figures)
+    shown = ["class_counts", *list(figures)[:MAX_COMBINATION_PANELS]]
+    return result.add(
+        "combinations", table[TABLES["combinations"].stored_columns],
+        n_combinations=len(table), n_nonadditive=int(table["nonadditive"].sum()),
+        combinations=Markdown(table[["combination", "n_deg", "n_nonadditive",
+                                     "frac_nonadditive", "n_synergistic", "n_antagonistic",
+                                     "n_emergent", "null_threshold", "nonadditive"]]
+                              .to_markdown(index=False)),
+        **{name: Markdown(plots.markdown_image(figures[name], name)) for name in shown})
+
+
+def pathway_combination_effects(config: StudyConfig, sample_scores: pd.DataFrame,
+                                samples: pd.DataFrame,
+                                combination_effects: pd.DataFrame) -> StepResult:
+    """Additivity of every pathway (PROGENy) and gene-set (Hallmark GSVA) score per tested
+    combination."""
+    spec = TABLES["pathway_combination_effects"]
+    tested = set(combination_effects["combination"])
+    if sample_scores.empty or not tested:
+        return StepResult().add("pathway_combination_effects", spec.empty(), n_combinations=0)
+    keyed = sample_scores.assign(feature=sample_scores["collection"] + SCORE_KEY_SEP
+                                 + sample_scores["source"])
+    scores = keyed.pivot(index="feature", columns="sample", values="score").dropna()
+    sheet = sheet_from_samples_table(samples).loc[scores.columns]
+    combos = combination_table(sheet)
+    table = pathway_interactions(scores, sheet, combos[combos["combination"].isin(tested)],
+                                 config.alpha)
+    if table.empty:
+        return StepResult().add("pathway_combination_effects", spec.empty(), n_combinations=0)
+    table[["collection", "source"]] = table["feature"].str.split(SCORE_KEY_SEP, n=1,
+                                                                 expand=True)
+    table = table[spec.stored_columns]
+    significant = table[table["padj"] < config.alpha]
+    return StepResult().add(
+        "pathway_combination_effects", table, n_combinations=int(table["combination"].nunique()),
+        n_nonadditive=len(significant),
+        nonadditive=Markdown(significant.sort_values("pvalue").head(40).to_markdown(index=False))
+        if len(significant) else "")

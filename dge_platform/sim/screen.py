@@ -250,6 +250,8 @@ def simulate_screen(n_genes: int = 20_000, n_plates: int = 1, plate_format: int 
         moa = _plant_moa(responsive, max_lfc, compounds, active, moa_groups, frac_responsive,
                          np.random.default_rng([seed, 2]))
         plate_map["moa"] = plate_map["compound"].map(moa)
+        if pairs:  # a combination has no class of its own
+            plate_map.loc[plate_map["compound_2"].notna(), "moa"] = None
     log_doses = np.log(doses)
     ec50 = np.where(active, np.exp(rng.uniform(log_doses.min(), log_doses.max(), n_compounds)),
                     np.nan)

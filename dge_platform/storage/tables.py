@@ -58,6 +58,8 @@ COLUMN_DESCRIPTIONS: dict[str, str] = {
                          "joined by '|'.",
     "condition": "The pseudobulk's value of the first contrast's factor (e.g. condition).",
     "neighbor_contrast": "Contrast of the neighbouring signature.",
+    "combination": "Screens: a combination condition, e.g. A_1uM+B_2uM (agents in alphabetical "
+                   "order).",
     # studies
     "title": "Study title from study.yaml (the study id when none is given).",
     "kind": "Study kind: bulk, screen or singlecell.",
@@ -522,7 +524,9 @@ TABLES: dict[str, TableSpec] = {spec.name: spec for spec in [
                   ("study_id", "VARCHAR"), ("contrast", "VARCHAR"), ("compound", "VARCHAR"),
                   ("dose", "DOUBLE"), ("cluster", "BIGINT"), ("rank", "BIGINT"),
                   ("neighbor_contrast", "VARCHAR"), ("neighbor_compound", "VARCHAR"),
-                  ("neighbor_dose", "DOUBLE"), ("correlation", "DOUBLE")),
+                  ("neighbor_dose", "DOUBLE"), ("correlation", "DOUBLE"), ("moa", "VARCHAR"),
+                  ("neighbor_moa", "VARCHAR"), ("moa_hypothesis", "VARCHAR"),
+                  ("moa_hypothesis_pvalue", "DOUBLE"), ("moa_hypothesis_padj", "DOUBLE")),
               column_notes=(
                   ("cluster", "Average-linkage cluster (1 - r, cut at 0.7) of the condition "
                               "among the screen's active ones, numbered in dendrogram order."),
@@ -530,8 +534,150 @@ TABLES: dict[str, TableSpec] = {spec.name: spec for spec in [
                            "per condition."),
                   ("neighbor_contrast", "A condition (compound x dose) of another compound "
                                         "among the nearest to this one."),
-                  ("correlation", "Pearson r of the two conditions' Wald statistics over the "
-                                  "informative genes (padj < alpha in an active condition)."))),
+                  ("correlation", "Pearson r of the two conditions' consensus signatures "
+                                  "(compound_signatures) over the informative genes (padj < "
+                                  "alpha in an active condition)."),
+                  ("moa", "The condition's class (plate map moa or target column); null when "
+                          "not annotated."),
+                  ("neighbor_moa", "The neighbour's class."),
+                  ("moa_hypothesis", "The class most enriched among the condition's "
+                                     "annotated neighbours (hypergeometric over the annotated "
+                                     "active conditions of other compounds)."),
+                  ("moa_hypothesis_pvalue", "Hypergeometric upper-tail p of that class."),
+                  ("moa_hypothesis_padj", "BH-adjusted across conditions."))),
+    TableSpec("compound_signatures", "Screens: per compound x dose and gene, the consensus "
+              "signature of its replicate wells (CMap's MODZ of robust z-scores against the "
+              "plate's control wells).", (
+                  ("study_id", "VARCHAR"), ("contrast", "VARCHAR"), ("compound", "VARCHAR"),
+                  ("dose", "DOUBLE"), ("gene_id", "VARCHAR"), ("gene_symbol", "VARCHAR"),
+                  ("consensus_z", "DOUBLE")),
+              column_notes=(
+                  ("consensus_z", "MODZ: the wells' robust z-scores (vs the plate's controls) "
+                                  "weighted by their summed Spearman r with the other "
+                                  "replicates."),),
+              sort_by=("contrast", "gene_id")),
+    TableSpec("moa_retrieval", "Screens: can a condition's wells be told from the controls "
+              "(level activity, per compound x dose), and are compounds of one MoA class "
+              "retrieved before others (level consistency, per class)? Mean average precision "
+              "(copairs) with permutation p-values, and CMap's replicate correlation and "
+              "transcriptional activity score.", (
+                  ("study_id", "VARCHAR"), ("level", "VARCHAR"), ("name", "VARCHAR"),
+                  ("compound", "VARCHAR"), ("dose", "DOUBLE"), ("moa", "VARCHAR"),
+                  ("n_profiles", "BIGINT"), ("replicate_correlation", "DOUBLE"),
+                  ("signature_strength", "BIGINT"), ("tas", "DOUBLE"), ("map", "DOUBLE"),
+                  ("pvalue", "DOUBLE"), ("padj", "DOUBLE"), ("retrieved", "BOOLEAN")),
+              column_notes=(
+                  ("level", "activity (a condition's wells against its plate's controls) or "
+                            "consistency (an MoA class's conditions against other classes')."),
+                  ("name", "The condition (contrast) for activity, the MoA class for "
+                           "consistency."),
+                  ("compound", "The condition's compound (null for consistency rows)."),
+                  ("dose", "The condition's dose (null for consistency rows)."),
+                  ("moa", "The compound's class from the plate map's moa (or target) column; "
+                          "null when not annotated."),
+                  ("n_profiles", "Wells (activity) or conditions of the class (consistency) "
+                                 "used as queries."),
+                  ("replicate_correlation", "75th percentile of the pairwise Spearman "
+                                            "correlations of the condition's wells over the "
+                                            "feature genes (CMap cc_q75); null for one well."),
+                  ("signature_strength", "Feature genes with |consensus z| >= 2 (CMap "
+                                         "ss_ngene)."),
+                  ("tas", "Transcriptional activity score: sqrt(signature_strength x "
+                          "max(replicate_correlation, 0) / number of feature genes)."),
+                  ("map", "Mean average precision of the queries (cosine similarity over the "
+                          "1,000 most variable genes' robust z-scores)."),
+                  ("pvalue", "Permutation p-value of map."),
+                  ("padj", "BH-adjusted pvalue within the level."),
+                  ("retrieved", "padj < alpha: phenotypically active (activity) or "
+                                "consistent (consistency)."))),
+    TableSpec("combination_effects", "Screens: per combination and gene, the interaction "
+              "(combination - A - B + control on the shared fit, DESeq2 Wald), the observed, "
+              "expected additive and single-agent log2 fold changes, and the gene's class.", (
+                  ("study_id", "VARCHAR"), ("combination", "VARCHAR"), ("gene_id", "VARCHAR"),
+                  ("gene_symbol", "VARCHAR"), ("base_mean", "DOUBLE"),
+                  ("log2_fold_change", "DOUBLE"), ("lfc_se", "DOUBLE"), ("stat", "DOUBLE"),
+                  ("pvalue", "DOUBLE"), ("padj", "DOUBLE"), ("observed_log2fc", "DOUBLE"),
+                  ("observed_padj", "DOUBLE"), ("expected_log2fc", "DOUBLE"),
+                  ("agent_1_log2fc", "DOUBLE"), ("agent_1_padj", "DOUBLE"),
+                  ("agent_2_log2fc", "DOUBLE"), ("agent_2_padj", "DOUBLE"),
+                  ("interaction_class", "VARCHAR")),
+              column_notes=(
+                  ("log2_fold_change", "Interaction log2 fold change: observed_log2fc - "
+                                       "expected_log2fc."),
+                  ("lfc_se", "Standard error of the interaction log2 fold change."),
+                  ("stat", "Wald statistic of the interaction."),
+                  ("pvalue", "Wald p-value of the interaction (against lfc_threshold)."),
+                  ("padj", "BH-adjusted interaction p-value within the combination, after "
+                           "independent filtering."),
+                  ("observed_log2fc", "The combination's log2 fold change vs the control."),
+                  ("observed_padj", "padj of the combination vs the control."),
+                  ("expected_log2fc", "Additive expectation: agent_1_log2fc + "
+                                      "agent_2_log2fc."),
+                  ("agent_1_log2fc", "The first agent alone at its dose in the combination, "
+                                     "vs the control."),
+                  ("agent_1_padj", "padj of the first agent alone."),
+                  ("agent_2_log2fc", "The second agent alone at its dose, vs the control."),
+                  ("agent_2_padj", "padj of the second agent alone."),
+                  ("interaction_class", "synergistic, antagonistic, emergent, additive or "
+                                        "unchanged (see the docs, 'Compound screens'); null "
+                                        "when the interaction was not tested.")),
+              sort_by=("combination", "gene_id")),
+    TableSpec("combinations", "Screens: per combination, its non-additivity (genes with "
+              "interaction padj < alpha) against its plate's null of relabelled control and "
+              "monotherapy wells, and its genes per class.", (
+                  ("study_id", "VARCHAR"), ("combination", "VARCHAR"),
+                  ("compound_1", "VARCHAR"), ("dose_1", "DOUBLE"), ("compound_2", "VARCHAR"),
+                  ("dose_2", "DOUBLE"), ("dose_unit", "VARCHAR"), ("mono_1", "VARCHAR"),
+                  ("mono_2", "VARCHAR"), ("plate", "VARCHAR"), ("n_wells", "BIGINT"),
+                  ("n_deg", "BIGINT"), ("n_nonadditive", "BIGINT"),
+                  ("frac_nonadditive", "DOUBLE"), ("n_synergistic", "BIGINT"),
+                  ("n_antagonistic", "BIGINT"), ("n_emergent", "BIGINT"),
+                  ("n_additive", "BIGINT"), ("null_threshold", "DOUBLE"),
+                  ("null_median", "DOUBLE"), ("n_null_splits", "BIGINT"), ("pvalue", "DOUBLE"),
+                  ("nonadditive", "BOOLEAN")),
+              column_notes=(
+                  ("compound_1", "First agent (alphabetical)."),
+                  ("dose_1", "First agent's dose in the combination."),
+                  ("compound_2", "Second agent."),
+                  ("dose_2", "Second agent's dose in the combination."),
+                  ("mono_1", "The first agent's monotherapy condition at that dose."),
+                  ("mono_2", "The second agent's monotherapy condition at that dose."),
+                  ("plate", "Plate(s) of the combination's wells, comma-joined."),
+                  ("n_wells", "The combination's analysed wells."),
+                  ("n_deg", "Genes with padj < alpha for the combination vs the control."),
+                  ("n_nonadditive", "Genes with interaction padj < alpha."),
+                  ("frac_nonadditive", "Fraction of the combination's DEGs whose interaction "
+                                       "has padj < alpha (null without DEGs)."),
+                  ("null_threshold", "95th percentile of the plate's null counts of "
+                                     "non-additive genes."),
+                  ("null_median", "Median of those null counts."),
+                  ("n_null_splits", "Null relabellings of the plate's wells."),
+                  ("pvalue", "Empirical p-value: (1 + null counts >= n_nonadditive) / (1 + "
+                             "n_null_splits)."),
+                  ("n_synergistic", "Genes of class synergistic in combination_effects."),
+                  ("n_antagonistic", "Genes of class antagonistic in combination_effects."),
+                  ("n_emergent", "Genes of class emergent in combination_effects."),
+                  ("n_additive", "Genes of class additive in combination_effects."),
+                  ("nonadditive", "n_nonadditive above null_threshold."))),
+    TableSpec("pathway_combination_effects", "Screens: per combination and per-well score "
+              "(PROGENy pathways, Hallmark GSVA), the interaction of the group means with a "
+              "pooled-variance t-test, and the score's class.", (
+                  ("study_id", "VARCHAR"), ("combination", "VARCHAR"),
+                  ("collection", "VARCHAR"), ("source", "VARCHAR"), ("observed", "DOUBLE"),
+                  ("expected", "DOUBLE"), ("interaction", "DOUBLE"), ("stat", "DOUBLE"),
+                  ("pvalue", "DOUBLE"), ("padj", "DOUBLE"), ("interaction_class", "VARCHAR")),
+              column_notes=(
+                  ("collection", "PROGENy or Hallmark, as in sample_scores."),
+                  ("source", "The pathway or gene set."),
+                  ("observed", "Mean score of the combination's wells minus the controls'."),
+                  ("expected", "Sum of the two agents' differences to the controls."),
+                  ("interaction", "observed - expected: AB - A - B + control of the group "
+                                  "means."),
+                  ("stat", "t statistic of the interaction (pooled variance of the four "
+                           "groups, df = wells - 4)."),
+                  ("pvalue", "Two-sided p-value of that t."),
+                  ("padj", "BH-adjusted within the combination."),
+                  ("interaction_class", "As in combination_effects, from the score's t-tests."))),
     TableSpec("cell_qc", "Single-cell: one row per cell with its counts, genes detected, "
               "mitochondrial percentage, scrublet doublet score, pass/fail and the reasons "
               "(per-capture MAD outliers, absolute limits, doublets).", (

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dge_platform.pipelines.step import file_stem
 from dge_platform.sim.screen import simulate_screen, write_screen_study
 from dge_platform.storage.tables import TABLES
 from dge_platform_tests._helpers import explorer_panels
@@ -23,7 +24,8 @@ def screen_home(tmp_path_factory):
         macseq = dge("add", str(copy_bundled("macseq_pmmsq033", root / "incoming")), "--run")
         screen = simulate_screen(n_genes=1500, n_plates=2, n_compounds=6,
                                  doses=(0.01, 0.1, 1.0, 10.0), n_controls=12, n_replicates=2,
-                                 frac_responsive=0.08, seed=3)
+                                 frac_responsive=0.08, seed=3, moa_groups=2,
+                                 n_combinations=2)
         write_screen_study(root / "incoming" / "sim_screen", screen, "sim_screen")
         simulated = dge("add", str(root / "incoming" / "sim_screen"), "--run")
         yield {"root": root / "dge", "macseq": macseq, "sim": simulated, "truth": screen}
@@ -80,7 +82,8 @@ def test_activity_calls_match_deg_counts_and_null(home):
 
 def test_simulated_screen_activity_follows_the_truth(home):
     truth = home["truth"]
-    calls = sql("select * from compound_activity where study_id = 'sim_screen'")
+    calls = sql("select * from compound_activity where study_id = 'sim_screen' "
+                "and compound not like '% + %'")
     assert len(calls) == 6 * 4
     inactive = truth.ec50.index[truth.ec50.isna()]
     assert not calls.loc[calls["compound"].isin(inactive), "active"].any()
@@ -197,6 +200,18 @@ def test_screen_report(home):
     assert ">Pathway and TF activity</h2>" in html
     assert ">Potency and points of departure</h2>" in html
     assert ">Plate position effects (control wells)</h2>" in html
+    assert ">Mechanism of action</h2>" in html and "Combinations (" not in html
+
+
+def test_screen_report_shows_combinations(home):
+    html = (home["root"] / "warehouse" / "reports" / "study_id=sim_screen"
+            / "report.html").read_text()
+    summary = sql("select * from combinations where study_id = 'sim_screen'")
+    assert (f">Combinations ({int(summary['nonadditive'].sum())} of {len(summary)} "
+            "non-additive)</h2>") in html
+    for name in ("class_counts", *[f"combination_{file_stem(c)}" for c in summary["combination"]]):
+        assert f'<img alt="{name}"' in html, name
+    assert ">Consistency of MoA classes</h3>" in html
 
 
 def test_enrichment_runs_gsea_for_active_conditions_only(home):
@@ -237,3 +252,56 @@ def test_camptothecin_gets_points_of_departure_with_intervals(home):
     assert len(fits) >= 10
     assert ((fits["bmdl"] <= fits["bmd"]) & (fits["bmd"] <= fits["bmdu"])).all()
     assert fits["hitcall"].between(0, 1).all()
+
+
+def test_combination_tables_through_sql(home):
+    """The two simulated combinations (2 plates, 2 wells per plate): interactions on the
+    shared fit, their classes against the planted ones, and the summary with its null."""
+    truth = home["truth"]
+    effects = sql("select * from combination_effects where study_id = 'sim_screen'")
+    assert list(effects.columns) == [c for c, _ in TABLES["combination_effects"].columns]
+    assert set(effects["combination"]) == set(truth.combinations["condition"])
+    assert (effects.groupby("combination").size() == 1500).all()
+    np.testing.assert_allclose(effects["log2_fold_change"], effects["observed_log2fc"]
+                               - effects["expected_log2fc"], atol=1e-8)
+    degs = sql("select contrast, gene_id, log2_fold_change from deg_results "
+               "where study_id = 'sim_screen'").set_index(["contrast", "gene_id"])
+    row = effects.iloc[0]
+    mono = truth.combinations.set_index("condition").loc[row["combination"]]
+    assert row["agent_1_log2fc"] == pytest.approx(
+        degs.loc[(mono["mono_1"], row["gene_id"]), "log2_fold_change"])
+    planted = truth.interaction_class.stack().rename("truth").rename_axis(
+        ["gene_id", "combination"]).reset_index()
+    called = effects.merge(planted, on=["gene_id", "combination"])
+    interacting = called[called["interaction_class"].isin(["synergistic", "antagonistic",
+                                                           "emergent"])]
+    assert len(interacting) >= 10
+    assert (interacting["interaction_class"] == interacting["truth"]).mean() >= 0.8
+    summary = sql("select * from combinations where study_id = 'sim_screen'")
+    assert set(summary["plate"]) == {"P1,P2"} and (summary["n_wells"] == 4).all()
+    assert summary["nonadditive"].all()
+    assert (summary["n_nonadditive"] == effects.groupby("combination")["padj"].apply(
+        lambda p: (p < 0.05).sum()).reindex(summary["combination"]).to_numpy()).all()
+    plots = home["root"] / "warehouse" / "combination_plots" / "study_id=sim_screen"
+    assert (plots / "class_counts.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_moa_retrieval_and_consensus_signatures(home):
+    truth = home["truth"]
+    moa = sql("select * from moa_retrieval where study_id = 'sim_screen'")
+    assert list(moa.columns) == [c for c, _ in TABLES["moa_retrieval"].columns]
+    activity = moa[moa["level"] == "activity"].set_index("name")
+    inactive = truth.ec50.index[truth.ec50.isna()]
+    assert not activity.loc[activity["compound"].isin(inactive), "retrieved"].any()
+    top = activity[~activity["compound"].isin(inactive) & (activity["dose"] == 10.0)
+                   & ~activity["compound"].str.contains(" + ", regex=False)]
+    assert top["retrieved"].all() and (top["tas"] > 0).all()
+    assert (activity.loc[top.index, "moa"] == truth.moa.reindex(top["compound"]).to_numpy()).all()
+    signatures = sql("select contrast, count(*) n from compound_signatures "
+                     "where study_id = 'sim_screen' group by contrast")
+    assert (signatures["n"] == 1500).all() and len(signatures) == len(activity)
+    similarity = sql("select * from compound_similarity where study_id = 'sim_screen'")
+    assert similarity["moa_hypothesis"].notna().any()
+    known = similarity[similarity["neighbor_moa"].notna()]
+    assert (known["neighbor_moa"] == truth.moa.reindex(known["neighbor_compound"])
+            .to_numpy()).all()
