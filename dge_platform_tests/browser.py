@@ -70,8 +70,12 @@ def chromium(*, offline: bool = False) -> Iterator:
 def screenshot(driver, name: str) -> Path:
     """Save what the browser shows as ``<ARTIFACTS>/<name>.png`` (the whole page height)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(WINDOW[0], min(max(WINDOW[1], int(height)), 6000))
+    # the window's height includes the browser's own bars: add them, or the page's last
+    # lines fall outside the picture
+    height, chrome = driver.execute_script(
+        "return [document.documentElement.scrollHeight, "
+        "window.outerHeight - window.innerHeight]")
+    driver.set_window_size(WINDOW[0], min(max(WINDOW[1], int(height) + int(chrome)), 6000))
     path = ARTIFACTS / f"{name}.png"
     driver.save_screenshot(str(path))
     driver.set_window_size(*WINDOW)

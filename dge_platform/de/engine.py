@@ -363,12 +363,22 @@ def size_factors(counts: np.ndarray, fit_type: str = "ratio") -> np.ndarray:
 # Negative binomial GLM (IRLS)
 # --------------------------------------------------------------------------------------
 
-def nb_nll(counts: np.ndarray, mu: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """Negative binomial negative log-likelihood per gene (row), as ``pydeseq2.utils.nb_nll``."""
+def nb_nll(counts: np.ndarray, mu: np.ndarray, alpha: np.ndarray,
+           logbinom: np.ndarray | None = None) -> np.ndarray:
+    """Negative binomial negative log-likelihood per gene (row), as ``pydeseq2.utils.nb_nll``;
+    ``logbinom`` (:func:`nb_log_binomial`) can be passed when the counts and dispersions are
+    fixed across calls (IRLS), which saves its three log-gamma terms."""
     inv = 1.0 / alpha[:, None]
-    logbinom = gammaln(counts + inv) - gammaln(counts + 1) - gammaln(inv)
+    if logbinom is None:
+        logbinom = nb_log_binomial(counts, alpha)
     return (inv * np.log(alpha[:, None]) - logbinom + (counts + inv) * np.log(mu + inv)
             - counts * np.log(mu)).sum(axis=1)
+
+
+def nb_log_binomial(counts: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """The mean-free term of :func:`nb_nll`, ``(G, n)``."""
+    inv = 1.0 / alpha[:, None]
+    return gammaln(counts + inv) - gammaln(counts + 1) - gammaln(inv)
 
 
 @dataclass
@@ -410,6 +420,7 @@ def fit_glm(counts: np.ndarray, size_factors: np.ndarray, design: GroupBlockDesi
     dev = np.full(n_genes, 1000.0)
     active = np.arange(n_genes)
     fallback = np.zeros(n_genes, dtype=bool)
+    logbinom = nb_log_binomial(counts, dispersions)
     for _ in range(MAX_IRLS_ITER):
         if not len(active):
             break
@@ -428,7 +439,7 @@ def fit_glm(counts: np.ndarray, size_factors: np.ndarray, design: GroupBlockDesi
         groups[active], block[active] = new_groups, new_block
         mu = np.maximum(np.exp(design.linear_predictor(new_groups, new_block) + log_sf), min_mu)
         mu_c[active] = mu
-        new_dev = -2.0 * nb_nll(y, mu, disp)
+        new_dev = -2.0 * nb_nll(y, mu, disp, logbinom[active])
         ratio = np.abs(new_dev - dev[active]) / (np.abs(new_dev) + 0.1)
         dev[active] = new_dev
         active = active[ratio > beta_tol]

@@ -103,6 +103,13 @@ def _register_callbacks(app: dash.Dash, data: ExplorerData) -> None:
             return dash.no_update
         return pages.path("genes", clicked["points"][0]["customdata"][1])
 
+    @app.callback(Output("url", "href", allow_duplicate=True),
+                  Input("combination-scatter", "clickData"), prevent_initial_call=True)
+    def open_combination_gene(clicked):
+        if not clicked or not clicked.get("points"):
+            return dash.no_update
+        return pages.path("genes", clicked["points"][0]["customdata"][1])
+
     @app.callback(Output("deg-grid", "getRowsResponse"), Output("deg-count", "children"),
                   Input("deg-grid", "getRowsRequest"), State("deg-key", "data"),
                   State("url", "search"))

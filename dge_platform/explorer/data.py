@@ -429,13 +429,72 @@ class ExplorerData:
         return self.frame("select * from compound_potency where study_id = ? and compound = ?",
                           [study_id, compound])
 
+    def columns(self, table: str) -> set[str]:
+        """The columns of a catalog table (empty if absent): a warehouse written before a
+        column existed has none of it."""
+        return set(self.cached(("columns", table), "select column_name from "
+                               "information_schema.columns where table_name = ?",
+                               [table])["column_name"])
+
     def neighbours(self, study_id: str, compound: str) -> pd.DataFrame:
-        if "compound_similarity" not in self.tables():
+        """The compound's conditions' nearest conditions of other compounds, with the
+        neighbour's MoA class and the condition's MoA hypothesis when the screen has them."""
+        present = self.columns("compound_similarity")
+        if not present:
             return pd.DataFrame()
+        moa = [c for c in ("moa", "neighbor_moa", "moa_hypothesis", "moa_hypothesis_padj")
+               if c in present]
         return self.frame("select contrast, rank, neighbor_contrast, neighbor_compound, "
-                          "neighbor_dose, correlation from compound_similarity "
-                          "where study_id = ? and compound = ? order by contrast, rank",
-                          [study_id, compound])
+                          f"neighbor_dose, correlation{''.join(', ' + c for c in moa)} "
+                          "from compound_similarity where study_id = ? and compound = ? "
+                          "order by dose, contrast, rank", [study_id, compound])
+
+    def retrieval(self, study_id: str, level: str, compound: str | None = None
+                  ) -> pd.DataFrame:
+        """``moa_retrieval`` rows of a level: ``activity`` (per condition; of one compound
+        when given) or ``consistency`` (per MoA class)."""
+        if "moa_retrieval" not in self.tables():
+            return pd.DataFrame()
+        # dose as a number: a screen's run may have written it as text
+        return self.frame("select * exclude (study_id, level, dose) replace "
+                          "(try_cast(signature_strength as bigint) as signature_strength), "
+                          "try_cast(dose as double) as dose from moa_retrieval "
+                          "where study_id = ? and level = ? and (? is null or compound = ?) "
+                          "order by try_cast(dose as double) nulls last, name",
+                          [study_id, level, compound, compound])
+
+    # --- combinations
+
+    def combinations(self, study_id: str, compound: str | None = None) -> pd.DataFrame:
+        """The screen's combinations (one row each, table ``combinations``); with
+        ``compound``, those holding it as an agent or named by it (``A + B``)."""
+        if "combinations" not in self.tables():
+            return pd.DataFrame()
+        return self.frame("select * exclude (study_id) from combinations where study_id = ? "
+                          "and (? is null or compound_1 = ? or compound_2 = ? or "
+                          "compound_1 || ' + ' || compound_2 = ?) order by combination",
+                          [study_id, compound, compound, compound, compound])
+
+    def combination_names(self, study_id: str) -> list[str]:
+        if "combinations" not in self.tables():
+            return []
+        return self.frame("select combination from combinations where study_id = ? "
+                          "order by 1", [study_id])["combination"].tolist()
+
+    def combination_effects(self, study_id: str, combination: str) -> pd.DataFrame:
+        """Every gene of a combination: interaction, observed, expected and single-agent
+        log2 fold changes and the gene's class (smallest interaction padj first)."""
+        return self.frame("select * exclude (study_id, combination) from combination_effects "
+                          "where study_id = ? and combination = ? "
+                          "order by padj nulls last, gene_id", [study_id, combination])
+
+    def pathway_combination_effects(self, study_id: str, combination: str) -> pd.DataFrame:
+        if "pathway_combination_effects" not in self.tables():
+            return pd.DataFrame()
+        return self.frame("select * exclude (study_id, combination) from "
+                          "pathway_combination_effects where study_id = ? and combination = ? "
+                          "order by padj nulls last, collection, source",
+                          [study_id, combination])
 
     # --- single-cell
 

@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from dge_platform.outputs import interactive
-from dge_platform.outputs.plots import DOWN, UP
+from dge_platform.outputs.plots import DOWN, INTERACTION_COLOURS, UP
 
 TEMPLATE = "plotly_white"
 
@@ -172,3 +172,57 @@ def umap(cells: pd.DataFrame, colour: str) -> go.Figure:
     return _layout(fig, f"UMAP ({len(cells):,} cells shown), coloured by {colour}", height=520,
                    xaxis={"showticklabels": False, "title": "UMAP 1"},
                    yaxis={"showticklabels": False, "title": "UMAP 2"})
+
+
+INTERACTION_ORDER = ("unchanged", "additive", "emergent", "antagonistic", "synergistic")
+"""Classes drawn in this order: the non-additive ones on top."""
+NOT_TESTED = "not tested"
+
+
+def combination_scatter(effects: pd.DataFrame, title: str) -> go.Figure:
+    """A combination's genes, observed against expected (additive: agent 1 + agent 2) log2
+    fold change, one WebGL trace per interaction class (genes whose interaction was not
+    tested in grey; genes without both values left out); the diagonal is additivity. Each
+    point's ``customdata``: label, gene id, interaction log2FC, padj (the hover reads them, a
+    click opens the gene)."""
+    frame = effects.dropna(subset=["observed_log2fc", "expected_log2fc"])
+    classes = frame["interaction_class"].astype(object).where(
+        frame["interaction_class"].notna(), NOT_TESTED)
+    labels = interactive.gene_labels(frame)
+    colours = {**INTERACTION_COLOURS, NOT_TESTED: "#ededed"}
+    fig = go.Figure()
+    for name in (NOT_TESTED, *INTERACTION_ORDER):
+        mask = (classes == name).to_numpy()
+        if not mask.any():
+            continue
+        rows = frame[mask]
+        fig.add_trace(go.Scattergl(
+            x=rows["expected_log2fc"].to_numpy(np.float32),
+            y=rows["observed_log2fc"].to_numpy(np.float32), mode="markers",
+            name=f"{name} ({mask.sum():,})",
+            marker={"color": colours[name], "size": 4 if name in (NOT_TESTED, "unchanged",
+                                                                  "additive") else 7,
+                    "opacity": 0.85, "line": {"width": 0}},
+            customdata=np.column_stack([labels[mask], rows["gene_id"],
+                                        _formatted(rows["log2_fold_change"], ".3f"),
+                                        _formatted(rows["padj"], ".3g")]),
+            hovertemplate=("<b>%{customdata[0]}</b> (%{customdata[1]})<br>"
+                           "observed %{y:.3f}, expected %{x:.3f}<br>"
+                           "interaction log2FC %{customdata[2]}, padj %{customdata[3]}"
+                           "<extra>" + name + "</extra>")))
+    values = frame[["expected_log2fc", "observed_log2fc"]].to_numpy(float)
+    limit = max(1.0, float(np.abs(values).max()) * 1.05) if len(values) else 1.0
+    fig.add_shape(type="line", x0=-limit, y0=-limit, x1=limit, y1=limit, layer="below",
+                  line={"color": "#34495e", "width": 1, "dash": "dash"})
+    axis = {"range": [-limit, limit], "zeroline": True, "zerolinecolor": "#d5dbe1"}
+    return _layout(fig, title, height=620,
+                   xaxis={**axis, "title": "expected log2FC (agent 1 + agent 2)"},
+                   yaxis={**axis, "title": "observed log2FC (combination)",
+                          "scaleanchor": "x", "scaleratio": 1},
+                   legend={"orientation": "h", "y": -0.12, "x": 0, "itemsizing": "constant"})
+
+
+def _formatted(values: pd.Series, spec: str) -> list[str]:
+    """Numbers as hover text ("NA" for a missing one: a gene whose interaction was not
+    tested has no padj)."""
+    return [format(v, spec) if pd.notna(v) else "NA" for v in values]

@@ -50,11 +50,13 @@ component per HTML cell, slow for a plate's 384 wells)."""
 
 
 def table(frame: pd.DataFrame, links: dict[str, Callable[[pd.Series], str]] | None = None,
-          table_id: str | None = None, height: int = 420) -> html.Table | dag.AgGrid:
+          table_id: str | None = None, height: int = 420,
+          grid: bool = False) -> html.Table | dag.AgGrid:
     """A table; ``links`` turns a column's cells into links (row -> href) inside the app.
-    Long tables are AG Grid: sortable, filterable, paged in the browser."""
+    Long tables (or any, with ``grid``) are AG Grid: sortable, filterable, paged in the
+    browser."""
     links = links or {}
-    if len(frame) <= SMALL_TABLE:
+    if len(frame) <= SMALL_TABLE and not grid:
         return _html_table(frame, links, table_id)
     rows = frame.astype(object).where(frame.notna(), None)
     for column, href in links.items():
@@ -85,13 +87,14 @@ def _html_table(frame: pd.DataFrame, links: dict[str, Callable[[pd.Series], str]
     def cell(row: pd.Series, column: str):
         value = row[column]
         number = isinstance(value, int | float) and not isinstance(value, bool)
-        if value is None or (isinstance(value, float) and value != value):
+        if value is None or value is pd.NA or (isinstance(value, float) and value != value):
             text = ""
         elif isinstance(value, float):
             text = f"{value:.4g}"
         else:
             text = str(value)
-        content = link(text, links[column](row)) if column in links and text else text
+        href = links[column](row) if column in links and text else None
+        content = link(text, href) if href else text
         return html.Td(content, className="num" if number else None)
 
     head = html.Thead(html.Tr([html.Th(c.replace("_", " ")) for c in frame.columns]))
@@ -219,11 +222,43 @@ def _qc_sections(data: ExplorerData, study_id: str, query: dict[str, str]) -> li
 def _screen_links(data: ExplorerData, study_id: str) -> list:
     plates = data.plates(study_id)
     compounds = data.compounds(study_id)
-    return [section("Plates", html.Ul([html.Li(link(p, path("studies", study_id, "plates", p)))
+    body = [section("Plates", html.Ul([html.Li(link(p, path("studies", study_id, "plates", p)))
                                        for p in plates])),
             section("Compounds", html.Ul([html.Li(link(c, path("studies", study_id,
                                                                "compounds", c)))
                                           for c in compounds], className="columns"))]
+    combinations = data.combinations(study_id)
+    if not combinations.empty:
+        called = int(combinations["nonadditive"].fillna(False).astype(bool).sum())
+        body.append(section(
+            "Combinations",
+            html.P(f"{called} of {len(combinations)} combinations non-additive: more genes "
+                   "with an interaction (AB - A - B + control, padj < alpha) than the 95th "
+                   "percentile of the plate's null of relabelled control and monotherapy "
+                   "wells.", id="combinations-summary"),
+            table(combinations[COMBINATION_COLUMNS].rename(columns=COMBINATION_HEADERS),
+                  {"combination": lambda r: combination_href(study_id, r["combination"])},
+                  table_id="combinations-table")))
+    consistency = data.retrieval(study_id, "consistency")
+    activity = data.retrieval(study_id, "activity")
+    if not consistency.empty or not activity.empty:
+        retrieved = int(activity["retrieved"].fillna(False).astype(bool).sum()) \
+            if not activity.empty else 0
+        shown = consistency.rename(columns={"name": "moa_class", "n_profiles": "conditions"})
+        shown = shown[[c for c in ("moa_class", "conditions", "map", "pvalue", "padj",
+                                   "retrieved") if c in shown]]
+        body.append(section(
+            "Mechanism of action",
+            html.P(f"Activity: {retrieved} of {len(activity)} conditions retrieved against "
+                   "their plate's controls (mean average precision, permutation p; per "
+                   "compound on its page). Consistency: are each MoA class's conditions "
+                   "retrieved before the other classes'?", id="moa-summary"),
+            table(shown, table_id="moa-consistency") if not shown.empty
+            else html.P("No MoA class has enough annotated conditions to test."
+                        if not activity.empty and activity["moa"].notna().any() else
+                        "The plate map names no MoA class (a moa or target column): no "
+                        "consistency to test.")))
+    return body
 
 
 def _singlecell_sections(data: ExplorerData, study_id: str, query: dict[str, str]) -> list:
@@ -506,11 +541,53 @@ def compound_page(data: ExplorerData, query: dict[str, str], study_id: str,
                                                   "PROGENy pathway activity (t)", "score"),
                                   "compound-pathways")))
     body += _dose_sections(data, study, study_id, compound)
+    body += _moa_sections(data, study_id, compound)
+    return body
+
+
+def _moa_sections(data: ExplorerData, study_id: str, compound: str) -> list:
+    """The compound's activity retrieval per dose, its nearest conditions with their MoA
+    classes, and the combinations it is part of."""
+    body = []
+    activity = data.retrieval(study_id, "activity", compound)
+    if not activity.empty:
+        classes = sorted(activity["moa"].dropna().unique())
+        shown = activity.rename(columns={"name": "contrast", "n_profiles": "wells"})[
+            ["contrast", "dose", "wells", "replicate_correlation", "signature_strength", "tas",
+             "map", "pvalue", "padj", "retrieved"]]
+        body.append(section(
+            "Phenotypic activity (retrieval against controls)",
+            html.P(("MoA class: " + ", ".join(classes) + ". " if classes else "")
+                   + "Per dose: can its wells be told from the plate's controls? Mean average "
+                   "precision (map) with its permutation p; replicate correlation (CMap "
+                   "cc_q75) and transcriptional activity score (tas).",
+                   id="retrieval-summary"),
+            table(shown, {"contrast": lambda r: contrast_href(study_id, r["contrast"], None)},
+                  table_id="compound-retrieval")))
     neighbours = data.neighbours(study_id, compound)
     if not neighbours.empty:
-        body.append(section("Nearest compounds", table(
-            neighbours, {"neighbor_compound": lambda r: path("studies", study_id, "compounds",
-                                                             r["neighbor_compound"])})))
+        neighbours = neighbours.dropna(axis=1, how="all")
+        compounds = set(data.compounds(study_id))
+        note = ("Neighbour MoA: the nearest condition's class; MoA hypothesis: the class "
+                "most enriched among the condition's annotated neighbours (padj: BH over "
+                "the conditions)." if "moa_hypothesis" in neighbours else "")
+        body.append(section("Nearest compounds", html.P(
+            "Conditions of other compounds whose consensus signatures correlate best with "
+            "each of this compound's. " + note), table(
+            neighbours,
+            {"contrast": lambda r: contrast_href(study_id, r["contrast"], None),
+             "neighbor_contrast": lambda r: contrast_href(study_id, r["neighbor_contrast"],
+                                                          None),
+             "neighbor_compound": lambda r: path("studies", study_id, "compounds",
+                                                 r["neighbor_compound"])
+             if r["neighbor_compound"] in compounds else None},
+            table_id="compound-neighbours")))
+    combinations = data.combinations(study_id, compound)
+    if not combinations.empty:
+        body.append(section("Combinations", table(
+            combinations[COMBINATION_COLUMNS].rename(columns=COMBINATION_HEADERS),
+            {"combination": lambda r: combination_href(study_id, r["combination"])},
+            table_id="compound-combinations")))
     return body
 
 
@@ -531,7 +608,7 @@ def _dose_sections(data: ExplorerData, study: dict, study_id: str, compound: str
     if not genes.empty:
         points = data.dose_expression(study_id, compound, genes["gene_id"].tolist(), control)
         fits = genes.assign(key=genes["gene_id"],
-                            label=genes["gene_symbol"].fillna(genes["gene_id"]))
+                            label=genes["gene_symbol"].astype(object).fillna(genes["gene_id"]))
         body.append(section("Dose response: most sensitive genes", graph(
             interactive.dose_curve_figure(points, fits, "Most sensitive genes (diamond: BMD, "
                                           "bar: BMDL-BMDU; left: controls)", "VST"),
@@ -551,6 +628,137 @@ def _dose_sections(data: ExplorerData, study: dict, study_id: str, compound: str
     if not potency.empty:
         body.append(section("tPOD summary", table(potency.drop(columns=["study_id"]))))
     return body
+
+
+# --- /studies/<id>/combinations/<combination>
+
+COMBINATION_COLUMNS = ["combination", "compound_1", "dose_1", "compound_2", "dose_2",
+                       "dose_unit", "n_wells", "n_deg", "n_nonadditive", "n_synergistic",
+                       "n_antagonistic", "n_emergent", "null_threshold", "pvalue",
+                       "nonadditive"]
+"""The columns of ``combinations`` the lists show (study page, compound page)."""
+COMBINATION_HEADERS = {"n_wells": "wells", "n_deg": "DEGs", "n_nonadditive": "non_additive",
+                       "n_synergistic": "synergistic", "n_antagonistic": "antagonistic",
+                       "n_emergent": "emergent", "null_threshold": "null_95th",
+                       "pvalue": "empirical_p", "nonadditive": "non-additive call"}
+NONADDITIVE = ("synergistic", "antagonistic", "emergent")
+CLASS_NOTES = {
+    "synergistic": "the combination beyond the sum of the agents' effects",
+    "antagonistic": "the combination short of that sum",
+    "emergent": "changed only by the combination, by neither agent alone",
+    "additive": "changed, and as the sum predicts",
+    "unchanged": "changed by neither the agents nor the combination"}
+_EFFECT_COLUMNS = {"gene_symbol": "gene_symbol", "gene_id": "gene_id",
+                   "interaction_class": "class", "log2_fold_change": "interaction_log2fc",
+                   "lfc_se": "lfc_se", "padj": "padj", "observed_log2fc": "observed_log2fc",
+                   "expected_log2fc": "expected_log2fc", "agent_1_log2fc": "agent_1_log2fc",
+                   "agent_2_log2fc": "agent_2_log2fc", "base_mean": "base_mean"}
+
+
+def combination_href(study_id: str, combination: str) -> str:
+    return path("studies", study_id, "combinations", combination)
+
+
+def _combination(data: ExplorerData, study_id: str, combination: str) -> dict:
+    study = _study(data, study_id)
+    names = data.combination_names(study_id)
+    if combination not in names:
+        raise NotFound(f"combination '{combination}' in {study_id}",
+                       [(c, combination_href(study_id, c)) for c in names], "combination")
+    return study
+
+
+def combination_page(data: ExplorerData, query: dict[str, str], study_id: str,
+                     combination: str) -> list:
+    study = _combination(data, study_id, combination)
+    summary = data.combinations(study_id)
+    row = summary[summary["combination"] == combination].iloc[0]
+    effects = data.combination_effects(study_id, combination)
+    calls = data.contrasts(study_id)
+    compounds = set(data.compounds(study_id))
+    unit = row["dose_unit"] or ""
+    called = bool(row["nonadditive"])
+    body = [html.P(link(f"← {study['title'] or study_id}", path("studies", study_id))),
+            html.H1(combination),
+            html.P(f"{row['compound_1']} {row['dose_1']:g} {unit} + {row['compound_2']} "
+                   f"{row['dose_2']:g} {unit} on plate {row['plate']}, {row['n_wells']} wells",
+                   className="muted"),
+            html.P([html.Strong("Non-additive" if called else "Additive (within the null)"),
+                    ": ", _nonadditive_text(row, study["alpha"])], id="combination-summary")]
+    counts = (effects["interaction_class"].value_counts()
+              .reindex([*NONADDITIVE, "additive", "unchanged"], fill_value=0))
+    classes = pd.DataFrame({"class": counts.index, "genes": counts.to_numpy(),
+                            "meaning": [CLASS_NOTES[c] for c in counts.index]})
+    plotted = effects.dropna(subset=["observed_log2fc", "expected_log2fc"])
+    contrasts = set(calls["contrast"])
+    body.append(html.Div([
+        graph(figures.combination_scatter(effects, "Observed vs expected log2FC"),
+              "combination-scatter"),
+        html.Div([
+            html.H3("Agents"),
+            table(_agents(calls, row), {
+                "compound": lambda r: path("studies", study_id, "compounds", r["compound"])
+                if r["compound"] in compounds else None,
+                "condition": lambda r: contrast_href(study_id, r["condition"], None)
+                if r["condition"] in contrasts else None}, table_id="combination-agents"),
+            html.H3("Genes per class"), table(classes, table_id="combination-classes"),
+            html.P(f"{len(plotted):,} of {len(effects):,} genes plotted (both log2 fold "
+                   "changes estimated); the dashed diagonal is additivity (observed = "
+                   "agent 1 + agent 2). Interaction: AB - A - B + control on the shared fit "
+                   "(DESeq2 Wald, BH within the combination); a class other than additive or "
+                   "unchanged needs interaction padj < alpha. Click a point to open the "
+                   "gene.", className="muted")])],
+        className="two"))
+    nonadditive = effects[effects["interaction_class"].isin(NONADDITIVE)]
+    shown = nonadditive[[c for c in _EFFECT_COLUMNS if c in nonadditive]] \
+        .rename(columns=_EFFECT_COLUMNS).dropna(axis=1, how="all")
+    gene = {"gene_id": lambda r: path("genes", r["gene_id"])}
+    if "gene_symbol" in shown:
+        gene["gene_symbol"] = lambda r: path("genes", r["gene_symbol"])
+    body.append(section(
+        "Non-additive genes",
+        html.P(f"{len(shown):,} genes synergistic, antagonistic or emergent, smallest "
+               "interaction padj first; sort or filter any column.", id="nonadditive-count"),
+        table(shown, gene, table_id="nonadditive-genes", grid=True) if len(shown)
+        else html.P("No gene's interaction reached padj < alpha.")))
+    pathways = data.pathway_combination_effects(study_id, combination)
+    if not pathways.empty:
+        body.append(section(
+            "Pathways and gene sets",
+            html.P("Per-well scores (PROGENy, Hallmark GSVA): observed and expected "
+                   "differences to the controls, their interaction (t-test, BH within the "
+                   "combination) and class."),
+            table(pathways, table_id="combination-pathways")))
+    return body
+
+
+def _nonadditive_text(row: pd.Series, alpha: float | None) -> str:
+    """The call's numbers: non-additive genes against the plate's null, the empirical p."""
+    cut = f"padj < {alpha:g}" if alpha is not None and pd.notna(alpha) else "padj < alpha"
+    fraction = (f" ({row['frac_nonadditive']:.0%} of its {row['n_deg']:,} DEGs)"
+                if pd.notna(row["frac_nonadditive"]) else f" (of {row['n_deg']:,} DEGs)")
+    if pd.isna(row["null_threshold"]) or pd.isna(row["pvalue"]):
+        null = "no null of relabelled wells on its plate"
+    else:
+        null = (f"the plate's null of {row['n_null_splits']:,} relabellings of control and "
+                f"monotherapy wells: 95th percentile {row['null_threshold']:g}, median "
+                f"{row['null_median']:g}; empirical p = {row['pvalue']:.3g}")
+    return f"{row['n_nonadditive']:,} genes with an interaction ({cut}){fraction}; {null}."
+
+
+def _agents(contrasts: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
+    """The two agents and the combination: dose, condition and its DEG calls (``contrasts``:
+    the study's, as :meth:`~.data.ExplorerData.contrasts` counts them)."""
+    calls = contrasts.set_index("contrast")
+    unit = f" {row['dose_unit']}" if row["dose_unit"] else ""
+    rows = [("agent 1", row["compound_1"], f"{row['dose_1']:g}{unit}", row["mono_1"]),
+            ("agent 2", row["compound_2"], f"{row['dose_2']:g}{unit}", row["mono_2"]),
+            ("combination", f"{row['compound_1']} + {row['compound_2']}",
+             f"{row['dose_1']:g} + {row['dose_2']:g}{unit}", row["combination"])]
+    frame = pd.DataFrame(rows, columns=["role", "compound", "dose", "condition"])
+    frame["DEGs up/down"] = [f"{int(calls.loc[c, 'up'])} / {int(calls.loc[c, 'down'])}"
+                             if c in calls.index else None for c in frame["condition"]]
+    return frame
 
 
 # --- /filter
@@ -631,6 +839,8 @@ ROUTES: list[tuple[re.Pattern, Callable[..., list]]] = [
     (re.compile(r"^/studies/(?P<study_id>[^/]+)/contrasts/(?P<contrast>[^/]+)$"), contrast_page),
     (re.compile(r"^/studies/(?P<study_id>[^/]+)/plates/(?P<plate>[^/]+)$"), plate_page),
     (re.compile(r"^/studies/(?P<study_id>[^/]+)/compounds/(?P<compound>[^/]+)$"), compound_page),
+    (re.compile(r"^/studies/(?P<study_id>[^/]+)/combinations/(?P<combination>[^/]+)$"),
+     combination_page),
     (re.compile(r"^/genes/(?P<gene>[^/]+)$"), gene_page),
     (re.compile(r"^/filter$"), filter_page),
 ]
@@ -645,6 +855,8 @@ def check_exists(data: ExplorerData, page: Callable[..., list], values: dict[str
         _plate(data, values["study_id"], values["plate"])
     elif page is compound_page:
         _compound(data, values["study_id"], values["compound"])
+    elif page is combination_page:
+        _combination(data, values["study_id"], values["combination"])
     elif page is study_page:
         _study(data, values["study_id"])
     elif page is gene_page:

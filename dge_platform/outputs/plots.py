@@ -574,7 +574,7 @@ def combination_class_counts(summary: pd.DataFrame) -> bytes:
     """Genes per class of each combination (stacked bars, additive and unchanged left out),
     non-additive combinations marked with a star."""
     classes = ["synergistic", "antagonistic", "emergent"]
-    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.3 * len(summary)))
+    fig, ax = plt.subplots(figsize=(8, 1.4 + 0.3 * len(summary)))
     y = np.arange(len(summary))
     left = np.zeros(len(summary))
     for name in classes:
@@ -587,5 +587,5 @@ def combination_class_counts(summary: pd.DataFrame) -> bytes:
     ax.invert_yaxis()
     ax.set_xlabel("genes with interaction padj < alpha")
     ax.set_title("Non-additive genes per combination (* above the null)", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     return _png(fig)

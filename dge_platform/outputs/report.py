@@ -292,8 +292,11 @@ def _combination_section(combinations: pd.DataFrame | None,
                                  "n_emergent", "n_additive", "null_threshold", "pvalue",
                                  "nonadditive"]]),
             "<div class='plots'>" + "".join(_img(png, name) for name, png in plots.items()
-                                            if name == "class_counts"
-                                            or name.startswith("combination_")) + "</div>"]
+                                            if name == "class_counts") + "</div>",
+            "<p class='note'>Observed against expected (additive) log2 fold changes; the "
+            "diagonal is additivity.</p>",
+            "<div class='plots'>" + "".join(_img(png, name) for name, png in plots.items()
+                                            if name.startswith("combination_")) + "</div>"]
 
 
 def _position_section(effects: pd.DataFrame | None, plots: dict[str, bytes]) -> list[str]:

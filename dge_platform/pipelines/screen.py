@@ -397,7 +397,10 @@ def moa(config: StudyConfig, vst: pd.DataFrame, samples: pd.DataFrame,
     long["gene_symbol"] = genes.set_index("gene_id")["gene_symbol"] \
         .reindex(long["gene_id"]).to_numpy()
     activity = activity_map(z, tested, features, alpha=config.alpha)
-    activity = activity.join(consensus.quality, on="condition").join(meta["moa"], on="condition")
+    # compound and dose as the condition table types them (the plate map's are text)
+    activity = activity.drop(columns=["compound", "dose"]).join(
+        meta[["compound", "dose", "moa"]], on="condition").join(consensus.quality,
+                                                                on="condition")
     rows = [activity.rename(columns={"condition": "name"}).assign(level="activity")]
     result = StepResult()
     retrieved = activity.loc[activity["retrieved"].fillna(False).astype(bool), "condition"]
@@ -464,9 +467,10 @@ def compound_similarity(config: StudyConfig, deg_results: pd.DataFrame,
 
 def combinations(config: StudyConfig, raw_counts: pd.DataFrame, samples: pd.DataFrame,
                  size_factors: pd.DataFrame, gene_dispersions: pd.DataFrame,
-                 combination_effects: pd.DataFrame) -> StepResult:
+                 combination_effects: pd.DataFrame, n_cpus: int = 1) -> StepResult:
     """Per combination, its non-additive genes against its plate's null of relabelled
-    control and monotherapy wells; observed-vs-expected scatters and class counts."""
+    control and monotherapy wells (splits tested in ``n_cpus`` processes);
+    observed-vs-expected scatters and class counts."""
     result = StepResult(files={COMBINATION_PLOTS: {}})
     if combination_effects.empty:
         result.info("no combination wells (compound_2 and dose_2) tested on the plates")
@@ -491,7 +495,7 @@ def combinations(config: StudyConfig, raw_counts: pd.DataFrame, samples: pd.Data
         nulls[plate] = null_interaction_counts(
             counts, analysed, dispersions["dispersion"], dispersions["base_mean"], controls,
             monos, sizes, alpha=config.alpha, lfc_threshold=config.lfc_threshold,
-            seed=NULL_SEED)
+            seed=NULL_SEED, n_jobs=n_cpus)
         result.info(f"plate {plate}: null of {len(nulls[plate])} relabellings (pseudo "
                     f"AB/A/B of {sizes} wells), 95th percentile "
                     f"{np.quantile(nulls[plate], NULL_QUANTILE):.1f} non-additive genes")

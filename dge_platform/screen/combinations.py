@@ -55,6 +55,8 @@ from dge_platform.screen.plate_map import (
 N_NULL_SPLITS = 100
 CLASSES = ("synergistic", "antagonistic", "emergent", "additive", "unchanged")
 MIN_PSEUDO_CONTROLS = 1
+INTERACTION_WEIGHTS = np.array([1.0, -1.0, -1.0, 1.0])
+"""Group weights of the interaction, groups in the order AB, A, B, control."""
 
 EFFECT_COLUMNS = ["combination", "gene_id", "base_mean", "log2_fold_change", "lfc_se", "stat",
                   "pvalue", "padj", "observed_log2fc", "observed_padj", "expected_log2fc",
@@ -180,7 +182,7 @@ def null_interaction_counts(counts: pd.DataFrame, size_factors: pd.Series,
                             controls: list[str], monotherapies: list[list[str]],
                             sizes: tuple[int, int, int], *, alpha: float,
                             lfc_threshold: float = 0.0, n_splits: int = N_NULL_SPLITS,
-                            seed: int = 0) -> np.ndarray:
+                            seed: int = 0, n_jobs: int = 1) -> np.ndarray:
     """Counts of genes with interaction padj < ``alpha`` in ``n_splits`` null relabellings.
 
     Parameters
@@ -199,21 +201,54 @@ def null_interaction_counts(counts: pd.DataFrame, size_factors: pd.Series,
     alpha, lfc_threshold
         The study's settings.
     n_splits, seed
-        Splits and the generator seed (fixed: reruns give the same null).
+        Splits and the generator seed (fixed: reruns give the same null, whatever
+        ``n_jobs``).
+    n_jobs
+        Worker processes (joblib's loky) testing the splits.
     """
+    from joblib import Parallel, delayed
+
+    # every split draws from the controls and the monotherapies: test on those wells only
+    pool = list(dict.fromkeys([*controls, *(w for m in monotherapies for w in m)]))
+    splits = null_splits(pd.Index(pool), controls, monotherapies, sizes, n_splits, seed)
+    values = counts[pool].to_numpy()
+    factors = size_factors.reindex(pool).to_numpy(float)
+    disp, means = dispersions.to_numpy(float), base_mean.to_numpy(float)
+    if n_jobs > 1:
+        found = Parallel(n_jobs=n_jobs)(
+            delayed(_n_significant)(values, factors, disp, codes, means, alpha, lfc_threshold)
+            for codes in splits)
+    else:
+        found = [_n_significant(values, factors, disp, codes, means, alpha, lfc_threshold)
+                 for codes in splits]
+    return np.asarray(found, dtype=np.int64)
+
+
+def _n_significant(values: np.ndarray, factors: np.ndarray, dispersions: np.ndarray,
+                   codes: np.ndarray, base_mean: np.ndarray, alpha: float,
+                   lfc_threshold: float) -> int:
+    """Genes whose interaction has padj < ``alpha`` for one split's group codes."""
+    result = group_contrast_test(values, factors, dispersions, codes, INTERACTION_WEIGHTS,
+                                 base_mean, alpha=alpha, lfc_threshold=lfc_threshold)
+    return int((result["padj"] < alpha).sum())
+
+
+def null_splits(wells: pd.Index, controls: list[str], monotherapies: list[list[str]],
+                sizes: tuple[int, int, int], n_splits: int, seed: int) -> list[np.ndarray]:
+    """The relabellings of :func:`null_interaction_counts`: per split, a group code per
+    well (0 pseudo-AB, 1 pseudo-A, 2 pseudo-B, 3 pseudo-control, -1 unused). Even splits
+    draw every group from the controls; odd ones (when a monotherapy has >= 4 wells) draw
+    pseudo-AB and pseudo-A from one monotherapy's wells, pseudo-B and pseudo-control from
+    the controls."""
     rng = np.random.default_rng(seed)
-    wells = pd.Index(counts.columns)
     usable = [m for m in monotherapies if len(m) >= 4]
     control_index = wells.get_indexer(controls)
-    weights = np.array([1.0, -1.0, -1.0, 1.0])  # AB, A, B, control
-    values, factors = counts.to_numpy(), size_factors.reindex(wells).to_numpy(float)
-    n_deg = np.empty(n_splits, dtype=np.int64)
+    splits = []
     for i in range(n_splits):
         codes = np.full(len(wells), -1)
         picked = rng.permutation(control_index)
         if usable and i % 2:
-            mono = wells.get_indexer(usable[rng.integers(len(usable))])
-            mono = rng.permutation(mono)
+            mono = rng.permutation(wells.get_indexer(usable[rng.integers(len(usable))]))
             half = min(sizes[0], len(mono) // 2)
             codes[mono[:half]] = 0
             codes[mono[half:2 * half]] = 1
@@ -226,11 +261,8 @@ def null_interaction_counts(counts: pd.DataFrame, size_factors: pd.Series,
             codes[picked[a:a + b]] = 1
             codes[picked[a + b:a + b + c]] = 2
             codes[picked[a + b + c:]] = 3
-        result = group_contrast_test(values, factors, dispersions.to_numpy(float), codes,
-                                     weights, base_mean.to_numpy(float), alpha=alpha,
-                                     lfc_threshold=lfc_threshold)
-        n_deg[i] = int((result["padj"] < alpha).sum())
-    return n_deg
+        splits.append(codes)
+    return splits
 
 
 def combination_summary(effects: pd.DataFrame, combinations: pd.DataFrame,
@@ -313,7 +345,7 @@ def pathway_interactions(scores: pd.DataFrame, sheet: pd.DataFrame,
             continue
         pooled = sum(((v - v.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
                      for v in values) / df
-        interaction, stat, pvalue = _group_t_test(means, pooled, n, df, [1, -1, -1, 1])
+        interaction, stat, pvalue = _group_t_test(means, pooled, n, df, INTERACTION_WEIGHTS)
         observed, _, p_obs = _group_t_test(means, pooled, n, df, [1, 0, 0, -1])
         agent_1, _, p_1 = _group_t_test(means, pooled, n, df, [0, 1, 0, -1])
         agent_2, _, p_2 = _group_t_test(means, pooled, n, df, [0, 0, 1, -1])

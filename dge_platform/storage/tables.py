@@ -553,7 +553,7 @@ TABLES: dict[str, TableSpec] = {spec.name: spec for spec in [
                   ("consensus_z", "DOUBLE")),
               column_notes=(
                   ("consensus_z", "MODZ: the wells' robust z-scores (vs the plate's controls) "
-                                  "weighted by their summed Spearman r with the other "
+                                  "weighted by their mean Spearman r with the other "
                                   "replicates."),),
               sort_by=("contrast", "gene_id")),
     TableSpec("moa_retrieval", "Screens: can a condition's wells be told from the controls "
@@ -584,9 +584,10 @@ TABLES: dict[str, TableSpec] = {spec.name: spec for spec in [
                                          "ss_ngene)."),
                   ("tas", "Transcriptional activity score: sqrt(signature_strength x "
                           "max(replicate_correlation, 0) / number of feature genes)."),
-                  ("map", "Mean average precision of the queries (cosine similarity over the "
-                          "1,000 most variable genes' robust z-scores)."),
-                  ("pvalue", "Permutation p-value of map."),
+                  ("map", "Mean average precision of the queries (copairs; cosine similarity "
+                          "over the 1,000 most variable genes' robust z-scores)."),
+                  ("pvalue", "Exact permutation p-value of map (relabelled wells or classes; "
+                             "copairs' own null does not hold level on screens)."),
                   ("padj", "BH-adjusted pvalue within the level."),
                   ("retrieved", "padj < alpha: phenotypically active (activity) or "
                                 "consistent (consistency)."))),

@@ -305,3 +305,30 @@ def test_moa_retrieval_and_consensus_signatures(home):
     known = similarity[similarity["neighbor_moa"].notna()]
     assert (known["neighbor_moa"] == truth.moa.reindex(known["neighbor_compound"])
             .to_numpy()).all()
+
+
+def test_screen_report_combinations_in_a_browser(home):
+    """The report's MoA and combination sections as a reader sees them, offline: every
+    image drawn, no console error (screenshot in test-artifacts)."""
+    from selenium.webdriver.common.by import By
+
+    from dge_platform_tests.browser import ARTIFACTS, chromium, console_errors
+
+    report = home["root"] / "warehouse" / "reports" / "study_id=sim_screen" / "report.html"
+    with chromium(offline=True) as driver:
+        driver.get(report.as_uri())
+        assert console_errors(driver) == []
+        heading = driver.find_element(By.XPATH, "//h2[starts-with(., 'Combinations (')]")
+        driver.execute_script("arguments[0].scrollIntoView()", heading)
+        images = driver.execute_script(
+            "return [...document.querySelectorAll('img')].filter(i => "
+            "i.alt.startsWith('combination_') || i.alt === 'class_counts')"
+            ".map(i => [i.alt, i.naturalWidth])")
+        summary = sql("select combination from combinations where study_id = 'sim_screen'")
+        assert len(images) == len(summary) + 1 and all(width > 100 for _, width in images)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        section = driver.find_element(By.XPATH, "//h2[starts-with(., 'Mechanism of action')]")
+        driver.execute_script("arguments[0].scrollIntoView()", section)
+        driver.save_screenshot(str(ARTIFACTS / "screen_report_moa.png"))
+        driver.execute_script("arguments[0].scrollIntoView()", heading)
+        driver.save_screenshot(str(ARTIFACTS / "screen_report_combinations.png"))
