@@ -109,7 +109,8 @@ def moa_steps(expression: pd.DataFrame, sheet: pd.DataFrame, results: pd.DataFra
     tested = sheet[sheet["role"].isin(("sample", "control"))]
     times = {}
     times["robust z + features"], (z, features) = _timed(lambda: (
-        robust_z(expression[tested.index], tested), feature_genes(expression[tested.index])))
+        robust_z(expression[tested.index], tested),
+        feature_genes(expression[tested.index], plates=tested["plate"])))
     treated = tested[tested["role"] == "sample"]
     times["consensus (MODZ, TAS)"], consensus = _timed(
         lambda: consensus_signatures(z[treated.index], treated["condition"], features))

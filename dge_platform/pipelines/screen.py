@@ -163,7 +163,7 @@ def testable_combinations(combos: pd.DataFrame, contrasts: list, control: str
                           ) -> tuple[pd.DataFrame, dict[str, str]]:
     """The combinations whose interaction the fit can test (the combination and both
     monotherapies tested against the control), and why the others cannot be."""
-    tested = {c.level for c in contrasts if c.reference == control}
+    tested = {c.level for c in contrasts if c.reference == control and c.factor == CONDITION}
     keep, skipped = [], {}
     for row in combos.itertuples():
         missing = [c for c in (row.combination, row.mono_1, row.mono_2) if c not in tested]
@@ -382,7 +382,7 @@ def moa(config: StudyConfig, vst: pd.DataFrame, samples: pd.DataFrame,
     sheet = sheet_from_samples_table(samples).loc[expression.columns]
     tested = sheet[sheet[ROLE].isin(("sample", "control"))]
     z = robust_z(expression[tested.index], tested)
-    features = feature_genes(expression[tested.index])
+    features = feature_genes(expression[tested.index], plates=tested["plate"])
     treated = tested[tested[ROLE] == "sample"]
     consensus = consensus_signatures(z[treated.index], treated[CONDITION], features)
     meta = condition_table(treated).set_index(CONDITION)

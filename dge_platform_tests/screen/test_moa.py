@@ -1,10 +1,11 @@
 """MoA measures: robust z and MODZ against direct computations, activity and consistency mAP
-against copairs and a hand-computed AP, the relabelling tests' calibration on planted
-inactive conditions, MoA enrichment against scipy, edge cases."""
+against copairs and a hand-computed AP, the relabelling tests (one plate, and stratified
+across plates) against brute-force loops and their calibration on planted inactive
+conditions, single-plate activity pinned, MoA enrichment against scipy, edge cases."""
 
 from __future__ import annotations
 
-from itertools import combinations
+from itertools import combinations, product
 
 import numpy as np
 import pandas as pd
@@ -13,10 +14,12 @@ from copairs.map import average_precision, mean_average_precision
 from scipy.stats import binom, hypergeom, spearmanr
 from sklearn.metrics import average_precision_score
 
+from dge_platform.screen import moa
 from dge_platform.screen.moa import (
     MIN_WEIGHT,
     STRENGTH_Z,
     _class_permutation_test,
+    _relabelling_pvalue,
     activity_map,
     consensus_signatures,
     consistency_map,
@@ -161,11 +164,11 @@ def test_empty_feature_list_is_an_error_everywhere():
 
 # --- activity -------------------------------------------------------------------------------
 
-def test_activity_map_is_copairs_on_the_same_matrices():
+def test_activity_map_is_copairs_on_the_same_matrices(tmp_path):
     """Two plates, duplicates and triplicates, a single-well condition and one spread one
     well per plate: map and pvalue_copairs equal copairs called directly on the profiles
     activity_map documents (z centred on the plate's control median, scaled by the MAD of
-    all the plate's wells)."""
+    all the plate's wells), positives on any plate, negatives on the query's plate."""
     rng = np.random.default_rng(2)
     first = plate_sheet([("A_1uM", 3), ("B_1uM", 2), ("ONE_1uM", 1), ("SPLIT_1uM", 1)], 8, "P1")
     second = plate_sheet([("A_1uM", 2), ("C_1uM", 3), ("SPLIT_1uM", 1)], 6, "P2")
@@ -185,24 +188,25 @@ def test_activity_map_is_copairs_on_the_same_matrices():
     profiles = pd.concat(profiles)
     meta = sheet.loc[profiles.index].reset_index(drop=True)
     meta["ref"] = np.where(meta["role"] == "control", np.arange(len(meta)), -1)
-    ap = average_precision(meta, profiles.to_numpy(), pos_sameby=["condition", "plate", "ref"],
+    ap = average_precision(meta, profiles.to_numpy(), pos_sameby=["condition", "ref"],
                            pos_diffby=[], neg_sameby=["plate"],
                            neg_diffby=["condition", "ref"], progress_bar=False)
     ap = ap[(ap["role"] == "sample") & (ap["n_pos_pairs"] > 0)]
     direct = mean_average_precision(ap, ["condition"], null_size=2000, threshold=ALPHA, seed=3,
-                                    progress_bar=False).set_index("condition")
-    assert set(direct.index) == {"A_1uM", "B_1uM", "C_1uM"}
+                                    progress_bar=False, cache_dir=tmp_path).set_index("condition")
+    assert set(direct.index) == {"A_1uM", "B_1uM", "C_1uM", "SPLIT_1uM"}
     for condition in direct.index:
         assert result.loc[condition, "map"] == direct.loc[condition, "mean_average_precision"]
         assert result.loc[condition, "pvalue_copairs"] == pytest.approx(
             direct.loc[condition, "p_value"], rel=1e-6)
     assert result.loc["A_1uM", "n_profiles"] == 5
-    assert result.loc["A_1uM", "n_null"] == 2000  # two plates: sampled relabellings
-    assert result.loc["B_1uM", "n_null"] == 45    # one plate: all C(10, 2) enumerated
-    for condition, why in (("ONE_1uM", "one well"), ("SPLIT_1uM", "no two wells on one plate")):
-        row = result.loc[condition]
-        assert np.isnan(row["map"]) and np.isnan(row["pvalue"]) and not row["retrieved"]
-        assert row["note"].startswith(why)
+    assert result.loc["A_1uM", "n_null"] == 2000      # C(11, 3) C(8, 2) = 4620: sampled
+    assert result.loc["SPLIT_1uM", "n_null"] == 9 * 7  # one of 9 wells on P1, of 7 on P2
+    assert result.loc["B_1uM", "n_null"] == 45         # one plate: all C(10, 2) enumerated
+    assert result["note"].drop("ONE_1uM").isna().all()
+    row = result.loc["ONE_1uM"]
+    assert np.isnan(row["map"]) and np.isnan(row["pvalue"]) and not row["retrieved"]
+    assert row["note"].startswith("one well")
     assert list(result.loc[["A_1uM", "B_1uM"], "compound"]) == ["A", "B"]
 
 
@@ -265,6 +269,124 @@ def test_relabelling_pvalue_against_a_brute_force_loop():
         assert result.loc[condition, "map"] == pytest.approx(observed[0], abs=1e-6)
 
 
+def test_single_plate_values_pinned():
+    """A single-plate screen gives the values activity_map gave before replicates on other
+    plates counted (pinned from that code): duplicates enumerated, triplicates sampled to
+    null_size, early-stopped inactive conditions, a single well."""
+    rng = np.random.default_rng(11)
+    sheet = plate_sheet([("A_1uM", 2), ("B_1uM", 2), ("C_1uM", 3), ("D_1uM", 4), ("E_1uM", 3),
+                         ("ONE_1uM", 1)], 12)
+    genes = [f"g{i}" for i in range(120)]
+    expression = pd.DataFrame(rng.normal(size=(120, len(sheet))) * rng.uniform(0.1, 1, (120, 1))
+                              + rng.uniform(2, 12, (120, 1)), columns=sheet.index, index=genes)
+    for name in ("A_1uM", "C_1uM"):
+        expression.loc[:, sheet.index[sheet["condition"] == name]] += \
+            0.8 * rng.normal(size=(120, 1))
+    result = activity_map(robust_z(expression, sheet), sheet, genes[:100], null_size=300,
+                          seed=5).set_index("condition")
+    pinned = {"A_1uM": (1.0, 0.01098901098901099, 91, 0.0033222591362126247),
+              "B_1uM": (0.14583333333333331, 0.7472527472527473, 91, 0.46179401993355484),
+              "C_1uM": (1.0, 0.006644518272425249, 300, 0.0033222591362126247),
+              "D_1uM": (0.4956349206349206, 0.2857142857142857, 70, 0.2059800664451827),
+              "E_1uM": (0.3565934065934066, 0.7142857142857143, 28, 0.23255813953488372)}
+    for condition, values in pinned.items():
+        row = result.loc[condition]
+        assert (row["map"], row["pvalue"], row["n_null"], row["pvalue_copairs"]) == values
+    assert np.isnan(result.loc["ONE_1uM", "pvalue"]) and result.loc["ONE_1uM", "n_null"] == 0
+
+
+def stratified_brute_force(pools: list[tuple[np.ndarray, int]]) -> tuple[float, float]:
+    """Observed mAP and exact p of the stratified test, spelled out: on every plate every
+    choice of the condition's wells among its pool (its wells first, then its controls),
+    each plate re-centred on its other wells' median; a chosen well's positives are the
+    chosen wells of all plates, its negatives the other wells of its plate; ties of mAP
+    broken by the mean cosine among the chosen wells."""
+    scores = []
+    for joint in product(*[combinations(range(len(pool)), k) for pool, k in pools]):
+        units, plate, chosen = [], [], []
+        for p, ((pool, _), picked) in enumerate(zip(pools, joint)):
+            rest = [i for i in range(len(pool)) if i not in picked]
+            centred = pool - np.median(pool[rest], axis=0)
+            units.append(centred / np.linalg.norm(centred, axis=1, keepdims=True))
+            plate += [p] * len(pool)
+            chosen += [i in picked for i in range(len(pool))]
+        cosine = np.vstack(units) @ np.vstack(units).T
+        queries = np.flatnonzero(chosen)
+        aps = []
+        for q in queries:
+            ranked = [j for j in range(len(plate))
+                      if j != q and (chosen[j] or plate[j] == plate[q])]
+            aps.append(plain_ap([chosen[j] for j in ranked], list(cosine[q, ranked])))
+        together = np.mean([cosine[a, b] for a, b in combinations(queries, 2)])
+        scores.append((np.mean(aps), together))
+    observed = scores[0]
+    at_least = sum(s[0] > observed[0] + 1e-9 or (abs(s[0] - observed[0]) <= 1e-9
+                                                 and s[1] >= observed[1] - 1e-9) for s in scores)
+    return observed[0], at_least / len(scores)
+
+
+def test_three_plates_unequal_wells_against_a_brute_force_loop(monkeypatch):
+    """A on 3 plates with 2 + 1 + 1 wells (C(7, 2) 5 4 = 420 joint relabellings), B on 2
+    plates (1 + 2: 60), C on one plate of the three (C(7, 3) = 35), D one well: map and
+    exact p equal the stratified test spelled out; the sampled p (null_size under 420)
+    is the exact one when its draws are every other joint relabelling."""
+    rng = np.random.default_rng(6)
+    sheet = pd.concat([plate_sheet([("A_1uM", 2), ("B_1uM", 1), ("D_1uM", 1)], 5, "P1"),
+                       plate_sheet([("A_1uM", 1), ("C_1uM", 3)], 4, "P2"),
+                       plate_sheet([("A_1uM", 1), ("B_1uM", 2)], 3, "P3")])
+    z = pd.DataFrame(rng.normal(size=(40, len(sheet))), columns=sheet.index)
+    z.loc[:, sheet.index[sheet["condition"] == "A_1uM"]] += 0.5 * rng.normal(size=(40, 1))
+    result = activity_map(z, sheet, list(z.index)).set_index("condition")
+    pools = {}
+    for _, wells in sheet.groupby("plate"):
+        x = z[wells.index].T.to_numpy()
+        x = x / (1.4826 * np.median(np.abs(x - np.median(x, axis=0)), axis=0))
+        controls = x[(wells["role"] == "control").to_numpy()]
+        for condition in ("A_1uM", "B_1uM", "C_1uM"):
+            mine = (wells["condition"] == condition).to_numpy()
+            if mine.any():
+                pools.setdefault(condition, []).append((np.vstack([x[mine], controls]),
+                                                        int(mine.sum())))
+    exact = {}
+    for condition, n_ways in (("A_1uM", 420), ("B_1uM", 60), ("C_1uM", 35)):
+        observed, pvalue = exact[condition] = stratified_brute_force(pools[condition])
+        row = result.loc[condition]
+        assert row["map"] == pytest.approx(observed, abs=1e-9)  # copairs' map
+        assert row["pvalue"] == pytest.approx(pvalue) and row["n_null"] == n_ways
+    assert result.loc["A_1uM", "pvalue"] < 0.05 and result.loc["B_1uM", "pvalue"] > 0.05
+    assert result.loc["A_1uM", "n_profiles"] == 4 and result.loc["D_1uM", "note"] == \
+        "one well: no replicate to retrieve"
+    # The sampled path scores the same statistic: draws scripted to be every joint
+    # relabelling but the observed one, no early stop, give p = (1 + count) / (1 + draws),
+    # the exact p; whether a plate's choices are scored up front and looked up (all, A's
+    # single-well plates only, none) or draw by draw.
+    monkeypatch.setattr(moa, "_STOP_AFTER", 10**6)
+    for table_cells in (moa._TABLE_CELLS, 1000, 0):
+        monkeypatch.setattr(moa, "_TABLE_CELLS", table_cells)
+        for condition in ("A_1uM", "B_1uM"):
+            scripted = ScriptedDraws(pools[condition])
+            assert _relabelling_pvalue(pools[condition], scripted.n_draws, scripted) == \
+                (pytest.approx(exact[condition][1]), scripted.n_draws)
+
+
+class ScriptedDraws:
+    """Stands in for the random generator of _relabelling_pvalue: its draws pick, in turn,
+    every joint relabelling of ``pools`` but the observed one (0 for the chosen wells)."""
+
+    def __init__(self, pools: list[tuple[np.ndarray, int]]):
+        joint = list(product(*[combinations(range(len(pool)), k) for pool, k in pools]))[1:]
+        self.n_draws = len(joint)
+        self.draws = [np.array([[0.0 if i in picked[p] else 1.0 for i in range(len(pool))]
+                                for picked in joint]) for p, (pool, _) in enumerate(pools)]
+        self.calls = 0
+
+    def random(self, shape: tuple[int, int]) -> np.ndarray:
+        out = self.draws[self.calls % len(self.draws)]
+        self.calls += 1
+        assert out.shape == shape
+        return out
+
+
 def _false_positive_check(pvalues: np.ndarray, what: str) -> None:
     """The rate at p < 0.05 must be within sampling error of a level-0.05 test: an exact
     test's expected rate is just under 0.05, so the observed one may exceed it by chance,
@@ -312,6 +434,52 @@ def test_activity_calibrated_through_robust_z_where_copairs_is_not():
     assert np.mean(np.concatenate(copairs) < ALPHA) > 0.1
 
 
+
+def replicate_plates(seed: int, n_inactive: int, n_active: int, n_genes: int = 300,
+                     n_plates: int = 2) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Replicate plates: each holds 24 controls and every condition once. Expression with
+    gene-specific means and spreads, a plate offset per gene and a plate-wide scale; an
+    active condition adds its own shift (sd 1 gene spread) to its wells on every plate."""
+    rng = np.random.default_rng(seed)
+    conditions = [(f"I{i}_1uM", 1) for i in range(n_inactive)]
+    conditions += [(f"ACT{i}_1uM", 1) for i in range(n_active)]
+    plates = [plate_sheet(conditions, 24, f"P{p + 1}") for p in range(n_plates)]
+    mean, spread = rng.uniform(2, 12, (n_genes, 1)), rng.uniform(0.05, 1.0, (n_genes, 1))
+    shifts = {f"ACT{i}_1uM": spread * rng.normal(size=(n_genes, 1)) for i in range(n_active)}
+    blocks = []
+    for plate in plates:
+        block = (mean + rng.normal(0, 0.5, (n_genes, 1)) + rng.uniform(0.8, 1.25) * spread
+                 * rng.normal(size=(n_genes, len(plate))))
+        for condition, shift in shifts.items():
+            block[:, (plate["condition"] == condition).to_numpy()] += shift
+        blocks.append(block)
+    sheet = pd.concat(plates)
+    return pd.DataFrame(np.hstack(blocks), index=[f"g{i}" for i in range(n_genes)],
+                        columns=sheet.index), sheet
+
+
+def test_activity_two_replicate_plates_calibrated_through_robust_z():
+    """The replicate-plates layout (each condition once on each of 2 plates, 24 controls a
+    plate, robust_z per plate): each well retrieves its replicate on the other plate among
+    its own plate's controls; the stratified relabelling test (25 x 25 = 625 joint
+    relabellings, enumerated) holds level on inactive conditions and calls the planted
+    active ones."""
+    pvalues, copairs = [], []
+    for seed in range(20):
+        expression, sheet = replicate_plates(200 + seed, n_inactive=60, n_active=6)
+        result = activity_map(robust_z(expression, sheet), sheet, list(expression.index),
+                              seed=seed)
+        assert (result["n_profiles"] == 2).all() and (result["n_null"] == 625).all()
+        assert result["note"].isna().all()
+        active = result["condition"].str.startswith("ACT")
+        assert result.loc[active, "retrieved"].all(), result[active]
+        assert (result.loc[active, "map"] == 1).all()
+        pvalues.append(result.loc[~active, "pvalue"])
+        copairs.append(result.loc[~active, "pvalue_copairs"])
+    copairs_rate = np.mean(np.concatenate(copairs) < ALPHA)
+    _false_positive_check(np.concatenate(pvalues), "1200 inactive conditions on 2 replicate "
+                          f"plates (copairs' p: {copairs_rate:.3f})")
+
 # --- consistency ----------------------------------------------------------------------------
 
 def planted_classes(seed: int, strength: float, n_genes: int = 300) -> tuple[pd.DataFrame,
@@ -343,13 +511,13 @@ def test_consistency_planted_classes_retrieved_random_classes_not():
                                           np.random.default_rng(0))
     np.testing.assert_allclose(observed, result["map"], atol=1e-6)  # copairs' mAP
     pvalues, retrieved = [], []
-    for seed in range(1, 30):
+    for seed in range(1, 21):
         signatures, meta = planted_classes(seed, strength=0.0)
         result = consistency_map(signatures, meta, list(signatures.index), null_size=500,
                                  seed=seed)
         pvalues.append(result["pvalue"])
         retrieved.append(result["retrieved"])
-    _false_positive_check(np.concatenate(pvalues), "87 random classes")
+    _false_positive_check(np.concatenate(pvalues), "60 random classes")
     rate = np.mean(np.concatenate(retrieved))
     assert rate <= ALPHA, f"random classes retrieved at padj < 0.05: {rate:.3f}"
 
@@ -421,3 +589,23 @@ def test_moa_enrichment_all_unannotated():
     assert list(result["contrast"]) == ["a", "b"]
     assert result["moa_hypothesis"].isna().all() and result["moa_hypothesis_padj"].isna().all()
     assert (result["n_neighbors_annotated"] == 0).all()
+
+
+def test_feature_genes_per_plate_ignore_plate_offsets():
+    """A gene shifted between two plates (same response on both) is variable across all
+    wells but not within a plate: per-plate centring leaves it out, keeps the responding
+    genes, and changes nothing on one plate."""
+    rng = np.random.default_rng(3)
+    wells = [f"P{p}_{i}" for p in (1, 2) for i in range(20)]
+    plates = pd.Series([w[:2] for w in wells], index=wells)
+    expression = pd.DataFrame(rng.normal(0, 0.1, (50, 40)), columns=wells,
+                              index=[f"g{i}" for i in range(50)])
+    expression.loc["g0", plates.index[plates == "P2"]] += 5.0  # plate effect
+    responders = [w for w in wells if int(w.split("_")[1]) < 4]
+    expression.loc[["g1", "g2"], responders] += 2.0  # a response on both plates
+    assert feature_genes(expression, 3)[0] == "g0"
+    per_plate = feature_genes(expression, 3, plates=plates)
+    assert "g0" not in per_plate and {"g1", "g2"} <= set(per_plate)
+    one = plates.index[plates == "P1"]
+    assert feature_genes(expression[one], 5, plates=plates[one]) == \
+        feature_genes(expression[one], 5)
