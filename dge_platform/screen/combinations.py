@@ -136,6 +136,9 @@ def combination_effects(interactions: pd.DataFrame, results: pd.DataFrame,
     """
     if interactions.empty:
         return pd.DataFrame(columns=EFFECT_COLUMNS)
+    needed = set(combinations["combination"]) | set(combinations["mono_1"]) \
+        | set(combinations["mono_2"])
+    results = results[results["contrast"].isin(needed)]
     lfc = results.pivot(index="gene_id", columns="contrast", values="log2_fold_change")
     padj = results.pivot(index="gene_id", columns="contrast", values="padj")
     tables = []
