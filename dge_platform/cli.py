@@ -162,6 +162,19 @@ def _print_screens(home: DgeHome) -> bool:
         top = ", ".join((row.most_active or "").split(", ")[:5])
         click.echo(f"  {row.study_id}: {row.active} of {row.conditions} active (null 95th "
                    f"percentile {row.null_threshold:g} DEGs){': ' + top if top else ''}")
+    if Warehouse(home.warehouse).has_data("combinations"):
+        combos = query(home, "select study_id, count(*) as n, count(*) filter (where "
+                             "nonadditive) as nonadditive, string_agg(combination || ' (' || "
+                             "n_nonadditive || ')', ', ' order by n_nonadditive desc) filter "
+                             "(where nonadditive) as most from combinations group by 1 "
+                             "order by 1")
+        if len(combos):
+            click.echo("Combinations non-additive (genes with interaction padj < alpha above "
+                       "the null):")
+        for row in combos.itertuples():
+            top = ", ".join((row.most or "").split(", ")[:5])
+            click.echo(f"  {row.study_id}: {row.nonadditive} of {row.n}"
+                       f"{': ' + top if top else ''}")
     return True
 
 

@@ -157,9 +157,9 @@ def test_every_asset_has_the_multi_run_backfill_policy():
     graph = defs.resolve_asset_graph()
     keys = [k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable
             and graph.get(k).partitions_def is not None]
-    # bulk 19 (ingest 4 + counting 2), screen 21, single-cell 22 (with cell_counts); each
+    # bulk 19 (ingest 4 + counting 2), screen 26, single-cell 22 (with cell_counts); each
     # with pathway_activity, tf_activity, sample_scores and design_diagnostics
-    assert len(keys) == 65
+    assert len(keys) == 70
     cross_study = [k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable
                    and graph.get(k).partitions_def is None]
     assert sorted(k.path[-1] for k in cross_study) == ["contrast_similarity", "gene_recurrence"]

@@ -24,7 +24,9 @@ SHARED = {"study_inputs", "studies", "samples", "genes", "raw_counts", "size_fac
 OWN = {"bulk": {"salmon_index", "library_counts", "sample_qc", "batch_corrected"},
        "screen": {"well_qc", "plate_position_effects", "compound_activity", "dose_response",
                   "pathway_dose_response", "compound_potency", "compound_pod",
-                  "compound_similarity", "batch_corrected"},
+                  "compound_similarity", "compound_signatures", "moa_retrieval",
+                  "combination_effects", "combinations", "pathway_combination_effects",
+                  "batch_corrected"},
        "singlecell": {"cell_counts", "cell_qc", "sc_processed", "cell_types",
                       "pseudobulk_counts", "pseudobulk_samples", "marker_genes"}}
 MAX_ASSET_BODY_LINES = 15

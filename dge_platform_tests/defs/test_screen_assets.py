@@ -147,6 +147,9 @@ def test_run_summary_reports_activity_per_screen(home):
     assert line in output
     assert f"{active['contrast'].iloc[0]} ({active['n_deg'].iloc[0]})" in output
     assert "ETOPOSIDE_10uM" not in output.split("DuckDB catalog")[0].split("Screens:")[0]
+    summary = sql("select * from combinations where study_id = 'sim_screen'")
+    assert (f"sim_screen: {int(summary['nonadditive'].sum())} of {len(summary)}"
+            in home["sim"].output.split("Combinations non-additive")[1])
 
 
 def test_plate_losing_its_controls_in_qc_fails_and_keeps_previous_results(tmp_path,

@@ -180,7 +180,8 @@ def test_steps_run_on_both_workers_and_heavy_steps_never_overlap(celery_home, tm
     # Pool dge_heavy at 1: heavy steps ran one after the other...
     heavy = _heavy_steps()
     spans = sorted((starts[s].timestamp, ends[s].timestamp, s) for s in heavy)
-    assert len(spans) == 5  # deseq2, compound_activity, dose_response, enrichment, sample_scores
+    # deseq2, compound_activity, dose_response, enrichment, sample_scores, combinations
+    assert len(spans) == 6
     for (_, end, step), (start_next, _, step_next) in pairwise(spans):
         assert start_next >= end, f"{step_next} started before {step} ended"
     # ...and the limit is what kept them apart: a heavy step whose inputs were ready before

@@ -15,7 +15,7 @@ from dge_platform_tests.services import PG_ENV
 DEPLOY = REPO / "deploy"
 HEAVY_ASSETS = {"bulk": {"library_counts", "deseq2", "enrichment", "sample_scores"},
                 "screen": {"deseq2", "compound_activity", "dose_response", "enrichment",
-                           "sample_scores"},
+                           "sample_scores", "combinations"},
                 "singlecell": {"cell_qc", "sc_processed", "deseq2", "marker_genes", "enrichment",
                                "sample_scores"}}
 """The steps of each kind's job that fit models or hold a study's cells in memory."""
