@@ -215,3 +215,29 @@ def redis_server() -> Iterator[Redis]:
     """A Redis server for the test session."""
     with running_redis() as server:
         yield server
+
+
+@contextmanager
+def explore_server(home: Path) -> Iterator[str]:
+    """``dge explore`` over the catalog of ``home`` on a free loopback port: its base URL,
+    once the app answers (60 s at most); stopped on exit."""
+    import urllib.request
+
+    from dge_platform_tests.conftest import dge_process
+
+    port = free_port()
+    proc = dge_process("explore", "--port", str(port), env={"DGE_HOME": str(home)})
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(base + "/_dash-layout", timeout=2)
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read()
+                time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

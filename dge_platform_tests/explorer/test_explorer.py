@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from urllib.parse import quote
 
 import pandas as pd
 import pytest
 
-from dge_platform_tests.conftest import copy_bundled, dge, dge_process
-from dge_platform_tests.services import free_port
+from dge_platform_tests.conftest import copy_bundled, dge
+from dge_platform_tests.services import explore_server
 
 STUDIES = ("airway", "kang2018_pbmc", "macseq_pmmsq033")
 AIRWAY = ("airway", "dex_trt_vs_untrt")
@@ -225,23 +224,8 @@ def test_download_is_the_filtered_view_as_csv_and_excel(warehouse, client):
 @pytest.fixture(scope="module")
 def server(warehouse):
     """``dge explore`` on a free loopback port over the test warehouse."""
-    import urllib.request
-
-    port = free_port()
-    proc = dge_process("explore", "--port", str(port),
-                       env={"DGE_HOME": str(warehouse.home.root)})
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(base + "/_dash-layout", timeout=2)
-            break
-        except OSError:
-            assert proc.poll() is None, proc.stdout.read()
-            time.sleep(0.2)
-    yield base
-    proc.terminate()
-    proc.wait(timeout=20)
+    with explore_server(warehouse.home.root) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ from urllib.parse import quote
 import pandas as pd
 import pytest
 
-from dge_platform_tests.conftest import dge, dge_process
+from dge_platform_tests.conftest import dge
 from dge_platform_tests.explorer.test_explorer import INJECTIONS, _open, _plotted_points, _wait
-from dge_platform_tests.services import free_port
+from dge_platform_tests.services import explore_server
 
 STUDY = "combo"
 COMBO = "CMP01_10uM+CMP02_10uM"
@@ -284,23 +284,8 @@ def test_combination_urls_real_absent_and_hostile(warehouse, client):
 @pytest.fixture(scope="module")
 def server(warehouse):
     """``dge explore`` on a free loopback port over the combination screen."""
-    import urllib.request
-
-    port = free_port()
-    proc = dge_process("explore", "--port", str(port),
-                       env={"DGE_HOME": str(warehouse.home.root)})
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(base + "/_dash-layout", timeout=2)
-            break
-        except OSError:
-            assert proc.poll() is None, proc.stdout.read()
-            time.sleep(0.2)
-    yield base
-    proc.terminate()
-    proc.wait(timeout=20)
+    with explore_server(warehouse.home.root) as base:
+        yield base
 
 
 def _trace_points(driver, graph_id: str) -> dict[str, int]:
