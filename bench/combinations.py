@@ -53,7 +53,7 @@ from dge_platform.screen.moa import (
     robust_z,
 )
 from dge_platform.screen.plate_map import (
-    annotate_plate_map,
+    condition_classes,
     condition_table,
     has_second_agent,
     screen_contrasts,
@@ -69,11 +69,6 @@ def _timed(fn):
     start = time.perf_counter()
     out = fn()
     return time.perf_counter() - start, out
-
-
-def annotated(screen) -> pd.DataFrame:
-    plate_map = screen.plate_map.drop(columns="condition").set_index("sample").astype(object)
-    return annotate_plate_map(plate_map.astype(str).where(plate_map.notna(), None), "DMSO")
 
 
 def shared_fit(screen, sheet: pd.DataFrame, combos: pd.DataFrame, interactions: bool):
@@ -117,8 +112,7 @@ def moa_steps(expression: pd.DataFrame, sheet: pd.DataFrame, results: pd.DataFra
     times["activity mAP"], activity = _timed(lambda: activity_map(z, tested, features))
     retrieved = activity.loc[activity["retrieved"].fillna(False).astype(bool), "condition"]
     meta = condition_table(treated).set_index("condition")
-    single = treated[~has_second_agent(treated)]
-    meta["moa"] = single.groupby("condition")["moa"].first().reindex(meta.index)
+    meta["moa"] = condition_classes(treated).reindex(meta.index)
     times["consistency mAP"], consistency = _timed(lambda: consistency_map(
         consensus.signatures[retrieved.tolist()], meta.loc[retrieved], features))
 
@@ -165,7 +159,7 @@ def level(n_plates: int, genes: int) -> None:
         screen = simulate_screen(n_genes=genes, plate_format=384, n_controls=24, n_compounds=8,
                                  doses=(1.0, 10.0), n_replicates=4, inactive_compounds=0,
                                  n_combinations=8, interactions=False, seed=100 + seed)
-        sheet = annotated(screen)
+        sheet = screen.annotated_sheet()
         combos = combination_table(sheet)
         fit = shared_fit(screen, sheet, combos, True)
         effects = combination_effects(fit.linear_results, fit.results, combos, ALPHA)
@@ -191,7 +185,7 @@ def main() -> None:
     screen = simulate_screen(n_genes=args.genes, n_plates=2, plate_format=384, n_controls=24,
                              n_compounds=30, n_replicates=1, n_combinations=20,
                              combination_replicates=2, moa_groups=6, seed=0)
-    sheet = annotated(screen)
+    sheet = screen.annotated_sheet()
     combos = combination_table(sheet)
     print(f"{len(sheet)} wells on 2 plates, {args.genes:,} genes, {len(combos)} combinations")
     fit_plain, _ = _timed(lambda: shared_fit(screen, sheet, combos, False))

@@ -44,6 +44,7 @@ from dge_platform.screen.plate_map import (
     CONDITION,
     ROLE,
     analysis_wells,
+    condition_classes,
     condition_plates,
     condition_table,
     has_second_agent,
@@ -387,10 +388,7 @@ def moa(config: StudyConfig, vst: pd.DataFrame, samples: pd.DataFrame,
     consensus = consensus_signatures(z[treated.index], treated[CONDITION], features)
     meta = condition_table(treated).set_index(CONDITION)
     column = moa_column(sheet)
-    single = treated[~has_second_agent(treated)]
-    classes = (single.groupby(CONDITION)[column].first() if column
-               else pd.Series(None, meta.index, dtype=object))
-    meta["moa"] = classes.reindex(meta.index).where(lambda c: c.notna() & (c != ""), None)
+    meta["moa"] = condition_classes(treated).reindex(meta.index).to_numpy()
     long = consensus.signatures.rename_axis("gene_id").reset_index().melt(
         id_vars="gene_id", var_name="contrast", value_name="consensus_z")
     long = long.join(meta[["compound", "dose"]], on="contrast")
@@ -448,10 +446,7 @@ def compound_similarity(config: StudyConfig, deg_results: pd.DataFrame,
     found = similarity_of(consensus, genes, conditions_meta=conditions(rows))
     table = found.neighbors.join(found.clusters["cluster"], on="contrast")
     sheet = sheet_from_samples_table(samples)
-    column = moa_column(sheet)
-    single = sheet[(sheet[ROLE] == "sample") & ~has_second_agent(sheet)]
-    moa_of = (single.groupby(CONDITION)[column].first().replace("", None) if column
-              else pd.Series(dtype=object))
+    moa_of = condition_classes(sheet)
     table["moa"] = moa_of.reindex(table["contrast"]).to_numpy()
     table["neighbor_moa"] = moa_of.reindex(table["neighbor_contrast"]).to_numpy()
     hypotheses = moa_enrichment(table, moa_of.reindex(consensus.columns)).set_index("contrast")

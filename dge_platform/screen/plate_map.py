@@ -113,6 +113,19 @@ def moa_column(sheet: pd.DataFrame) -> str | None:
     return next((c for c in MOA_COLUMNS if c in sheet.columns), None)
 
 
+def condition_classes(sheet: pd.DataFrame) -> pd.Series:
+    """The MoA class of each single-agent condition of an annotated plate map (its
+    compound's ``moa`` or ``target``), indexed by condition; empty cells and combinations
+    (no class of their own) are left out, and so is every condition without the column."""
+    column = moa_column(sheet)
+    if column is None:
+        return pd.Series(dtype=object, name="moa")
+    single = sheet[(sheet[ROLE] == "sample") & ~has_second_agent(sheet)]
+    classes = single.groupby(CONDITION)[column].first()
+    classes = classes[classes.notna() & (classes.astype(str).str.strip() != "")]
+    return classes.astype(object).rename("moa")
+
+
 def normalize_columns(sheet: pd.DataFrame) -> pd.DataFrame:
     """Plate-map columns named in another case (``Plate``, ``DOSE``) under their standard
     names, unless the standard name is already taken or two columns claim it."""

@@ -23,7 +23,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from dge_platform.screen.plate_map import combination_label, condition_label
+from dge_platform.screen.plate_map import (
+    annotate_plate_map,
+    combination_label,
+    condition_label,
+)
 from dge_platform.screen.well_qc import PLATE_SHAPES, ROW_LETTERS
 
 CONTROL = "DMSO"
@@ -102,6 +106,13 @@ class SimulatedScreen:
     combinations: pd.DataFrame = field(default_factory=pd.DataFrame)
     interaction: pd.DataFrame = field(default_factory=pd.DataFrame)
     interaction_class: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def annotated_sheet(self) -> pd.DataFrame:
+        """The plate map as validation annotates it (text values, indexed by well, with
+        ``role`` and ``condition``), as the steps of a screen read it back."""
+        plate_map = self.plate_map.drop(columns="condition").set_index("sample").astype(object)
+        return annotate_plate_map(plate_map.astype(str).where(plate_map.notna(), None),
+                                  CONTROL)
 
 
 def hill(dose: np.ndarray | float, ec50: np.ndarray | float,

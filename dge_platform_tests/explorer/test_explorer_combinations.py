@@ -18,7 +18,13 @@ import pandas as pd
 import pytest
 
 from dge_platform_tests.conftest import dge
-from dge_platform_tests.explorer.test_explorer import INJECTIONS, _open, _plotted_points, _wait
+from dge_platform_tests.explorer.test_explorer import (
+    INJECTIONS,
+    _open,
+    _plotted_points,
+    _wait,
+    catalog,
+)
 from dge_platform_tests.services import explore_server
 
 STUDY = "combo"
@@ -50,10 +56,6 @@ def client(warehouse):
     from dge_platform.explorer.app import create_app
 
     return create_app(warehouse).server.test_client()
-
-
-def catalog(warehouse, sql: str, params: list | None = None) -> pd.DataFrame:
-    return warehouse.frame(sql, params or [])
 
 
 def components(tree):

@@ -20,7 +20,6 @@ from dge_platform.screen.combinations import (
     pseudo_group_sizes,
 )
 from dge_platform.screen.plate_map import (
-    annotate_plate_map,
     condition_table,
     has_second_agent,
     screen_contrasts,
@@ -31,17 +30,11 @@ ALPHA = 0.05
 INTERACTING = ("synergistic", "antagonistic", "emergent")
 
 
-def annotated(screen) -> pd.DataFrame:
-    plate_map = screen.plate_map.drop(columns="condition").set_index("sample").astype(object)
-    text = plate_map.astype(str).where(plate_map.notna(), None)
-    return annotate_plate_map(text, "DMSO")
-
-
 def analyse(screen, *, with_null: bool = False, n_splits: int = 100):
     """The screen's fit with every combination's interaction, as the deseq2 step runs it;
     with the combinations summary (one plate, ``n_splits`` null relabellings) when
     ``with_null``."""
-    sheet = annotated(screen)
+    sheet = screen.annotated_sheet()
     contrasts = screen_contrasts(sheet, "DMSO")
     combos = combination_table(sheet)
     frame = pd.DataFrame({"condition": pd.Categorical(
@@ -93,11 +86,9 @@ def test_interaction_class_rules():
 def test_combination_table_orders_agents_and_finds_monotherapies():
     screen = simulate_screen(n_genes=200, n_controls=8, n_compounds=4, doses=(1.0, 10.0),
                              n_replicates=2, inactive_compounds=0, n_combinations=2, seed=2)
-    plate_map = screen.plate_map.copy()
-    first = plate_map.index[plate_map["compound_2"] == "CMP04"][0]
-    plate_map.loc[first, ["compound", "compound_2"]] = ["CMP04", "CMP03"]
-    table = combination_table(annotated(screen.__class__(**{**screen.__dict__,
-                                                           "plate_map": plate_map})))
+    first = screen.plate_map.index[screen.plate_map["compound_2"] == "CMP04"][0]
+    screen.plate_map.loc[first, ["compound", "compound_2"]] = ["CMP04", "CMP03"]
+    table = combination_table(screen.annotated_sheet())
     assert table[["combination", "compound_1", "compound_2", "mono_1", "mono_2",
                   "n_wells"]].to_dict("records") == [
         {"combination": "CMP01_10uM+CMP02_10uM", "compound_1": "CMP01",
@@ -183,7 +174,7 @@ def test_nonadditive_plate_is_called(planted):
 def test_null_is_reproducible_and_uses_disjoint_groups():
     screen = simulate_screen(n_genes=500, n_controls=16, n_compounds=2, doses=(10.0,),
                              n_replicates=4, inactive_compounds=0, n_combinations=1, seed=3)
-    sheet = annotated(screen)
+    sheet = screen.annotated_sheet()
     controls = sheet.index[sheet["role"] == "control"].tolist()
     mono = sheet.index[sheet["condition"] == "CMP01_10uM"].tolist()
     args = (screen.counts[sheet.index], screen.size_factors, screen.dispersions,

@@ -104,3 +104,15 @@ def test_moa_with_two_classes_for_one_compound(folder):
     found = problems_of(folder)
     assert any("column 'moa': compound(s) CMP01 have more than one class" in p
                for p in found), found
+
+
+def test_condition_classes_leave_out_combinations_and_empty_cells(combo_screen):
+    from dge_platform.screen.plate_map import condition_classes
+
+    sheet = combo_screen.annotated_sheet()
+    sheet.loc[sheet["condition"] == "CMP04_1uM", "moa"] = " "
+    classes = condition_classes(sheet)
+    assert "CMP01_10uM+CMP02_10uM" not in classes.index and "CMP04_1uM" not in classes.index
+    assert classes["CMP01_10uM"] == combo_screen.moa["CMP01"]
+    assert classes["CMP04_10uM"] == combo_screen.moa["CMP04"]
+    assert condition_classes(sheet.drop(columns="moa")).empty
